@@ -1,0 +1,264 @@
+"""One view of a section, whatever container it came in.
+
+Every reader returns a :class:`~spatialdata.SpatialData` that follows these conventions, and every function in
+:mod:`stalign.pp` / :mod:`stalign.tl` reads its input through :func:`get_section`, so both SpatialData and AnnData in
+the scanpy/squidpy Visium convention are accepted everywhere.
+
+Conventions
+-----------
+- One table (``sdata.tables["table"]``) with raw counts (sparse) in ``X``, gene symbols as ``var_names``,
+  ``obs["sample"]`` and ``obsm["spatial"]``: spot centres ``(x, y)`` in **full-resolution image pixels**.
+- ``table.uns["spatial"][library_id]["scalefactors"]`` holds ``microns_per_pixel`` (µm per full-resolution pixel),
+  ``spot_diameter_fullres`` and, for AnnData images, ``tissue_<res>_scalef``.
+- Images are multiscale ``(c, y, x)`` uint8 RGB elements whose transformation to the ``"global"`` coordinate system
+  maps image pixels to full-resolution pixels (the spatialdata-io Visium convention).
+- Spots are circles (radius in full-resolution pixels) in the ``"global"`` coordinate system.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+
+from ._constants import VISIUM_SPOT_UM, Key
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageLevel:
+    """One resolution level of a section image.
+
+    Attributes
+    ----------
+    data
+        Channel-first array ``(c, y, x)``; numpy, dask or xarray (read lazily).
+    fullres_per_px
+        Full-resolution pixels per pixel of this level (1 for the full-resolution image, 1/scalef otherwise).
+    name
+        Element / resolution name, for messages.
+    """
+
+    data: Any
+    fullres_per_px: float
+    name: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` in pixels of this level."""
+        return int(self.data.shape[-2]), int(self.data.shape[-1])
+
+
+@dataclass
+class Section:
+    """A read-only view of one section: table, spot centres, geometry and image levels (finest first)."""
+
+    table: AnnData
+    library_id: str
+    coords: np.ndarray  # (n_obs, 2) x, y in full-resolution px
+    microns_per_pixel: float  # µm per full-resolution px
+    spot_diameter_fullres: float
+    images: list[ImageLevel] = field(default_factory=list)
+
+    @property
+    def has_image(self) -> bool:
+        """Whether the section has at least one image level."""
+        return len(self.images) > 0
+
+    @property
+    def has_expression(self) -> bool:
+        """Whether the table holds any measured genes with non-zero counts."""
+        if self.table.n_vars == 0 or self.table.n_obs == 0:
+            return False
+        X = self.table.X
+        total = X.sum() if X is not None else 0
+        return bool(np.asarray(total) > 0)
+
+    def level_for(self, microns_per_pixel: float) -> ImageLevel:
+        """The coarsest image level whose resolution is at least as fine as ``microns_per_pixel``.
+
+        Falls back to the finest level when none is fine enough (the crop is then upsampled).
+        """
+        if not self.images:
+            msg = f"Section {self.library_id!r} has no image; image crops need an H&E image."
+            raise ValueError(msg)
+        target = microns_per_pixel / self.microns_per_pixel  # full-res px per output px
+        ok = [lv for lv in self.images if lv.fullres_per_px <= target * (1 + 1e-6)]
+        if not ok:
+            return self.images[0]
+        return max(ok, key=lambda lv: lv.fullres_per_px)
+
+
+def _scalefactors(table: AnnData, library_id: str | None) -> tuple[str | None, dict]:
+    spatial = table.uns.get(Key.spatial, {})
+    if not isinstance(spatial, dict) or not spatial:
+        return library_id, {}
+    if library_id is None:
+        if len(spatial) > 1:
+            msg = (
+                f"`uns['spatial']` holds {len(spatial)} libraries ({', '.join(map(str, spatial))}); "
+                "pass `library_id=` to choose one."
+            )
+            raise ValueError(msg)
+        library_id = next(iter(spatial))
+    if library_id not in spatial:
+        msg = f"library_id {library_id!r} not found in `uns['spatial']`; available: {', '.join(map(str, spatial))}."
+        raise KeyError(msg)
+    return library_id, dict(spatial[library_id].get("scalefactors", {}) or {})
+
+
+def _microns_per_pixel(sf: dict, library_id: Any) -> tuple[float, float]:
+    mpp = sf.get(Key.microns_per_pixel)
+    diam = sf.get(Key.spot_diameter_fullres)
+    if diam is not None and not (np.isfinite(diam) and diam > 0):
+        msg = f"scalefactors['spot_diameter_fullres'] of {library_id!r} is {diam!r}; it must be a positive number."
+        raise ValueError(msg)
+    if mpp is None:
+        if diam is None:
+            msg = (
+                f"Section {library_id!r} records neither 'microns_per_pixel' nor 'spot_diameter_fullres' in "
+                "`uns['spatial'][library_id]['scalefactors']`; set one of them (Visium: 55 µm spots)."
+            )
+            raise ValueError(msg)
+        mpp = VISIUM_SPOT_UM / float(diam)
+        logger.info("microns_per_pixel of %r derived from a 55 µm Visium spot: %.4f", library_id, mpp)
+    if not (np.isfinite(mpp) and mpp > 0):
+        msg = f"scalefactors['microns_per_pixel'] of {library_id!r} is {mpp!r}; it must be a positive number."
+        raise ValueError(msg)
+    if diam is None:
+        diam = VISIUM_SPOT_UM / float(mpp)
+    return float(mpp), float(diam)
+
+
+def _coords(table: AnnData) -> np.ndarray:
+    if Key.spatial not in table.obsm:
+        msg = "The table has no `obsm['spatial']` (spot centres in full-resolution pixels); read it with stalign.io."
+        raise KeyError(msg)
+    coords = np.asarray(table.obsm[Key.spatial], dtype=np.float64)[:, :2]
+    if not np.isfinite(coords).all():
+        msg = "`obsm['spatial']` holds NaN or infinite spot positions; drop those spots first."
+        raise ValueError(msg)
+    return coords
+
+
+def _levels_from_anndata(table: AnnData, library_id: str | None) -> list[ImageLevel]:
+    if library_id is None:
+        return []
+    lib = table.uns[Key.spatial][library_id]
+    imgs = lib.get("images", {}) or {}
+    sf = lib.get("scalefactors", {}) or {}
+    levels = []
+    for res, img in imgs.items():
+        scalef = 1.0 if res in ("fullres", "full") else sf.get(f"tissue_{res}_scalef")
+        if scalef is None or not (np.isfinite(scalef) and scalef > 0):
+            msg = f"Image {res!r} of {library_id!r} has no valid scalefactors['tissue_{res}_scalef'] (got {scalef!r})."
+            raise ValueError(msg)
+        arr = _to_uint8_rgb(np.asarray(img), name=f"uns['spatial'][{library_id!r}]['images'][{res!r}]")
+        levels.append(ImageLevel(np.moveaxis(arr, -1, 0), 1.0 / float(scalef), name=str(res)))
+    return sorted(levels, key=lambda lv: lv.fullres_per_px)
+
+
+def _to_uint8_rgb(arr: np.ndarray, *, name: str) -> np.ndarray:
+    """Channels-last image → uint8 RGB. Grayscale is replicated, RGBA drops alpha, 16-bit and float are rescaled."""
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        msg = f"{name} has shape {arr.shape}; expected (height, width) or (height, width, 1|3|4) channels."
+        raise ValueError(msg)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            msg = f"{name} contains NaN or infinite pixels; clean the image first."
+            raise ValueError(msg)
+        hi = 1.0 if arr.max() <= 1.0 else 255.0
+        return np.clip(np.rint(arr / hi * 255.0), 0, 255).astype(np.uint8)
+    if arr.dtype == np.uint16:
+        return (arr >> 8).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        return np.clip(arr, 0, 255).astype(np.uint8)
+    msg = f"{name} has unsupported dtype {arr.dtype}; convert it to uint8 RGB."
+    raise ValueError(msg)
+
+
+def _levels_from_sdata(sdata, image_key: str | None) -> list[ImageLevel]:
+    from spatialdata.transformations import get_transformation
+
+    keys = list(sdata.images.keys()) if image_key is None else [image_key]
+    if image_key is not None and image_key not in sdata.images:
+        msg = f"image_key {image_key!r} not in sdata.images; available: {', '.join(sdata.images.keys()) or 'none'}."
+        raise KeyError(msg)
+    levels: list[ImageLevel] = []
+    for key in keys:
+        elem = sdata.images[key]
+        t = get_transformation(elem, to_coordinate_system="global")
+        if isinstance(t, dict):  # no "global" system
+            msg = f"Image {key!r} has no transformation to the 'global' coordinate system (full-resolution pixels)."
+            raise ValueError(msg)
+        m = t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+        sx, sy = float(m[0, 0]), float(m[1, 1])
+        if abs(m[0, 1]) > 1e-9 or abs(m[1, 0]) > 1e-9 or abs(sx - sy) > 1e-6 * max(sx, sy):
+            msg = f"Image {key!r}: only isotropic scale (+ translation) transformations are supported."
+            raise ValueError(msg)
+        if abs(m[0, 2]) > 1e-6 or abs(m[1, 2]) > 1e-6:
+            msg = f"Image {key!r}: translated images are not supported; the image origin must be the full-res origin."
+            raise ValueError(msg)
+        if hasattr(elem, "children") and len(getattr(elem, "children", {})) > 0:  # DataTree multiscale
+            scales = sorted(elem.children)
+            base_w = None
+            for s in scales:
+                da = next(iter(elem[s].ds.data_vars.values()))
+                w = int(da.shape[-1])
+                base_w = w if base_w is None else base_w
+                levels.append(ImageLevel(da.data, sx * base_w / w, name=f"{key}/{s}"))
+        else:
+            levels.append(ImageLevel(elem.data, sx, name=key))
+    return sorted(levels, key=lambda lv: lv.fullres_per_px)
+
+
+def get_section(
+    data: Any,
+    *,
+    table_key: str = Key.table,
+    image_key: str | None = None,
+    library_id: str | None = None,
+    require_image: bool = False,
+) -> Section:
+    """Read-only section view of a SpatialData (with a table) or an AnnData in the squidpy Visium convention."""
+    from spatialdata import SpatialData
+
+    if isinstance(data, SpatialData):
+        if table_key not in data.tables:
+            msg = f"table_key {table_key!r} not in sdata.tables; available: {', '.join(data.tables.keys()) or 'none'}."
+            raise KeyError(msg)
+        table = data.tables[table_key]
+        levels = _levels_from_sdata(data, image_key)
+    elif isinstance(data, AnnData):
+        table = data
+        levels = None
+    else:
+        msg = f"Expected a SpatialData or an AnnData, got {type(data).__name__}."
+        raise TypeError(msg)
+    lib, sf = _scalefactors(table, library_id)
+    if levels is None:
+        levels = _levels_from_anndata(table, lib)
+    if lib is None:
+        samples = table.obs[Key.sample].unique() if Key.sample in table.obs else []
+        lib = str(samples[0]) if len(samples) == 1 else "section"
+    mpp, diam = _microns_per_pixel(sf, lib)
+    if require_image and not levels:
+        msg = (
+            f"Section {lib!r} has no image. Pass a SpatialData with an image element, or an AnnData with "
+            "`uns['spatial'][library_id]['images']`."
+        )
+        raise ValueError(msg)
+    return Section(table=table, library_id=str(lib), coords=_coords(table), microns_per_pixel=mpp,
+                   spot_diameter_fullres=diam, images=levels)

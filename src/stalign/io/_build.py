@@ -1,0 +1,187 @@
+"""Assemble a section into the package's SpatialData shape (shared by every reader)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from .._constants import Key
+from .._section import _to_uint8_rgb
+
+logger = logging.getLogger(__name__)
+
+#: Pyramid levels stop once the longer side is at most this many pixels.
+MIN_LEVEL_SIDE = 512
+CHUNK = 1024
+
+
+def image_key(sample: str) -> str:
+    """Name of a section's image element."""
+    return f"{sample}_image"
+
+
+def shapes_key(sample: str) -> str:
+    """Name of a section's spot-circle element."""
+    return f"{sample}_spots"
+
+
+def validate_counts(counts: Any, *, what: str) -> sparse.csr_matrix:
+    """Counts → CSR float32 after checking they are finite and non-negative."""
+    X = sparse.csr_matrix(counts) if not sparse.issparse(counts) else counts.tocsr()
+    data = X.data
+    if data.size and not np.isfinite(data).all():
+        msg = f"{what}: the counts contain NaN or infinite values; raw counts must be finite non-negative numbers."
+        raise ValueError(msg)
+    if data.size and (data < 0).any():
+        msg = f"{what}: the counts contain negative values; pass raw (un-normalised, non-negative) counts."
+        raise ValueError(msg)
+    return X.astype(np.float32)
+
+
+def check_unique(ids: Sequence[str], *, what: str) -> None:
+    """Raise on duplicate spot ids, naming a few."""
+    idx = pd.Index(ids)
+    if idx.has_duplicates:
+        dups = idx[idx.duplicated()].unique()[:5].tolist()
+        msg = f"{what}: duplicate spot ids {dups}; each spot must appear once (deduplicate the positions/counts)."
+        raise ValueError(msg)
+
+
+def pyramid_scale_factors(height: int, width: int) -> list[int]:
+    """Successive factor-2 levels until the longer side is at most :data:`MIN_LEVEL_SIDE`."""
+    factors, side = [], max(height, width)
+    while side > MIN_LEVEL_SIDE:
+        side //= 2
+        factors.append(2)
+    return factors
+
+
+def build_sdata(
+    *,
+    sample: str,
+    coords_fullres: np.ndarray,
+    obs_names: Sequence[str],
+    microns_per_pixel: float,
+    spot_diameter_fullres: float,
+    counts: Any = None,
+    var_names: Sequence[str] | None = None,
+    var: pd.DataFrame | None = None,
+    obs: pd.DataFrame | None = None,
+    image: np.ndarray | None = None,
+    image_scalef: float = 1.0,
+    technology: str = "visium",
+    what: str | None = None,
+):
+    """Build a :class:`~spatialdata.SpatialData` with one table, one multiscale image and spot circles.
+
+    Parameters
+    ----------
+    sample
+        Section name; becomes ``obs["sample"]``, the library id and the element-name prefix.
+    coords_fullres
+        ``(n, 2)`` spot centres ``(x, y)`` in full-resolution pixels.
+    obs_names
+        Spot ids, unique.
+    microns_per_pixel
+        µm per full-resolution pixel.
+    spot_diameter_fullres
+        Spot diameter in full-resolution pixels.
+    counts
+        ``(n, g)`` raw counts; ``None`` for a table with 0 genes (image + positions only).
+    var_names
+        Gene symbols (``g``).
+    var
+        Extra per-gene columns (e.g. ``gene_ids``), indexed like ``var_names``.
+    obs
+        Extra per-spot columns (labels, array coordinates), indexed by ``obs_names``.
+    image
+        ``(h, w[, c])`` H&E image; converted to uint8 RGB.
+    image_scalef
+        Image pixels per full-resolution pixel (1 for a full-resolution image, Space Ranger's ``tissue_*_scalef``).
+    technology
+        ``"visium"`` or ``"st"``; recorded in ``uns``.
+    """
+    import dask.array as da
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    what = what or f"section {sample!r}"
+    obs_names = pd.Index([str(o) for o in obs_names])
+    check_unique(obs_names, what=what)
+    coords = np.asarray(coords_fullres, dtype=np.float64)
+    if coords.shape != (len(obs_names), 2):
+        msg = f"{what}: {coords.shape[0]} positions for {len(obs_names)} spots; positions must be (n_spots, 2)."
+        raise ValueError(msg)
+    if not np.isfinite(coords).all():
+        msg = f"{what}: some spot positions are NaN or infinite; fix or drop those rows of the positions file."
+        raise ValueError(msg)
+    for name, val in (("microns_per_pixel", microns_per_pixel), ("spot_diameter_fullres", spot_diameter_fullres),
+                      ("image scale factor", image_scalef)):
+        if val is None or not np.isfinite(val) or val <= 0:
+            msg = f"{what}: {name} is {val!r}; it must be a positive number (check the scale factors file)."
+            raise ValueError(msg)
+
+    if counts is None:
+        X = sparse.csr_matrix((len(obs_names), 0), dtype=np.float32)
+        var_df = pd.DataFrame(index=pd.Index([], dtype=str))
+    else:
+        X = validate_counts(counts, what=what)
+        if X.shape[0] != len(obs_names):
+            msg = f"{what}: counts have {X.shape[0]} spots but positions have {len(obs_names)}."
+            raise ValueError(msg)
+        var_df = var.copy() if var is not None else pd.DataFrame(index=pd.Index([str(v) for v in var_names]))
+        var_df.index = pd.Index([str(v) for v in var_names]) if var_names is not None else var_df.index.astype(str)
+    obs_df = obs.copy() if obs is not None else pd.DataFrame(index=obs_names)
+    obs_df.index = obs_names
+    obs_df[Key.sample] = pd.Categorical([sample] * len(obs_names))
+    region = shapes_key(sample)
+    obs_df["region"] = pd.Categorical([region] * len(obs_names))
+    obs_df["spot_id"] = np.arange(len(obs_names))
+
+    adata = AnnData(X=X, obs=obs_df, var=var_df)
+    if adata.var_names.has_duplicates:
+        adata.var_names_make_unique()
+    adata.obsm[Key.spatial] = coords
+    scalefactors = {
+        Key.microns_per_pixel: float(microns_per_pixel),
+        Key.spot_diameter_fullres: float(spot_diameter_fullres),
+    }
+    adata.uns[Key.spatial] = {sample: {"scalefactors": scalefactors, "metadata": {"technology": technology}}}
+
+    images = {}
+    if image is not None:
+        arr = _to_uint8_rgb(np.asarray(image), name=f"{what}: image")
+        h, w = arr.shape[:2]
+        xy_img = coords * image_scalef
+        # A spot whose centre falls outside the image cannot be cropped: refuse clearly.
+        off = (xy_img[:, 0] < 0) | (xy_img[:, 1] < 0) | (xy_img[:, 0] >= w) | (xy_img[:, 1] >= h)
+        if off.any():
+            msg = (
+                f"{what}: {int(off.sum())} of {len(off)} spot centres lie outside the {w}x{h} image "
+                f"(e.g. {obs_names[np.flatnonzero(off)[0]]!r}); check the image scale factor or drop those spots."
+            )
+            raise ValueError(msg)
+        data = da.from_array(np.moveaxis(arr, -1, 0), chunks=(3, CHUNK, CHUNK))
+        t = Identity() if image_scalef == 1.0 else Scale([1 / image_scalef, 1 / image_scalef], axes=("x", "y"))
+        factors = pyramid_scale_factors(h, w)
+        images[image_key(sample)] = Image2DModel.parse(
+            data, dims=("c", "y", "x"), scale_factors=factors or None, transformations={"global": t},
+            c_coords=["r", "g", "b"], chunks=(3, CHUNK, CHUNK),
+        )
+        scalefactors["image_scalef"] = float(image_scalef)
+
+    shapes = {
+        region: ShapesModel.parse(
+            coords, geometry=0, radius=np.full(len(coords), spot_diameter_fullres / 2.0),
+            index=np.arange(len(obs_names)), transformations={"global": Identity()},
+        )
+    }
+    table = TableModel.parse(adata, region=region, region_key="region", instance_key="spot_id")
+    return SpatialData(images=images, shapes=shapes, tables={Key.table: table})
