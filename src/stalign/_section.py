@@ -260,5 +260,11 @@ def get_section(
             "`uns['spatial'][library_id]['images']`."
         )
         raise ValueError(msg)
-    return Section(table=table, library_id=str(lib), coords=_coords(table), microns_per_pixel=mpp,
-                   spot_diameter_fullres=diam, images=levels)
+    return Section(
+        table=table,
+        library_id=str(lib),
+        coords=_coords(table),
+        microns_per_pixel=mpp,
+        spot_diameter_fullres=diam,
+        images=levels,
+    )

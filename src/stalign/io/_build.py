@@ -122,8 +122,11 @@ def build_sdata(
     if not np.isfinite(coords).all():
         msg = f"{what}: some spot positions are NaN or infinite; fix or drop those rows of the positions file."
         raise ValueError(msg)
-    for name, val in (("microns_per_pixel", microns_per_pixel), ("spot_diameter_fullres", spot_diameter_fullres),
-                      ("image scale factor", image_scalef)):
+    for name, val in (
+        ("microns_per_pixel", microns_per_pixel),
+        ("spot_diameter_fullres", spot_diameter_fullres),
+        ("image scale factor", image_scalef),
+    ):
         if val is None or not np.isfinite(val) or val <= 0:
             msg = f"{what}: {name} is {val!r}; it must be a positive number (check the scale factors file)."
             raise ValueError(msg)
@@ -172,15 +175,22 @@ def build_sdata(
         t = Identity() if image_scalef == 1.0 else Scale([1 / image_scalef, 1 / image_scalef], axes=("x", "y"))
         factors = pyramid_scale_factors(h, w)
         images[image_key(sample)] = Image2DModel.parse(
-            data, dims=("c", "y", "x"), scale_factors=factors or None, transformations={"global": t},
-            c_coords=["r", "g", "b"], chunks=(3, CHUNK, CHUNK),
+            data,
+            dims=("c", "y", "x"),
+            scale_factors=factors or None,
+            transformations={"global": t},
+            c_coords=["r", "g", "b"],
+            chunks=(3, CHUNK, CHUNK),
         )
         scalefactors["image_scalef"] = float(image_scalef)
 
     shapes = {
         region: ShapesModel.parse(
-            coords, geometry=0, radius=np.full(len(coords), spot_diameter_fullres / 2.0),
-            index=np.arange(len(obs_names)), transformations={"global": Identity()},
+            coords,
+            geometry=0,
+            radius=np.full(len(coords), spot_diameter_fullres / 2.0),
+            index=np.arange(len(obs_names)),
+            transformations={"global": Identity()},
         )
     }
     table = TableModel.parse(adata, region=region, region_key="region", instance_key="spot_id")

@@ -1,0 +1,104 @@
+"""Command-line interface: thin wrappers over the Python API (``stalign info|embed|pretrain|evaluate``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+def _summary(sdata) -> str:
+    from ._section import get_section
+
+    sec = get_section(sdata)
+    t = sec.table
+    lines = [
+        f"section        {sec.library_id}",
+        f"spots          {t.n_obs}",
+        f"genes          {t.n_vars}",
+        f"µm / full-res px {sec.microns_per_pixel:.4f}",
+        f"spot diameter  {sec.spot_diameter_fullres:.1f} full-res px",
+    ]
+    if sec.images:
+        lv = sec.images[0]
+        lines.append(
+            f"image          {len(sec.images)} levels, finest {lv.shape[1]}x{lv.shape[0]} px "
+            f"({lv.fullres_per_px * sec.microns_per_pixel:.2f} µm/px)"
+        )
+    else:
+        lines.append("image          none")
+    if "annotation" in t.obs:
+        counts = t.obs["annotation"].value_counts()
+        lines.append("annotation     " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    for key in t.obsm:
+        if key.startswith("X_stalign"):
+            lines.append(f"obsm[{key!r}]  {t.obsm[key].shape}")
+    return "\n".join(lines)
+
+
+def _cmd_info(args) -> int:
+    from .io import load
+
+    sdata = load(args.input, data_dir=args.data_dir)
+    sys.stdout.write(_summary(sdata) + "\n")
+    return 0
+
+
+def _cmd_pretrain(args) -> int:
+    from .train import pretrain_from_config
+
+    overrides = {}
+    if args.output_dir:
+        overrides["output_dir"] = args.output_dir
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.device:
+        overrides["device"] = args.device
+    pretrain_from_config(args.config, **overrides)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``stalign`` argument parser."""
+    p = argparse.ArgumentParser(prog="stalign", description=__doc__)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="read a section and print its summary")
+    info.add_argument(
+        "input",
+        help="dlpfc:151673, her2st:C2, stutility_mob:MOB1, stahl_mob:11, a Space Ranger "
+        "outs folder, a .zarr or an .h5ad",
+    )
+    info.add_argument("--data-dir", default=None, help="shared data folder (default $STALIGN_DATA_DIR)")
+    info.set_defaults(func=_cmd_info)
+
+    pre = sub.add_parser("pretrain", help="pretrain a model from a TOML/JSON config")
+    pre.add_argument("--config", required=True, help="TOML or JSON file with [data], [model], [train]")
+    pre.add_argument("--output-dir", default=None)
+    pre.add_argument("--epochs", type=int, default=None)
+    pre.add_argument("--device", default=None)
+    pre.set_defaults(func=_cmd_pretrain)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stalign`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("stalign").setLevel(level)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        sys.stderr.write(f"stalign {args.command}: error: {msg}\n")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
