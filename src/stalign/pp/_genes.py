@@ -1,19 +1,275 @@
-"""Gene vocabulary: one vocabulary of upper-case human symbols that every panel maps onto."""
+"""Gene vocabulary: one vocabulary of upper-case human symbols that every panel maps onto.
+
+Human symbols are used as they are (upper-cased). Mouse symbols map by upper-casing (``Mbp`` → ``MBP``), which
+resolves most, not all, orthologs. Human and mouse Ensembl gene ids (``ENSG…`` / ``ENSMUSG…``, a version suffix
+such as ``.1`` is stripped) map through the reference tables ``reference/human_grch38_features.tsv.gz`` and
+``reference/mouse_mm10_features.tsv.gz`` of the data directory (``data_dir=`` or ``$STALIGN_DATA_DIR``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+logger = logging.getLogger(__name__)
+
+#: Reference table per species, relative to the data directory.
+REFERENCE_FILES = {
+    "human": "reference/human_grch38_features.tsv.gz",
+    "mouse": "reference/mouse_mm10_features.tsv.gz",
+}
+_ENSEMBL = re.compile(r"^(ENSG|ENSMUSG)\d{11}(\.\d+)?$")
+_VERSION = re.compile(r"\.\d+$")
+
 
 def normalize_symbol(symbols: Sequence[str]) -> np.ndarray:
-    """Upper-case, stripped symbols (mouse ``Mbp`` → ``MBP``)."""
+    """Upper-case, stripped symbols (mouse ``Mbp`` → ``MBP``).
+
+    Parameters
+    ----------
+    symbols
+        Gene symbols.
+
+    Returns
+    -------
+    Object array of upper-case symbols.
+    """
     return np.asarray([str(s).strip().upper() for s in symbols], dtype=object)
 
 
-def gene_index(var_names: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:
-    """Position of each gene of ``var_names`` in ``vocabulary`` (``-1`` when absent)."""
+def strip_version(ids: Sequence[str]) -> np.ndarray:
+    """Drop an Ensembl version suffix (``ENSMUSG00000064339.1`` → ``ENSMUSG00000064339``)."""
+    return np.asarray([_VERSION.sub("", str(i).strip()) for i in ids], dtype=object)
+
+
+def is_ensembl(ids: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the entries that are human or mouse Ensembl gene ids."""
+    return np.asarray([bool(_ENSEMBL.match(str(i).strip().upper())) for i in ids], dtype=bool)
+
+
+def _species_of(gene_id: str) -> str:
+    return "mouse" if gene_id.upper().startswith("ENSMUSG") else "human"
+
+
+@lru_cache(maxsize=8)
+def _read_reference(path: str) -> pd.Series:
+    df = pd.read_csv(path, sep="\t", header=None, usecols=[0, 1], names=["gene_id", "symbol"], dtype=str)
+    ids = strip_version(df["gene_id"].to_numpy())
+    s = pd.Series(df["symbol"].to_numpy(), index=pd.Index(ids, name="gene_id"), name="symbol")
+    return s[~s.index.duplicated()]
+
+
+def reference_table(species: str, *, data_dir: str | os.PathLike | None = None) -> pd.Series:
+    """Ensembl gene id (no version) → gene symbol for ``"human"`` (GRCh38) or ``"mouse"`` (mm10).
+
+    Parameters
+    ----------
+    species
+        ``"human"`` or ``"mouse"``.
+    data_dir
+        Folder that holds ``reference/``; defaults to ``$STALIGN_DATA_DIR``.
+
+    Returns
+    -------
+    Series indexed by Ensembl id with the symbols as values (symbols keep their original case).
+    """
+    from .._utils import data_dir as _data_dir
+
+    if species not in REFERENCE_FILES:
+        msg = f"Unknown species {species!r}; use one of {sorted(REFERENCE_FILES)}."
+        raise ValueError(msg)
+    root = _data_dir(data_dir)
+    path = Path(root) / REFERENCE_FILES[species]
+    if not path.is_file():
+        msg = (
+            f"Gene reference table {str(path)!r} not found (data_dir={str(root)!r}); the Ensembl id → symbol "
+            f"mapping needs it: pass the data directory that holds {REFERENCE_FILES[species]!r}."
+        )
+        raise FileNotFoundError(msg)
+    return _read_reference(str(path.resolve()))
+
+
+def ensembl_to_symbol(ids: Sequence[str], *, data_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Map Ensembl gene ids to symbols through the reference tables; other entries are returned unchanged.
+
+    Parameters
+    ----------
+    ids
+        Gene ids; human (``ENSG…``) and mouse (``ENSMUSG…``) ids may be mixed, version suffixes are ignored.
+    data_dir
+        Folder that holds ``reference/``; defaults to ``$STALIGN_DATA_DIR``.
+
+    Returns
+    -------
+    Object array of symbols (original case); ids without an entry in the reference are kept as they are.
+    """
+    ids = np.asarray([str(i) for i in ids], dtype=object)
+    out = ids.copy()
+    mask = is_ensembl(ids)
+    if not mask.any():
+        return out
+    bare = strip_version(ids[mask])
+    species = np.asarray([_species_of(i) for i in bare])
+    mapped = np.empty(len(bare), dtype=object)
+    for sp in np.unique(species):
+        sel = species == sp
+        ref = reference_table(str(sp), data_dir=data_dir)
+        mapped[sel] = ref.reindex(bare[sel]).to_numpy()
+    keep = pd.isna(mapped)
+    mapped[keep] = ids[mask][keep]
+    out[mask] = mapped
+    n_miss = int(keep.sum())
+    if n_miss:
+        logger.info("%d of %d Ensembl ids have no symbol in the reference; kept as ids.", n_miss, len(bare))
+    return out
+
+
+def to_vocabulary_symbols(var_names: Sequence[str], *, data_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Upper-case human symbols for ``var_names`` (symbols, or Ensembl ids mapped through the reference).
+
+    When ``var_names`` hold Ensembl ids and no reference table is reachable, a warning is issued and those genes
+    stay unmapped (their upper-case id is returned, which matches no symbol).
+    """
+    names = [str(v) for v in var_names]
+    mask = is_ensembl(names)
+    if mask.any():
+        try:
+            names = list(ensembl_to_symbol(names, data_dir=data_dir))
+        except (FileNotFoundError, ValueError) as e:
+            warnings.warn(
+                f"{int(mask.sum())} var_names are Ensembl ids but no reference table is reachable ({e}); they stay "
+                "unmapped. Set STALIGN_DATA_DIR (or pass data_dir=) to the folder that holds reference/.",
+                UserWarning,
+                stacklevel=3,
+            )
+    return normalize_symbol(names)
+
+
+def gene_index(
+    var_names: Sequence[str], vocabulary: Sequence[str], *, data_dir: str | os.PathLike | None = None
+) -> np.ndarray:
+    """Position of each gene of ``var_names`` in ``vocabulary`` (``-1`` when absent).
+
+    Parameters
+    ----------
+    var_names
+        Gene symbols (any case) or Ensembl ids (mapped through the reference tables when reachable).
+    vocabulary
+        Vocabulary of symbols (upper-cased for the match).
+    data_dir
+        Folder that holds ``reference/``, for Ensembl ids; defaults to ``$STALIGN_DATA_DIR``.
+
+    Returns
+    -------
+    ``int64`` array of length ``len(var_names)``.
+    """
     vocab = pd.Index(normalize_symbol(vocabulary))
-    return vocab.get_indexer(normalize_symbol(var_names)).astype(np.int64)
+    if vocab.has_duplicates:
+        msg = "The vocabulary has duplicate symbols after upper-casing; deduplicate it (build_vocabulary does)."
+        raise ValueError(msg)
+    return vocab.get_indexer(to_vocabulary_symbols(var_names, data_dir=data_dir)).astype(np.int64)
+
+
+def _var_names_of(obj: Any) -> list[str]:
+    from anndata import AnnData
+
+    if isinstance(obj, AnnData):
+        return [str(v) for v in obj.var_names]
+    try:
+        from spatialdata import SpatialData
+    except ImportError:  # pragma: no cover
+        SpatialData = ()
+    if isinstance(obj, SpatialData):
+        from .._constants import Key
+
+        if Key.table not in obj.tables:
+            msg = f"SpatialData has no table {Key.table!r}; available: {', '.join(obj.tables) or 'none'}."
+            raise KeyError(msg)
+        return [str(v) for v in obj.tables[Key.table].var_names]
+    if isinstance(obj, str | bytes):
+        msg = "Expected AnnData, SpatialData or a sequence of gene names per section, got a single string."
+        raise TypeError(msg)
+    return [str(v) for v in obj]
+
+
+def gene_coverage(
+    var_names: Sequence[str] | Any,
+    vocabulary: Sequence[str],
+    *,
+    name: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> float:
+    """Fraction of a section's genes that map onto ``vocabulary``; logged at INFO level.
+
+    Parameters
+    ----------
+    var_names
+        Gene names of one section (symbols or Ensembl ids), or an AnnData / SpatialData.
+    vocabulary
+        Vocabulary of symbols.
+    name
+        Section name for the log message.
+    data_dir
+        Folder that holds ``reference/``, for Ensembl ids; defaults to ``$STALIGN_DATA_DIR``.
+
+    Returns
+    -------
+    Coverage in ``[0, 1]`` (``0.0`` for a section without genes).
+    """
+    names = _var_names_of(var_names)
+    if not names:
+        logger.info("Gene coverage of %s: no genes.", name or "section")
+        return 0.0
+    idx = gene_index(names, vocabulary, data_dir=data_dir)
+    cov = float((idx >= 0).mean())
+    logger.info(
+        "Gene coverage of %s: %d / %d genes (%.1f%%) in the vocabulary.",
+        name or "section",
+        int((idx >= 0).sum()),
+        len(names),
+        100 * cov,
+    )
+    return cov
+
+
+def build_vocabulary(
+    tables: Iterable[Any], *, min_sections: int = 1, data_dir: str | os.PathLike | None = None
+) -> list[str]:
+    """Sorted vocabulary of upper-case human symbols measured in at least ``min_sections`` sections.
+
+    Parameters
+    ----------
+    tables
+        One entry per section: AnnData, SpatialData, or a sequence of gene names (symbols or Ensembl ids).
+    min_sections
+        Keep symbols seen in at least this many sections.
+    data_dir
+        Folder that holds ``reference/``, for Ensembl ids; defaults to ``$STALIGN_DATA_DIR``.
+
+    Returns
+    -------
+    Sorted list of unique symbols. Unmapped Ensembl ids are left out.
+    """
+    if min_sections < 1:
+        msg = f"min_sections must be at least 1, got {min_sections}."
+        raise ValueError(msg)
+    counts: Counter[str] = Counter()
+    n = 0
+    for t in tables:
+        n += 1
+        syms = set(to_vocabulary_symbols(_var_names_of(t), data_dir=data_dir))
+        counts.update(s for s in syms if s and not _ENSEMBL.match(s))
+    if n == 0:
+        msg = "build_vocabulary got no sections; pass at least one table or gene list."
+        raise ValueError(msg)
+    return sorted(s for s, c in counts.items() if c >= min_sections)

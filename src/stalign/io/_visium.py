@@ -1,0 +1,434 @@
+"""10x Visium: Space Ranger outputs (``read_visium``) and the DLPFC dataset (``dlpfc``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .._constants import VISIUM_SPOT_UM
+from ._build import build_sdata
+from ._common import r_matrix, read_image, read_rdata, require_file, resolve_root, seurat_counts, unknown_sample
+
+logger = logging.getLogger(__name__)
+
+POSITION_COLUMNS = ["in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+_POSITION_FILES = (
+    "tissue_positions.csv",
+    "tissue_positions_list.csv",
+    "tissue_positions_list.txt",
+    "tissue_positions.parquet",
+)
+_IMAGES = (("hires", "tissue_hires_image.png"), ("lowres", "tissue_lowres_image.png"))
+
+
+# ----------------------------------------------------------------------------------------------- Visium building blocks
+
+
+def find_positions(folder: Path) -> Path | None:
+    """The positions file of a Space Ranger ``spatial`` folder (v1 ``tissue_positions_list``, v2 / v3 names)."""
+    for name in _POSITION_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def read_positions(path: str | os.PathLike) -> pd.DataFrame:
+    """Read Space Ranger spot positions (with or without a header) → DataFrame indexed by barcode.
+
+    Columns: ``in_tissue, array_row, array_col, pxl_row_in_fullres, pxl_col_in_fullres``.
+    """
+    path = Path(path)
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+        df = df.set_index("barcode") if "barcode" in df.columns else df
+    else:
+        with open(path) as fh:
+            first = fh.readline()
+        header = first.split(",")[0].strip().strip('"').lower() == "barcode"
+        df = pd.read_csv(path, header=0 if header else None, index_col=0)
+        if not header:
+            if df.shape[1] != 5:
+                msg = (
+                    f"{str(path)!r}: expected 6 comma-separated columns (barcode, in_tissue, array_row, array_col, "
+                    f"pxl_row_in_fullres, pxl_col_in_fullres), found {df.shape[1] + 1}."
+                )
+                raise ValueError(msg)
+            df.columns = POSITION_COLUMNS
+    missing = [c for c in POSITION_COLUMNS if c not in df.columns]
+    if missing:
+        msg = f"{str(path)!r}: positions lack columns {missing}; is this a Space Ranger tissue_positions file?"
+        raise ValueError(msg)
+    df.index = df.index.astype(str)
+    df.index.name = None
+    if df.index.has_duplicates:
+        dups = df.index[df.index.duplicated()].unique()[:5].tolist()
+        msg = f"{str(path)!r}: duplicate barcodes {dups}; each spot must appear once in the positions file."
+        raise ValueError(msg)
+    return df[POSITION_COLUMNS]
+
+
+def read_scalefactors(path: str | os.PathLike) -> dict[str, float]:
+    """Read ``scalefactors_json.json``."""
+    path = Path(path)
+    try:
+        sf = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        msg = f"{str(path)!r} is not valid JSON ({e}); restore the Space Ranger scalefactors_json.json."
+        raise ValueError(msg) from e
+    return sf
+
+
+def _positive(sf: dict, key: str, *, path: Any) -> float:
+    val = sf.get(key)
+    try:
+        ok = val is not None and np.isfinite(float(val)) and float(val) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        state = "missing" if val is None else f"{val!r}"
+        msg = f"Scale factor {key!r} is {state} in {str(path)!r}; it must be a positive number (re-export it from Space Ranger)."
+        raise ValueError(msg)
+    return float(val)
+
+
+def assemble_visium(
+    *,
+    sample: str,
+    positions: pd.DataFrame,
+    scalefactors: dict,
+    scalefactors_path: Any,
+    image: np.ndarray | None,
+    image_res: str | None,
+    counts: Any = None,
+    barcodes: list[str] | None = None,
+    var_names: list[str] | None = None,
+    var: pd.DataFrame | None = None,
+    labels: pd.Series | None = None,
+    what: str,
+):
+    """Join counts, positions, scale factors, image and labels of one Visium section and build the SpatialData.
+
+    Spots kept: with counts, the barcodes of the counts matrix that are in tissue (barcodes missing from the
+    positions are dropped with a warning; none joining is an error); without counts, every in-tissue spot.
+    """
+    diam = _positive(scalefactors, "spot_diameter_fullres", path=scalefactors_path)
+    image_scalef = 1.0
+    if image is not None and image_res != "fullres":
+        image_scalef = _positive(scalefactors, f"tissue_{image_res}_scalef", path=scalefactors_path)
+    in_tissue = positions.index[positions["in_tissue"].astype(int) == 1]
+    X = None
+    if counts is not None:
+        bc = pd.Index([str(b) for b in barcodes])
+        if bc.has_duplicates:
+            dups = bc[bc.duplicated()].unique()[:5].tolist()
+            msg = f"{what}: duplicate barcodes {dups} in the counts; each spot must appear once."
+            raise ValueError(msg)
+        known = bc.isin(positions.index)
+        if not known.any():
+            msg = (
+                f"{what}: none of the {len(bc)} count barcodes (e.g. {bc[0]!r}) is in the positions file "
+                f"(e.g. {positions.index[0]!r}); counts and positions come from different sections or barcode formats."
+            )
+            raise ValueError(msg)
+        keep = known & bc.isin(in_tissue)
+        if (~known).any():
+            warnings.warn(
+                f"{what}: {int((~known).sum())} count barcodes have no position and are dropped.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if (known & ~keep).any():
+            logger.info(
+                "%s: %d count barcodes lie outside the tissue and are dropped.", what, int((known & ~keep).sum())
+            )
+        X = sparse.csr_matrix(counts)[np.flatnonzero(keep)]
+        spots = bc[keep]
+    else:
+        spots = in_tissue
+    pos = positions.loc[spots]
+    coords = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(dtype=np.float64)
+    obs = pos[["in_tissue", "array_row", "array_col"]].copy()
+    if labels is not None:
+        lab = labels.reindex(spots)
+        obs["annotation"] = pd.Categorical(lab.to_numpy(), categories=sorted(pd.unique(labels.dropna())))
+    sdata = build_sdata(
+        sample=sample,
+        coords_fullres=coords,
+        obs_names=list(spots),
+        microns_per_pixel=VISIUM_SPOT_UM / diam,
+        spot_diameter_fullres=diam,
+        counts=X,
+        var_names=var_names,
+        var=var,
+        obs=obs,
+        image=image,
+        image_scalef=image_scalef,
+        technology="visium",
+        what=what,
+    )
+    table = sdata.tables["table"]
+    sf_store = table.uns["spatial"][sample]["scalefactors"]
+    for k, v in scalefactors.items():
+        if isinstance(v, int | float) and k not in sf_store:
+            sf_store[k] = float(v)
+    if image is not None:
+        table.uns["spatial"][sample]["metadata"]["image_resolution"] = image_res
+    return sdata
+
+
+def _map_gene_ids(gene_ids: list[str], *, root: Path | None) -> tuple[list[str], pd.DataFrame]:
+    from ..pp._genes import ensembl_to_symbol, is_ensembl
+
+    ids = [str(g) for g in gene_ids]
+    if is_ensembl(ids).any():
+        try:
+            symbols = list(ensembl_to_symbol(ids, data_dir=root))
+        except (FileNotFoundError, ValueError) as e:
+            warnings.warn(f"Gene ids stay Ensembl ids: {e}", UserWarning, stacklevel=3)
+            symbols = ids
+    else:
+        symbols = ids
+    var = pd.DataFrame({"gene_ids": ids}, index=pd.Index(symbols))
+    return symbols, var
+
+
+# ---------------------------------------------------------------------------------------------------------- DLPFC
+
+
+def _dlpfc_samples(root: Path) -> list[str]:
+    tenx = root / "dlpfc_humanpilot" / "10X"
+    if not tenx.is_dir():
+        return []
+    return sorted(p.name for p in tenx.iterdir() if p.is_dir() and find_positions(p) is not None)
+
+
+def dlpfc_counts_file(root: Path, sample: str) -> Path | None:
+    """The counts file of a DLPFC sample, when present (BANKSY list or DR-SC Seurat object)."""
+    for rel in (
+        f"dlpfc_banksy_counts/data/dlpfc{sample}.rda",
+        f"dlpfc_drsc_{sample}/data/dlpfc{sample}.rda",
+        f"dlpfc_drsc_151510/data/dlpfc{sample}.rda",
+    ):
+        if (root / rel).is_file():
+            return root / rel
+    return None
+
+
+def counts_from_r_object(obj: Any, *, what: str) -> tuple[sparse.csr_matrix, list[str], list[str]]:
+    """Counts from a converted R object → ``(spots × genes CSR, barcodes, gene ids)``.
+
+    Accepts the BANKSY list (``expression``: dense genes × spots with dimnames), a Seurat object
+    (``assays$RNA`` counts, a dgCMatrix genes × spots), or a bare genes × spots matrix.
+    """
+    if isinstance(obj, dict) and "expression" in obj:
+        mat, genes, cells = r_matrix(obj["expression"], what=f"{what} $expression")
+    elif (isinstance(obj, dict) and "assays" in obj) or hasattr(obj, "assays"):
+        mat, genes, cells = seurat_counts(obj, what=what)
+    else:
+        mat, genes, cells = r_matrix(obj, what=what)
+    if genes is None or cells is None:
+        msg = f"{what}: the counts matrix has no gene or spot names (dimnames); cannot join it to the positions."
+        raise ValueError(msg)
+    X = sparse.csr_matrix(sparse.csc_matrix(mat).T) if sparse.issparse(mat) else sparse.csr_matrix(np.asarray(mat).T)
+    return X, cells, genes
+
+
+def _pick_r_object(objs: dict[str, Any], *, sample: str, path: Path) -> Any:
+    if f"dlpfc{sample}" in objs:
+        return objs[f"dlpfc{sample}"]
+    if len(objs) == 1:
+        return next(iter(objs.values()))
+    msg = f"{str(path)!r} holds {len(objs)} objects ({', '.join(objs)}); expected one named 'dlpfc{sample}'."
+    raise ValueError(msg)
+
+
+def dlpfc(sample: str | int, *, data_dir: str | os.PathLike | None = None):
+    """Load one DLPFC Visium slice (Maynard et al. 2021) from the shared data layout.
+
+    Reads ``dlpfc_humanpilot/10X/<sample>/`` (positions, scale factors, ``tissue_hires_image.png`` when present,
+    else ``tissue_lowres_image.png``), the layer labels ``10X/barcode_level_layer_map.tsv`` into
+    ``obs["annotation"]`` (L1–L6, WM; NaN for unlabelled spots), and the raw counts when present
+    (``dlpfc_banksy_counts/data/dlpfc<sample>.rda``, or the DR-SC Seurat object
+    ``dlpfc_drsc_151510/data/dlpfc151510.rda``). Ensembl ids become symbols (``var["gene_ids"]`` keeps them).
+
+    Spots: with counts, the in-tissue spots that have counts; without counts, every in-tissue spot and a table
+    with 0 genes (image, positions and labels still load).
+
+    Parameters
+    ----------
+    sample
+        Slice id, e.g. ``"151673"``.
+    data_dir
+        Folder that holds the datasets; defaults to ``$STALIGN_DATA_DIR``.
+
+    Returns
+    -------
+    SpatialData with table ``"table"``, image ``"<sample>_image"`` and circles ``"<sample>_spots"``;
+    µm per full-resolution pixel = 55 / ``spot_diameter_fullres``.
+    """
+    root = resolve_root(data_dir)
+    sample = str(sample)
+    available = _dlpfc_samples(root)
+    if sample not in available:
+        raise unknown_sample("DLPFC sample", sample, available, root)
+    folder = root / "dlpfc_humanpilot" / "10X" / sample
+    what = f"DLPFC {sample}"
+    positions = read_positions(find_positions(folder))
+    sf_path = require_file(folder / "scalefactors_json.json", root=root, what="scale factors")
+    sf = read_scalefactors(sf_path)
+    image, res = None, None
+    for r, name in _IMAGES:
+        if (folder / name).is_file():
+            image, res = read_image(folder / name), r
+            break
+    if image is None:
+        require_file(folder / "tissue_lowres_image.png", root=root, what="DLPFC image")
+
+    labels = None
+    lab_path = root / "dlpfc_humanpilot" / "10X" / "barcode_level_layer_map.tsv"
+    if lab_path.is_file():
+        lab = pd.read_csv(lab_path, sep="\t", header=None, names=["barcode", "sample", "layer"], dtype=str)
+        lab = lab[lab["sample"] == sample]
+        labels = pd.Series(lab["layer"].to_numpy(), index=lab["barcode"].to_numpy())
+        labels = labels[~labels.index.duplicated()]
+    else:
+        logger.info("%s: no label file %s.", what, lab_path)
+
+    counts = barcodes = var_names = var = None
+    cpath = dlpfc_counts_file(root, sample)
+    if cpath is not None:
+        obj = _pick_r_object(read_rdata(cpath), sample=sample, path=cpath)
+        counts, barcodes, gene_ids = counts_from_r_object(obj, what=f"{what} counts {cpath.name}")
+        var_names, var = _map_gene_ids(gene_ids, root=root)
+    else:
+        logger.info("%s: no counts file; the table has 0 genes.", what)
+    return assemble_visium(
+        sample=sample,
+        positions=positions,
+        scalefactors=sf,
+        scalefactors_path=sf_path,
+        image=image,
+        image_res=res,
+        counts=counts,
+        barcodes=barcodes,
+        var_names=var_names,
+        var=var,
+        labels=labels,
+        what=what,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- read_visium
+
+
+def _counts_from_outs(outs: Path, dataset_id: str | None):
+    import scanpy as sc
+
+    h5 = sorted(outs.glob("*filtered_feature_bc_matrix.h5"))
+    if dataset_id is not None and (outs / f"{dataset_id}_filtered_feature_bc_matrix.h5").is_file():
+        h5 = [outs / f"{dataset_id}_filtered_feature_bc_matrix.h5"]
+    if h5:
+        ad = sc.read_10x_h5(h5[0])
+        return ad, h5[0]
+    mtx = outs / "filtered_feature_bc_matrix"
+    if mtx.is_dir():
+        return sc.read_10x_mtx(mtx, var_names="gene_symbols", make_unique=False), mtx
+    return None, None
+
+
+def read_visium(
+    path: str | os.PathLike,
+    *,
+    dataset_id: str | None = None,
+    fullres_image: str | os.PathLike | None = None,
+):
+    """Read a Space Ranger output folder into the package's SpatialData shape.
+
+    Accepts Space Ranger ``outs`` folders (``filtered_feature_bc_matrix.h5`` or the ``filtered_feature_bc_matrix/``
+    mtx folder, and ``spatial/``), Space Ranger 1 ``tissue_positions_list.csv/.txt`` without a header, v2
+    ``tissue_positions.csv`` with one, folders with only a hires or only a lowres image (hires is used when both
+    exist; the pyramid provides coarser levels), and folders without counts (then the table has 0 genes and holds
+    every in-tissue spot). The spatial files may also sit directly in ``path``.
+
+    Parameters
+    ----------
+    path
+        Space Ranger ``outs`` folder (or its ``spatial`` folder's parent).
+    dataset_id
+        Section name (``obs["sample"]``, element prefix); defaults to the folder name (its parent for ``outs``).
+        Also selects ``<dataset_id>_filtered_feature_bc_matrix.h5`` when several count files exist.
+    fullres_image
+        Optional full-resolution H&E image file (e.g. the TIFF given to Space Ranger); used instead of the PNGs.
+
+    Returns
+    -------
+    SpatialData with table ``"table"`` (raw counts, symbols as ``var_names``, ``var["gene_ids"]``), image
+    ``"<dataset_id>_image"`` and circles ``"<dataset_id>_spots"``; µm per full-resolution pixel = 55 /
+    ``spot_diameter_fullres``.
+    """
+    outs = Path(path).expanduser()
+    if not outs.is_dir():
+        msg = f"Space Ranger folder {str(outs)!r} does not exist; pass the `outs` folder of a Space Ranger run."
+        raise FileNotFoundError(msg)
+    if dataset_id is None:
+        dataset_id = outs.resolve().parent.name if outs.name == "outs" else outs.resolve().name
+    spatial = outs / "spatial" if (outs / "spatial").is_dir() else outs
+    pos_path = find_positions(spatial)
+    if pos_path is None:
+        msg = (
+            f"No spot positions in {str(spatial)!r}: expected one of {', '.join(_POSITION_FILES)}; "
+            "pass a Space Ranger `outs` folder."
+        )
+        raise FileNotFoundError(msg)
+    sf_path = require_file(spatial / "scalefactors_json.json", what="scale factors (scalefactors_json.json)")
+    sf = read_scalefactors(sf_path)
+    positions = read_positions(pos_path)
+    image, res = None, None
+    if fullres_image is not None:
+        image, res = read_image(fullres_image), "fullres"
+    else:
+        for r, name in _IMAGES:
+            if (spatial / name).is_file():
+                image, res = read_image(spatial / name), r
+                break
+    if image is None:
+        warnings.warn(
+            f"{str(spatial)!r} has no tissue_hires_image.png or tissue_lowres_image.png; reading without image.",
+            UserWarning,
+            stacklevel=2,
+        )
+    ad, cpath = _counts_from_outs(outs, dataset_id)
+    counts = barcodes = var_names = var = None
+    if ad is not None:
+        counts, barcodes = ad.X, [str(b) for b in ad.obs_names]
+        gene_ids = ad.var["gene_ids"].astype(str).tolist() if "gene_ids" in ad.var else list(ad.var_names)
+        var_names = [str(v) for v in ad.var_names]
+        var = pd.DataFrame({"gene_ids": gene_ids}, index=pd.Index(var_names))
+        if "feature_types" in ad.var:
+            var["feature_types"] = ad.var["feature_types"].astype(str).to_numpy()
+    else:
+        warnings.warn(
+            f"No filtered_feature_bc_matrix(.h5) in {str(outs)!r}; the table has 0 genes.", UserWarning, stacklevel=2
+        )
+    return assemble_visium(
+        sample=str(dataset_id),
+        positions=positions,
+        scalefactors=sf,
+        scalefactors_path=sf_path,
+        image=image,
+        image_res=res,
+        counts=counts,
+        barcodes=barcodes,
+        var_names=var_names,
+        var=var,
+        labels=None,
+        what=f"Visium {dataset_id}",
+    )
