@@ -1,0 +1,180 @@
+"""Contrastive losses: masked symmetric InfoNCE with in-batch (optionally cross-rank) and hard negatives."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+#: term name → (embedding key, embedding key) it aligns
+TERMS: dict[str, tuple[str, str]] = {
+    "spot": ("image", "gene"),  # L_spot
+    "niche": ("niche_image", "niche_gene"),  # L_niche
+    "ns": ("fused", "niche"),  # L_NS
+    "image_ns": ("image", "niche_image"),  # unimodal spot ↔ niche, images
+    "gene_ns": ("gene", "niche_gene"),  # unimodal spot ↔ niche, expression
+}
+#: embedding keys produced by :meth:`STAlign.embed`
+EMBEDDING_KEYS = ("image", "gene", "fused", "niche_image", "niche_gene", "niche")
+_IMAGE_KEYS = {"image", "niche_image"}
+_GENE_KEYS = {"gene", "niche_gene"}
+
+
+@dataclass
+class LossOutput:
+    """Result of :meth:`STAlign.loss`.
+
+    Attributes
+    ----------
+    loss
+        Weighted sum of the computed terms (a scalar with gradient).
+    components
+        Unweighted value of each term that had at least one valid anchor (``"spot"``, ``"niche"``, ``"ns"``,
+        ``"image_ns"``, ``"gene_ns"``). Terms without valid rows are absent, not zero-filled.
+    counts
+        Number of local anchors that entered each term (for re-weighting across DDP ranks).
+    """
+
+    loss: torch.Tensor
+    components: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def modality_mask(emb: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    """Bool ``(B,)`` (or ``(B, K)`` for gathered negatives) rows of ``emb[key]`` that hold a real embedding."""
+    has_image, has_expr = emb["has_image"], emb["has_expr"]
+    if key in _IMAGE_KEYS:
+        return has_image
+    if key in _GENE_KEYS:
+        return has_expr
+    return has_image & has_expr
+
+
+def gather_negatives(
+    emb: dict[str, torch.Tensor], index: torch.Tensor, *, exclude_self: bool = False
+) -> dict[str, torch.Tensor]:
+    """Gather hard negatives: ``(B, K)`` row indices into ``emb`` → ``(B, K, D)`` embeddings and ``(B, K)`` masks.
+
+    Parameters
+    ----------
+    emb
+        Embeddings of the rows the indices point to (output of :meth:`STAlign.embed`).
+    index
+        ``(B, K)`` integer indices; negative values mark padding (no negative in that slot).
+    exclude_self
+        ``index`` points into the anchors' own batch: slot ``index[i, k] == i`` (the positive) is masked.
+
+    Returns
+    -------
+    The same keys as ``emb``: embeddings ``(B, K, D)`` and masks ``has_image`` / ``has_expr`` ``(B, K)``.
+    """
+    if index.ndim != 2:
+        msg = f"Hard-negative indices must be a (B, K) tensor, got shape {tuple(index.shape)}."
+        raise ValueError(msg)
+    if index.dtype.is_floating_point or index.dtype == torch.bool:
+        msg = f"Hard-negative indices must be integers, got {index.dtype}."
+        raise TypeError(msg)
+    n = emb["has_image"].shape[0]
+    index = index.to(emb["has_image"].device).long()
+    if (index >= n).any():
+        msg = f"Hard-negative index {int(index.max())} is out of range for {n} candidate rows."
+        raise ValueError(msg)
+    valid = index >= 0
+    if exclude_self:
+        valid &= index != torch.arange(index.shape[0], device=index.device)[:, None]
+    safe = index.clamp_min(0)
+    out = {k: v[safe] for k, v in emb.items() if k in EMBEDDING_KEYS}
+    out["has_image"] = emb["has_image"][safe] & valid
+    out["has_expr"] = emb["has_expr"][safe] & valid
+    return out
+
+
+def _directional(
+    q: torch.Tensor,
+    cand: torch.Tensor,
+    cand_mask: torch.Tensor,
+    pos: torch.Tensor,
+    scale: torch.Tensor,
+    neg: torch.Tensor | None,
+    neg_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    logits = scale * (q @ cand.T)
+    logits = logits.masked_fill(~cand_mask[None, :], float("-inf"))
+    if neg is not None:
+        nl = scale * torch.einsum("nd,nkd->nk", q, neg)
+        logits = torch.cat([logits, nl.masked_fill(~neg_mask, float("-inf"))], dim=1)
+    return F.cross_entropy(logits.float(), pos)
+
+
+def contrastive_loss(
+    emb: dict[str, torch.Tensor],
+    gathered: dict[str, torch.Tensor] | None = None,
+    *,
+    weights: dict[str, float],
+    logit_scale: torch.Tensor,
+    offset: int = 0,
+    negatives: dict[str, torch.Tensor] | None = None,
+) -> LossOutput:
+    """Weighted sum of masked symmetric InfoNCE terms.
+
+    Parameters
+    ----------
+    emb
+        Local embeddings (``(B, D)``, L2-normalised) and masks ``has_image`` / ``has_expr`` ``(B,)``.
+    gathered
+        The candidates: the same dict concatenated over all DDP ranks (local rows at ``offset``). ``None``
+        uses ``emb`` (in-batch negatives).
+    weights
+        Weight per term name (see :data:`TERMS`); terms with weight 0 are skipped.
+    logit_scale
+        ``1 / temperature``.
+    offset
+        Row of the first local anchor in ``gathered``.
+    negatives
+        Hard negatives from :func:`gather_negatives`: ``(B, K, D)`` per key and ``(B, K)`` masks.
+
+    Returns
+    -------
+    :class:`LossOutput`; rows without the needed modality are masked out of each term.
+    """
+    if gathered is None:
+        gathered, offset = emb, 0
+    device = emb["has_image"].device
+    total = torch.zeros((), device=device)
+    components: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for term, (ka, kb) in TERMS.items():
+        w = float(weights.get(term, 0.0))
+        if w == 0 or ka not in emb or kb not in emb:
+            continue
+        m = modality_mask(emb, ka) & modality_mask(emb, kb)
+        if not bool(m.any()):
+            continue
+        rows = torch.nonzero(m).squeeze(1)
+        pos = rows + offset
+        parts = []
+        for q_key, c_key in ((ka, kb), (kb, ka)):
+            neg = neg_mask = None
+            if negatives is not None and c_key in negatives:
+                neg = negatives[c_key][rows]
+                neg_mask = modality_mask(negatives, c_key)[rows]
+            parts.append(
+                _directional(
+                    emb[q_key][rows],
+                    gathered[c_key],
+                    modality_mask(gathered, c_key),
+                    pos,
+                    logit_scale,
+                    neg,
+                    neg_mask,
+                )
+            )
+        value = 0.5 * (parts[0] + parts[1])
+        components[term] = value
+        counts[term] = int(rows.numel())
+        total = total + w * value
+    return LossOutput(loss=total, components=components, counts=counts)

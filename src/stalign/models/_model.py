@@ -1,0 +1,386 @@
+"""`STAlign`: spot/niche image and gene encoders, ABFN fusion, projection heads and contrastive losses."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._batch import BatchKey
+from ._config import STAlignConfig
+from ._losses import EMBEDDING_KEYS, LossOutput, contrastive_loss, gather_negatives
+from .nn import ABFN, GeneEncoder, ImageEncoder, ProjectionHead, create_trunk, load_trunk_weights
+
+logger = logging.getLogger(__name__)
+
+#: Upper bound of ``1 / temperature`` when it is learned (CLIP's clamp).
+MAX_LOGIT_SCALE = 100.0
+
+
+def _apply_rows(fn: Callable[..., torch.Tensor], mask: torch.Tensor | None, *xs: torch.Tensor) -> torch.Tensor:
+    """``fn(*xs)`` on the rows where ``mask`` holds (one batched call); other rows of the output are zero."""
+    if mask is None or bool(mask.all()):
+        return fn(*xs)
+    idx = torch.nonzero(mask).squeeze(1)
+    out_rows = fn(*(x[idx] for x in xs))
+    out = out_rows.new_zeros((xs[0].shape[0], *out_rows.shape[1:]))
+    return out.index_copy(0, idx, out_rows)
+
+
+class STAlign(nn.Module):
+    """ST-Align: multi-scale image–gene model with spot/niche encoders, ABFN fusion and one shared space.
+
+    Parameters
+    ----------
+    config
+        All sizes (see :class:`~stalign.models.STAlignConfig`, presets ``base`` and ``large``).
+    load_encoder_weights
+        Read ``config.spot_encoder_weights`` / ``niche_encoder_weights`` if set (``False`` when the whole
+        model's weights are loaded afterwards, as :func:`~stalign.models.load` does).
+
+    Examples
+    --------
+    >>> cfg = STAlignConfig.base(["CD3E", "MS4A1", "KRT19"])
+    >>> model = STAlign(cfg)
+    >>> emb = model.embed(batch)  # doctest: +SKIP
+    >>> out = model.loss(batch)  # doctest: +SKIP
+    >>> out.loss.backward()  # doctest: +SKIP
+    """
+
+    def __init__(self, config: STAlignConfig, *, load_encoder_weights: bool = True):
+        super().__init__()
+        if not isinstance(config, STAlignConfig):
+            msg = f"`config` must be an STAlignConfig, got {type(config).__name__}; use STAlignConfig.base(genes)."
+            raise TypeError(msg)
+        self.config = cfg = config
+        T, W = cfg.n_tokens, cfg.token_dim
+
+        spot_trunk = create_trunk(cfg.spot_encoder, img_size=cfg.spot_size, **cfg.spot_encoder_kwargs)
+        if load_encoder_weights and cfg.spot_encoder_weights:
+            load_trunk_weights(spot_trunk, cfg.spot_encoder_weights, allow_torch_load=cfg.allow_torch_load)
+        if cfg.share_image_encoder:
+            niche_trunk, niche_freeze = spot_trunk, cfg.freeze_spot_encoder
+        else:
+            niche_trunk = create_trunk(cfg.niche_encoder, img_size=cfg.niche_size, **cfg.niche_encoder_kwargs)
+            if load_encoder_weights and cfg.niche_encoder_weights:
+                load_trunk_weights(niche_trunk, cfg.niche_encoder_weights, allow_torch_load=cfg.allow_torch_load)
+            niche_freeze = cfg.freeze_niche_encoder
+        self.spot_image_encoder = ImageEncoder(
+            spot_trunk, img_size=cfg.spot_size, n_tokens=T, token_dim=W, freeze=cfg.freeze_spot_encoder
+        )
+        self.niche_image_encoder = ImageEncoder(
+            niche_trunk, img_size=cfg.niche_size, n_tokens=T, token_dim=W, freeze=niche_freeze
+        )
+
+        spot_emb = nn.Embedding(cfg.n_genes, cfg.gene_dim)
+        niche_emb = spot_emb if cfg.share_gene_embedding else nn.Embedding(cfg.n_genes, cfg.gene_dim)
+        kw = {"n_tokens": T, "token_dim": W, "n_heads": cfg.n_heads, "ffn_mult": cfg.ffn_mult, "dropout": cfg.dropout}
+        self.spot_gene_encoder = GeneEncoder(spot_emb, n_layers=cfg.spot_gene_layers, **kw)
+        self.niche_gene_encoder = GeneEncoder(niche_emb, n_layers=cfg.niche_gene_layers, **kw)
+
+        fkw = {"n_heads": cfg.n_heads, "ffn_mult": cfg.ffn_mult, "dropout": cfg.dropout}
+        self.spot_fusion = ABFN(W, **fkw)
+        self.niche_fusion = ABFN(W, **fkw)
+
+        D = cfg.embed_dim
+        self.heads = nn.ModuleDict(
+            {
+                "image": ProjectionHead(W, D),
+                "gene": ProjectionHead(W, D),
+                "fused": ProjectionHead(2 * W, D),
+                "niche_image": ProjectionHead(W, D),
+                "niche_gene": ProjectionHead(W, D),
+                "niche": ProjectionHead(2 * W, D),
+            }
+        )
+
+        log_scale = torch.tensor(math.log(1.0 / cfg.temperature))
+        if cfg.learn_temperature:
+            self.log_logit_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_logit_scale", log_scale)
+        self.register_buffer("image_mean", torch.tensor(cfg.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(cfg.image_std).view(1, 3, 1, 1), persistent=False)
+
+    # ------------------------------------------------------------------ helpers
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        c = self.config
+        return (
+            f"STAlign(spot={c.spot_encoder}@{c.spot_size}px, niche={c.niche_encoder}@{c.niche_size}px, "
+            f"tokens={c.n_tokens}x{c.token_dim}, genes={c.n_genes}, embed_dim={c.embed_dim}, params={n / 1e6:.2f}M)"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def genes(self) -> list[str]:
+        """The gene vocabulary (columns of the expression inputs)."""
+        return self.config.genes
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """``1 / temperature`` (clamped to at most 100 when learned)."""
+        return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def _prep_image(self, x: torch.Tensor, size: int, name: str) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            msg = f"`{name}` must be a (B, 3, H, W) tensor (uint8 0–255, or float in [0, 1]), got {shape}."
+            raise ValueError(msg)
+        x = x.to(self.image_mean.device, non_blocking=True)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.image_mean) / self.image_std
+
+    def _mask(self, mask: torch.Tensor | None, n: int) -> torch.Tensor:
+        dev = self.image_mean.device
+        if mask is None:
+            return torch.ones(n, dtype=torch.bool, device=dev)
+        mask = torch.as_tensor(mask, device=dev).bool()
+        if mask.shape != (n,):
+            msg = f"Mask of shape {tuple(mask.shape)} does not match the batch size {n}."
+            raise ValueError(msg)
+        return mask
+
+    # ------------------------------------------------------------------ encoders
+    def encode_image(
+        self,
+        spot_image: torch.Tensor | None,
+        niche_image: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        return_tokens: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Embed spot and/or niche crops (H&E only; no expression needed).
+
+        Parameters
+        ----------
+        spot_image
+            ``(B, 3, S, S)`` spot crops, uint8 or float in ``[0, 1]`` (resampled to ``config.spot_size``).
+        niche_image
+            ``(B, 3, N, N)`` niche crops centred on the same spots.
+        mask
+            Bool ``(B,)``: rows that hold an image; other rows are not encoded and are zero in the output.
+        return_tokens
+            Also return the ``(B, T, W)`` tokens as ``"image_tokens"`` / ``"niche_image_tokens"``.
+
+        Returns
+        -------
+        ``{"image": (B, D), "niche_image": (B, D)}`` (L2-normalised) for the inputs given.
+        """
+        out: dict[str, torch.Tensor] = {}
+        for key, x, enc, size in (
+            ("image", spot_image, self.spot_image_encoder, self.config.spot_size),
+            ("niche_image", niche_image, self.niche_image_encoder, self.config.niche_size),
+        ):
+            if x is None:
+                continue
+            x = self._prep_image(x, size, "spot_image" if key == "image" else "niche_image")
+            m = self._mask(mask, x.shape[0])
+            tok = _apply_rows(enc, m, x)
+            out[key] = _apply_rows(self.heads[key], m, tok)
+            if return_tokens:
+                out[f"{key}_tokens"] = tok
+        if not out:
+            msg = "encode_image needs `spot_image` and/or `niche_image`."
+            raise ValueError(msg)
+        return out
+
+    def encode_gene(
+        self,
+        spot_expr: torch.Tensor | None,
+        niche_expr: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        return_tokens: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Embed spot and/or niche expression (no image needed); also works on synthetic marker prompts.
+
+        Parameters
+        ----------
+        spot_expr
+            ``(B, V)`` float expression on ``config.genes`` (``log1p`` of normalised counts; 0 = not measured).
+            A marker prompt is e.g. ``log1p(100)`` on the marker genes and 0 elsewhere.
+        niche_expr
+            ``(B, V)`` niche (neighbourhood-mean) expression, same scale.
+        mask
+            Bool ``(B,)``: rows that hold expression; other rows are zero in the output.
+        return_tokens
+            Also return the tokens as ``"gene_tokens"`` / ``"niche_gene_tokens"``.
+
+        Returns
+        -------
+        ``{"gene": (B, D), "niche_gene": (B, D)}`` (L2-normalised) for the inputs given.
+        """
+        out: dict[str, torch.Tensor] = {}
+        for key, x, enc in (
+            ("gene", spot_expr, self.spot_gene_encoder),
+            ("niche_gene", niche_expr, self.niche_gene_encoder),
+        ):
+            if x is None:
+                continue
+            x = torch.as_tensor(x).to(self.image_mean.device, non_blocking=True).float()
+            m = self._mask(mask, x.shape[0])
+            tok = _apply_rows(enc, m, x)
+            out[key] = _apply_rows(self.heads[key], m, tok)
+            if return_tokens:
+                out[f"{key}_tokens"] = tok
+        if not out:
+            msg = "encode_gene needs `spot_expr` and/or `niche_expr`."
+            raise ValueError(msg)
+        return out
+
+    def fuse(
+        self, image_tokens: torch.Tensor, gene_tokens: torch.Tensor, *, level: Literal["spot", "niche"] = "spot"
+    ) -> torch.Tensor:
+        """ABFN fusion of ``(B, T, W)`` image and gene tokens → L2-normalised ``(B, D)`` (``f_spot``/``f_niche``).
+
+        Get the tokens from :meth:`encode_image` / :meth:`encode_gene` with ``return_tokens=True``.
+        """
+        if level == "spot":
+            return self.heads["fused"](self.spot_fusion(image_tokens, gene_tokens))
+        if level == "niche":
+            return self.heads["niche"](self.niche_fusion(image_tokens, gene_tokens))
+        msg = f"`level` must be 'spot' or 'niche', got {level!r}."
+        raise ValueError(msg)
+
+    def embed(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Embed a batch (a dict keyed by :class:`~stalign._batch.BatchKey`).
+
+        Returns
+        -------
+        L2-normalised ``(B, D)`` tensors for what the inputs allow: ``"image"``, ``"niche_image"`` (from
+        crops), ``"gene"``, ``"niche_gene"`` (from expression), ``"fused"``, ``"niche"`` (where both exist),
+        plus the bool ``(B,)`` masks ``"has_image"`` and ``"has_expr"``. Rows lacking a modality are zero
+        in the tensors that need it (use the masks); the fused ones need both.
+        """
+        K = BatchKey
+        n = None
+        for k in (K.spot_image, K.niche_image, K.spot_expr, K.niche_expr):
+            if batch.get(k) is not None:
+                n = batch[k].shape[0]
+                break
+        if n is None:
+            msg = f"The batch has none of {K.spot_image!r}, {K.niche_image!r}, {K.spot_expr!r}, {K.niche_expr!r}."
+            raise KeyError(msg)
+        has_image_input = batch.get(K.spot_image) is not None or batch.get(K.niche_image) is not None
+        has_expr_input = batch.get(K.spot_expr) is not None or batch.get(K.niche_expr) is not None
+        dev = self.image_mean.device
+        has_image = (
+            self._mask(batch.get(K.has_image), n) if has_image_input else torch.zeros(n, dtype=torch.bool, device=dev)
+        )
+        has_expr = (
+            self._mask(batch.get(K.has_expr), n) if has_expr_input else torch.zeros(n, dtype=torch.bool, device=dev)
+        )
+        out: dict[str, torch.Tensor] = {}
+        if bool(has_image.any()):
+            out.update(
+                self.encode_image(batch.get(K.spot_image), batch.get(K.niche_image), mask=has_image, return_tokens=True)
+            )
+        if bool(has_expr.any()):
+            out.update(
+                self.encode_gene(batch.get(K.spot_expr), batch.get(K.niche_expr), mask=has_expr, return_tokens=True)
+            )
+        both = has_image & has_expr
+        if bool(both.any()):
+            for key, ti, tg, level in (
+                ("fused", "image_tokens", "gene_tokens", "spot"),
+                ("niche", "niche_image_tokens", "niche_gene_tokens", "niche"),
+            ):
+                if ti in out and tg in out:
+                    out[key] = _apply_rows(
+                        lambda a, g, level=level: self.fuse(a, g, level=level), both, out[ti], out[tg]
+                    )
+        emb = {k: out[k] for k in EMBEDDING_KEYS if k in out}
+        emb["has_image"] = has_image
+        emb["has_expr"] = has_expr
+        return emb
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Same as :meth:`embed`."""
+        return self.embed(batch)
+
+    # ------------------------------------------------------------------ losses
+    def loss(
+        self,
+        batch: Mapping[str, torch.Tensor],
+        *,
+        negatives: torch.Tensor | None = None,
+        negative_batch: Mapping[str, torch.Tensor] | None = None,
+    ) -> LossOutput:
+        """Weighted contrastive loss of a batch (``L_spot``, ``L_niche``, ``L_NS`` and unimodal spot↔niche terms).
+
+        Parameters
+        ----------
+        batch
+            Batch dict (:class:`~stalign._batch.BatchKey`). Every other row is an in-batch negative.
+        negatives
+            Optional ``(B, K)`` integer indices of hard negatives per anchor (``-1`` = none): rows of
+            ``batch``, or of ``negative_batch`` when given (encoded in one batched forward).
+        negative_batch
+            Extra batch that ``negatives`` indexes into.
+
+        Returns
+        -------
+        :class:`~stalign.models.LossOutput` with the weighted ``loss`` and unweighted ``components``.
+        """
+        emb = self.embed(batch)
+        neg = None
+        if negatives is not None:
+            if negative_batch is None:
+                neg = gather_negatives(emb, negatives, exclude_self=True)
+            else:
+                neg = gather_negatives(self.embed(negative_batch), negatives)
+        elif negative_batch is not None:
+            msg = "`negative_batch` was given without `negatives` (the (B, K) indices into it)."
+            raise ValueError(msg)
+        return self.loss_from_embeddings(emb, negatives=neg)
+
+    def loss_from_embeddings(
+        self,
+        emb: Mapping[str, torch.Tensor],
+        gathered: Mapping[str, torch.Tensor] | None = None,
+        *,
+        offset: int = 0,
+        negatives: Mapping[str, torch.Tensor] | None = None,
+    ) -> LossOutput:
+        """Loss from precomputed embeddings (for DDP: candidates gathered across ranks).
+
+        Parameters
+        ----------
+        emb
+            Local output of :meth:`embed` (anchors).
+        gathered
+            The same keys concatenated over ranks (e.g. with ``torch.distributed.nn.all_gather`` so gradients
+            flow); local rows start at ``offset``. ``None``: in-batch negatives only.
+        offset
+            Index of the first local row in ``gathered``.
+        negatives
+            Hard negatives from :func:`~stalign.models.gather_negatives` (``(B, K, D)`` + ``(B, K)`` masks).
+        """
+        return contrastive_loss(
+            dict(emb),
+            None if gathered is None else dict(gathered),
+            weights=self.config.loss_weights,
+            logit_scale=self.logit_scale,
+            offset=offset,
+            negatives=None if negatives is None else dict(negatives),
+        )
+
+    # ------------------------------------------------------------------ save
+    def save(self, path: str | os.PathLike) -> os.PathLike:
+        """Save weights (safetensors), config and sha256 into directory ``path`` (see :func:`~stalign.models.save`)."""
+        from ._io import save
+
+        return save(self, path)

@@ -1,0 +1,105 @@
+"""Panel-agnostic gene encoder: learned gene embeddings pooled with expression weights → tokens."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class GeneEncoder(nn.Module):
+    """Expression vector on the vocabulary ``(B, V)`` → tokens ``(B, n_tokens, token_dim)``.
+
+    A spot is summarised by three poolings of the learned gene embeddings ``E`` (``V × gene_dim``) over the
+    genes it expresses: the expression-weighted mean (composition), the mean over detected genes (presence)
+    and a value-aware mean weighted by squared expression (dominated by the highest genes), plus
+    ``log1p`` of the detected-gene count and of the total expression. An MLP maps these to the tokens, and
+    optional transformer layers refine them. Genes a panel does not measure are zero, so any panel
+    (or a synthetic marker prompt) is accepted without retraining.
+
+    Parameters
+    ----------
+    embedding
+        The ``nn.Embedding(V, gene_dim)`` table (may be shared between the spot and niche encoders).
+    n_tokens, token_dim
+        Token count and width.
+    n_layers, n_heads, ffn_mult, dropout
+        Transformer layers over the tokens (``0`` for none) and their sizes.
+    """
+
+    n_pools = 3
+
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        *,
+        n_tokens: int,
+        token_dim: int,
+        n_layers: int = 0,
+        n_heads: int = 4,
+        ffn_mult: int = 2,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.embedding = embedding
+        self.n_tokens = n_tokens
+        self.token_dim = token_dim
+        gdim = embedding.embedding_dim
+        in_dim = self.n_pools * gdim + 2
+        hidden = max(token_dim * 2, gdim * 2)
+        self.pool_norm = nn.LayerNorm(self.n_pools * gdim)
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_tokens * token_dim),
+        )
+        self.pos = nn.Parameter(torch.zeros(n_tokens, token_dim))
+        nn.init.normal_(self.pos, std=0.02)
+        if n_layers > 0:
+            layer = nn.TransformerEncoderLayer(
+                token_dim,
+                n_heads,
+                dim_feedforward=token_dim * ffn_mult,
+                dropout=dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            self.transformer = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        else:
+            self.transformer = None
+        self.norm = nn.LayerNorm(token_dim)
+
+    @property
+    def n_genes(self) -> int:
+        """Vocabulary size."""
+        return self.embedding.num_embeddings
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Expression ``(B, V)`` → pooled features ``(B, 3 * gene_dim + 2)``."""
+        if x.ndim != 2 or x.shape[1] != self.n_genes:
+            msg = (
+                f"Expression has shape {tuple(x.shape)} but the model vocabulary has {self.n_genes} genes; "
+                "map the data onto `model.config.genes` first (zeros for genes not measured)."
+            )
+            raise ValueError(msg)
+        x = x.float().clamp_min(0)
+        eps = 1e-6
+        detected = (x > 0).to(x.dtype)
+        n_det = detected.sum(1, keepdim=True)
+        total = x.sum(1, keepdim=True)
+        sq = x * x
+        w = torch.cat(
+            [x / (total + eps), detected / (n_det + eps), sq / (sq.sum(1, keepdim=True) + eps)], dim=0
+        )  # (3B, V)
+        pooled = (w @ self.embedding.weight).view(self.n_pools, x.shape[0], -1)  # one matmul for the 3 poolings
+        pooled = self.pool_norm(pooled.permute(1, 0, 2).reshape(x.shape[0], -1))
+        # library-size information, scaled to about [0, 1]
+        return torch.cat([pooled, torch.log1p(n_det) / 10, torch.log1p(total) / 10], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Expression ``(B, V)`` (log-normalised, ``>= 0``) → tokens ``(B, n_tokens, token_dim)``."""
+        tok = self.mlp(self.pool(x)).view(x.shape[0], self.n_tokens, self.token_dim) + self.pos
+        if self.transformer is not None:
+            tok = self.transformer(tok)
+        return self.norm(tok)
