@@ -1,5 +1,6 @@
 """Readers: Space Ranger outputs, legacy ST layouts and the shared datasets, all into one SpatialData shape."""
 
+from ._st import her2st, read_st, stahl_mob, stutility_mob
 from ._visium import dlpfc, read_visium
 
-__all__ = ["dlpfc", "read_visium"]
+__all__ = ["dlpfc", "her2st", "read_st", "read_visium", "stahl_mob", "stutility_mob"]
