@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import io as sio
+from scipy import sparse
+
+from stalign import io
+from stalign._section import get_section
+
+SAMPLE = "151673"
+
+
+@pytest.fixture(scope="module")
+def dlpfc_sdata(data_dir):
+    if not (data_dir / "dlpfc_humanpilot" / "10X" / SAMPLE).is_dir():
+        pytest.skip("151673 not present")
+    return io.dlpfc(SAMPLE, data_dir=data_dir)
+
+
+def _write_h5(path, X_spots_genes, barcodes, gene_ids, symbols):
+    m = sparse.csc_matrix(sparse.csr_matrix(X_spots_genes).T.astype(np.int32))  # genes × spots, CSC over spots
+    with h5py.File(path, "w") as f:
+        g = f.create_group("matrix")
+        g["barcodes"] = np.array(barcodes, dtype="S")
+        g["data"], g["indices"], g["indptr"] = m.data, m.indices, m.indptr
+        g["shape"] = np.array(m.shape, dtype=np.int32)
+        ft = g.create_group("features")
+        ft["id"], ft["name"] = np.array(gene_ids, dtype="S"), np.array(symbols, dtype="S")
+        ft["feature_type"] = np.array(["Gene Expression"] * len(gene_ids), dtype="S")
+        ft["genome"] = np.array(["GRCh38"] * len(gene_ids), dtype="S")
+        ft["_all_tag_keys"] = np.array(["genome"], dtype="S")
+
+
+def _spaceranger(tmp_path, data_dir, t, *, images=("lowres",), positions="v1", counts="h5"):
+    src = data_dir / "dlpfc_humanpilot" / "10X" / SAMPLE
+    outs = tmp_path / "run" / "outs"
+    spatial = outs / "spatial"
+    spatial.mkdir(parents=True)
+    (spatial / "scalefactors_json.json").symlink_to(src / "scalefactors_json.json")
+    if positions == "v1":
+        (spatial / "tissue_positions_list.csv").symlink_to(src / "tissue_positions_list.txt")
+    else:  # v2: with a header
+        pos = pd.read_csv(src / "tissue_positions_list.txt", header=None)
+        pos.columns = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+        pos.to_csv(spatial / "tissue_positions.csv", index=False)
+    for res in images:
+        if res == "lowres":
+            (spatial / "tissue_lowres_image.png").symlink_to(src / "tissue_lowres_image.png")
+        else:  # a stand-in hires PNG: the lowres upsampled to the hires scale factor
+            from PIL import Image
+
+            sf = json.loads((src / "scalefactors_json.json").read_text())
+            im = Image.open(src / "tissue_lowres_image.png")
+            side = round(im.size[0] * sf["tissue_hires_scalef"] / sf["tissue_lowres_scalef"])
+            im.resize((side, side)).save(spatial / "tissue_hires_image.png")
+    X = t.X[:200]
+    ids, syms = list(t.var["gene_ids"]), list(t.var_names)
+    if counts == "h5":
+        _write_h5(outs / "filtered_feature_bc_matrix.h5", X, list(t.obs_names[:200]), ids, syms)
+    elif counts == "mtx":
+        d = outs / "filtered_feature_bc_matrix"
+        d.mkdir()
+        sio.mmwrite(d / "matrix.mtx", sparse.csr_matrix(X).T.astype(np.int32))
+        for name, lines in (
+            ("barcodes.tsv", list(t.obs_names[:200])),
+            ("features.tsv", [f"{i}\t{s}\tGene Expression" for i, s in zip(ids, syms, strict=True)]),
+        ):
+            with gzip.open(d / f"{name}.gz", "wt") as fh:
+                fh.write("\n".join(lines) + "\n")
+        with open(d / "matrix.mtx", "rb") as fi, gzip.open(d / "matrix.mtx.gz", "wb") as fo:
+            shutil.copyfileobj(fi, fo)
+        (d / "matrix.mtx").unlink()
+    return outs
+
+
+@pytest.mark.parametrize(
+    ("images", "positions", "counts"),
+    [(("lowres",), "v1", "h5"), (("hires",), "v2", "mtx"), (("hires", "lowres"), "v1", None)],
+)
+def test_read_visium_layouts(tmp_path, data_dir, dlpfc_sdata, images, positions, counts):
+    t = dlpfc_sdata.tables["table"]
+    outs = _spaceranger(tmp_path, data_dir, t, images=images, positions=positions, counts=counts)
+    if counts is None:
+        with pytest.warns(UserWarning, match="0 genes"):
+            sdata = io.read_visium(outs)
+    else:
+        sdata = io.read_visium(outs)
+    r = sdata.tables["table"]
+    assert r.obs["sample"].unique().tolist() == ["run"]  # the parent of outs
+    sec = get_section(sdata, require_image=True)
+    ref = get_section(dlpfc_sdata)
+    assert sec.microns_per_pixel == pytest.approx(ref.microns_per_pixel)
+    res = "hires" if "hires" in images else "lowres"
+    assert r.uns["spatial"]["run"]["metadata"]["image_resolution"] == res
+    if counts is None:
+        assert r.n_vars == 0 and r.n_obs > 3000
+    else:
+        assert r.n_obs == 200 and list(r.obs_names) == list(t.obs_names[:200])
+        np.testing.assert_array_equal(r.X.toarray(), t.X[:200].toarray())
+        assert list(r.var["gene_ids"]) == list(t.var["gene_ids"])
+        np.testing.assert_allclose(r.obsm["spatial"], t.obsm["spatial"][:200])
+
+
+def test_load_specs_and_paths(tmp_path, data_dir, dlpfc_sdata):
+    sdata = io.load(f"dlpfc:{SAMPLE}", data_dir=data_dir)
+    assert sdata.tables["table"].n_obs == dlpfc_sdata.tables["table"].n_obs
+    sdata.write(tmp_path / "s.zarr")
+    z = io.load(tmp_path / "s.zarr")
+    assert z.tables["table"].n_obs == dlpfc_sdata.tables["table"].n_obs
+    ad = io.to_anndata(dlpfc_sdata)
+    ad.write_h5ad(tmp_path / "s.h5ad")
+    assert io.load(str(tmp_path / "s.h5ad")).n_obs == ad.n_obs
+    with pytest.raises(ValueError, match="Unknown DLPFC sample"):
+        io.load("dlpfc:1", data_dir=data_dir)
+    with pytest.raises(FileNotFoundError, match="dataset spec"):
+        io.load(tmp_path / "nothing_here")
+
+
+def test_to_anndata_squidpy_convention(dlpfc_sdata):
+    ad = io.to_anndata(dlpfc_sdata)
+    lib = ad.uns["spatial"][SAMPLE]
+    img = lib["images"]["hires"]
+    assert img.shape == (600, 600, 3) and img.dtype == np.uint8
+    assert lib["scalefactors"]["tissue_hires_scalef"] == pytest.approx(0.045004502)
+    sec = get_section(ad)
+    assert sec.microns_per_pixel == pytest.approx(get_section(dlpfc_sdata).microns_per_pixel)
+    assert dlpfc_sdata.tables["table"].uns["spatial"][SAMPLE].get("images") is None  # the input is untouched
+
+
+def test_to_anndata_downsamples_large_images():
+    counts = pd.DataFrame([[1, 2]], index=["1x1"], columns=["A", "B"])
+    spots = pd.DataFrame({"x": [1, 2], "y": [1, 1], "pixel_x": [100.0, 400.0], "pixel_y": [100.0, 100.0]})
+    img = np.random.default_rng(0).integers(0, 255, size=(4500, 700, 3), dtype=np.uint8)
+    ad = io.to_anndata(io.read_st(counts, spots, img, sample="big"))
+    lib = ad.uns["spatial"]["big"]
+    assert max(lib["images"]["hires"].shape[:2]) <= 2000
+    h = lib["images"]["hires"].shape[0]
+    assert lib["scalefactors"]["tissue_hires_scalef"] == pytest.approx(h / 4500, rel=0.01)
