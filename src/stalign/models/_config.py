@@ -244,7 +244,7 @@ class STAlignConfig:
     @classmethod
     def base(cls, genes: Sequence[str], **overrides: Any) -> STAlignConfig:
         """Small, CPU-friendly preset (``stalign-base``): narrow ResNet-10 encoders at 48/64 px, 4 × 128 tokens."""
-        return cls(genes=list(genes), **overrides)
+        return cls(genes=genes, **overrides)
 
     @classmethod
     def large(cls, genes: Sequence[str], **overrides: Any) -> STAlignConfig:
@@ -271,7 +271,7 @@ class STAlignConfig:
             "embed_dim": 512,
         }
         params.update(overrides)
-        return cls(genes=list(genes), **params)
+        return cls(genes=genes, **params)
 
     @classmethod
     def preset(cls, name: str, genes: Sequence[str], **overrides: Any) -> STAlignConfig:

@@ -38,6 +38,20 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _unique_state(model) -> dict:
+    """The model's state dict with tensors shared between modules (a shared trunk) kept once, under the first name."""
+    seen: set[tuple] = set()
+    out = {}
+    for k, v in model.state_dict().items():
+        if v.numel():
+            key = (v.data_ptr(), v.dtype, tuple(v.shape), v.stride())
+            if key in seen:
+                continue
+            seen.add(key)
+        out[k] = v.contiguous()
+    return out
+
+
 def save(model, path: str | os.PathLike) -> Path:
     """Save a model into directory ``path``: ``model.safetensors`` and ``config.json``.
 
@@ -55,7 +69,7 @@ def save(model, path: str | os.PathLike) -> Path:
     -------
     The directory.
     """
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
     from ._model import STAlign
 
@@ -68,7 +82,7 @@ def save(model, path: str | os.PathLike) -> Path:
         raise FileExistsError(msg)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".{WEIGHTS_NAME}.tmp"
-    save_model(model, str(tmp), metadata={"format": "pt", "stalign_version": _version()})
+    save_file(_unique_state(model), str(tmp), metadata={"format": "pt", "stalign_version": _version()})
     os.replace(tmp, d / WEIGHTS_NAME)
     digest = sha256_file(d / WEIGHTS_NAME)
     meta = {
@@ -144,9 +158,6 @@ def load(
     -------
     :class:`~stalign.models.STAlign` in eval mode.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
     name = str(name_or_path)
     expected = sha256
     source = name
@@ -166,16 +177,19 @@ def load(
         expected = entry["sha256"]
         with resources.as_file(weights_res) as wp, resources.as_file(config_res) as cp:
             weights_path, config_path = Path(wp), Path(cp)
-            return _load_files(weights_path, config_path, expected, device, source, load_model, SafetensorError)
+            return _load_files(weights_path, config_path, expected, device, source)
     path = Path(name_or_path).expanduser()
     if not path.exists():
         msg = f"{name!r} is neither a registered model ({available_models()}) nor an existing path."
         raise FileNotFoundError(msg)
     weights_path, config_path = _resolve_path(path)
-    return _load_files(weights_path, config_path, expected, device, source, load_model, SafetensorError)
+    return _load_files(weights_path, config_path, expected, device, source)
 
 
-def _load_files(weights_path, config_path, expected, device, source, load_model, SafetensorError):
+def _load_files(weights_path: Path, config_path: Path, expected: str | None, device, source: str):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     from .._utils import resolve_device
     from ._model import STAlign
 
@@ -199,13 +213,13 @@ def _load_files(weights_path, config_path, expected, device, source, load_model,
         raise ValueError(msg) from e
     model = STAlign(config, load_encoder_weights=False)
     try:
-        missing, unexpected = load_model(model, str(weights_path), strict=False)
+        state = load_file(str(weights_path))
     except SafetensorError as e:
         msg = f"{str(weights_path)!r} is not a readable safetensors file ({e}); it is truncated or corrupted."
         raise ValueError(msg) from e
-    except RuntimeError as e:
-        msg = f"The weights in {str(weights_path)!r} do not fit the config in {str(config_path)!r}: {e}"
-        raise ValueError(msg) from e
+    expected_state = _unique_state(model)
+    missing = sorted(set(expected_state) - set(state))
+    unexpected = sorted(set(state) - set(expected_state))
     if missing or unexpected:
         msg = (
             f"The weights in {str(weights_path)!r} do not match the config in {str(config_path)!r}: "
@@ -213,6 +227,14 @@ def _load_files(weights_path, config_path, expected, device, source, load_model,
             f"{len(unexpected)}). Save config and weights together with stalign.models.save."
         )
         raise ValueError(msg)
+    bad = [k for k, v in state.items() if tuple(v.shape) != tuple(expected_state[k].shape)]
+    if bad:
+        msg = (
+            f"The weights in {str(weights_path)!r} do not fit the config in {str(config_path)!r}: shapes differ for "
+            f"{bad[:5]} (e.g. {tuple(state[bad[0]].shape)} vs {tuple(expected_state[bad[0]].shape)})."
+        )
+        raise ValueError(msg)
+    model.load_state_dict(state, strict=False)
     if meta.get("stalign_version") not in (None, _version()):
         logger.info("Model %s was saved with stalign %s (running %s)", source, meta["stalign_version"], _version())
     model.weights_sha256 = digest

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from stalign._batch import BatchKey as K
+from stalign.models import STAlign
+
+from .conftest import GENES, make_batch, tiny_config
+
+
+def test_encode_image_alone(model, batch):
+    model.eval()
+    out = model.encode_image(batch[K.spot_image])
+    assert set(out) == {"image"}
+    assert out["image"].shape == (8, 16)
+    torch.testing.assert_close(out["image"].norm(dim=1), torch.ones(8))
+    # other crop sizes are resampled; float input in [0, 1] is accepted
+    out2 = model.encode_image(batch[K.spot_image].float() / 255, batch[K.niche_image][:, :, :20, :20].contiguous())
+    torch.testing.assert_close(out2["image"], out["image"], atol=1e-5, rtol=1e-4)
+    assert out2["niche_image"].shape == (8, 16)
+
+
+def test_encode_gene_alone_and_marker_prompt(model, batch):
+    model.eval()
+    out = model.encode_gene(batch[K.spot_expr], batch[K.niche_expr], return_tokens=True)
+    assert out["gene"].shape == out["niche_gene"].shape == (8, 16)
+    assert out["gene_tokens"].shape == (8, 2, 16)
+    prompt = torch.zeros(2, len(GENES))
+    prompt[0, [1, 2, 3]] = torch.log1p(torch.tensor(100.0))
+    prompt[1, [10, 20]] = torch.log1p(torch.tensor(100.0))
+    p = model.encode_gene(prompt)["gene"]
+    assert torch.isfinite(p).all()
+    assert not torch.allclose(p[0], p[1])
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.encode_gene(torch.zeros(2, len(GENES) + 1))
+
+
+def test_fuse_and_embed(model, batch):
+    model.eval()
+    img = model.encode_image(batch[K.spot_image], return_tokens=True)
+    gen = model.encode_gene(batch[K.spot_expr], return_tokens=True)
+    f = model.fuse(img["image_tokens"], gen["gene_tokens"])
+    emb = model.embed(batch)
+    assert set(emb) == {"image", "gene", "fused", "niche_image", "niche_gene", "niche", "has_image", "has_expr"}
+    torch.testing.assert_close(emb["fused"], f)
+    with pytest.raises(ValueError, match="level"):
+        model.fuse(img["image_tokens"], gen["gene_tokens"], level="tissue")
+
+
+def test_embed_image_only_and_mixed(model):
+    model.eval()
+    b = make_batch(expr=False)
+    for k in (K.spot_expr, K.niche_expr):
+        del b[k]
+    emb = model.embed(b)
+    assert set(emb) == {"image", "niche_image", "has_image", "has_expr"}
+    mixed = make_batch()
+    mixed[K.has_expr][:3] = False
+    mixed[K.has_image][5:] = False
+    emb = model.embed(mixed)
+    assert (emb["fused"][[0, 1, 2, 5, 6, 7]] == 0).all()
+    assert (emb["fused"][[3, 4]].norm(dim=1) > 0.99).all()
+    # rows are encoded independently of the masked rows (eval mode)
+    full = model.embed(make_batch())
+    torch.testing.assert_close(emb["image"][:5], full["image"][:5])
+
+
+def test_shared_trunk_and_freeze():
+    m = STAlign(tiny_config(share_image_encoder=True, freeze_spot_encoder=True))
+    assert m.spot_image_encoder.trunk is m.niche_image_encoder.trunk
+    assert not any(p.requires_grad for p in m.spot_image_encoder.trunk.parameters())
+    m.train()
+    assert not m.spot_image_encoder.trunk.training
+    out = m.loss(make_batch())
+    out.loss.backward()
+    assert m.spot_image_encoder.to_tokens.weight.grad is not None
+
+
+def test_unknown_architecture():
+    with pytest.raises(ValueError, match="timm"):
+        STAlign(tiny_config(spot_encoder="not_a_model"))
+
+
+def test_local_encoder_weights(tmp_path):
+    src = STAlign(tiny_config())
+    state = src.spot_image_encoder.trunk.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "trunk.safetensors")
+    m = STAlign(tiny_config(spot_encoder_weights=str(tmp_path / "trunk.safetensors")))
+    for k, v in m.spot_image_encoder.trunk.state_dict().items():
+        assert torch.equal(v, state[k])
+    torch.save(state, tmp_path / "trunk.pt")
+    with pytest.raises(ValueError, match="allow_torch_load"):
+        STAlign(tiny_config(spot_encoder_weights=str(tmp_path / "trunk.pt")))
+    m = STAlign(tiny_config(spot_encoder_weights=str(tmp_path / "trunk.pt"), allow_torch_load=True))
+    assert torch.equal(m.spot_image_encoder.trunk.conv1[0].weight, state["conv1.0.weight"])
+    save_file({"foo": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="match"):
+        STAlign(tiny_config(spot_encoder_weights=str(tmp_path / "other.safetensors")))
+    with pytest.raises(FileNotFoundError):
+        STAlign(tiny_config(niche_encoder_weights=str(tmp_path / "missing.safetensors")))
