@@ -23,6 +23,7 @@ from torch import nn
 
 from ._augment import AugmentConfig, augment_batch
 from ._checkpoint import (
+    _cpu,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
@@ -65,26 +66,88 @@ class FitOptions:
     max_steps: int | None = None
     log_every: int = 1
     find_unused_parameters: bool = True
+    hard_negatives: int = 0
+    sync_batchnorm: bool = True
     desc: str = "pretrain"
     run_info: dict = field(default_factory=dict)
 
 
 class _LossModule(nn.Module):
-    """Make ``model.loss`` the forward of a module so DDP's hooks see it."""
+    """Make the model's loss the forward of a module so DDP's hooks see it.
 
-    def __init__(self, model: nn.Module, loss_kwargs: dict):
+    In a DDP job with an :class:`~stalign.models.STAlign`-like model (``embed`` + ``loss_from_embeddings``), each rank
+    embeds its shard, the embeddings are all-gathered with gradients, and each rank's anchors are contrasted with the
+    candidates of the whole global batch (local rows at ``rank * B_local``). Other models get ``gather=`` when their
+    ``loss`` accepts it.
+    """
+
+    def __init__(self, model: nn.Module, info: DistInfo):
         super().__init__()
         self.model = model
-        self._loss_kwargs = loss_kwargs
+        self.info = info
+        self._gathered = info.enabled and hasattr(model, "embed") and hasattr(model, "loss_from_embeddings")
+        self._loss_kwargs = {} if self._gathered else _loss_kwargs(model, info)
 
-    def forward(self, batch):
-        out = self.model.loss(batch, **self._loss_kwargs)
+    def forward(self, batch, negatives=None):
+        m = self.model
+        if self._gathered:
+            emb = m.embed(batch)
+            gathered = {k: _gather_any(v) for k, v in emb.items()}
+            neg = None
+            if negatives is not None:
+                from ..models import gather_negatives
+
+                neg = gather_negatives(emb, negatives, exclude_self=True)
+            b_local = len(next(iter(emb.values())))
+            out = m.loss_from_embeddings(emb, gathered, offset=self.info.rank * b_local, negatives=neg)
+        else:
+            kw = dict(self._loss_kwargs)
+            if negatives is not None:
+                kw["negatives"] = negatives
+            out = m.loss(batch, **kw)
         comps = dict(getattr(out, "components", {}) or {})
         return out.loss, comps
 
 
+def _gather_any(x: torch.Tensor) -> torch.Tensor:
+    """All-gather float tensors with gradient, other dtypes (masks) without."""
+    if x.is_floating_point():
+        return all_gather_with_grad(x)
+    import torch.distributed as dist
+
+    y = x.to(torch.uint8) if x.dtype == torch.bool else x
+    out = [torch.empty_like(y) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, y.contiguous())
+    res = torch.cat(out, dim=0)
+    return res.to(torch.bool) if x.dtype == torch.bool else res
+
+
+def hard_negative_indices(batch: dict, k: int, generator: torch.Generator) -> torch.Tensor | None:
+    """``(B, K)`` rows of ``batch`` from other clusters of the same section (``-1`` where there are too few).
+
+    Uses ``batch["cluster"]`` (``-1`` = unknown, never a negative) and ``batch["section"]``; ``None`` without clusters.
+    """
+    from .._batch import BatchKey
+
+    cl = batch.get(BatchKey.cluster)
+    if cl is None or k <= 0 or not bool((cl >= 0).any()):
+        return None
+    cl = cl.cpu()
+    sec = batch.get(BatchKey.section)
+    sec = torch.zeros_like(cl) if sec is None else sec.cpu()
+    ok = (cl[:, None] != cl[None, :]) & (cl[:, None] >= 0) & (cl[None, :] >= 0) & (sec[:, None] == sec[None, :])
+    score = torch.rand(ok.shape, generator=generator)
+    score = torch.where(ok, score, torch.full_like(score, -1.0))
+    kk = min(k, score.shape[1])
+    top, idx = score.topk(kk, dim=1)
+    idx = torch.where(top >= 0, idx, torch.full_like(idx, -1))
+    if kk < k:
+        idx = torch.cat([idx, torch.full((len(idx), k - kk), -1, dtype=idx.dtype)], dim=1)
+    return idx.to(cl.device)
+
+
 def _loss_kwargs(model: nn.Module, info: DistInfo) -> dict:
-    """How the model is told to gather embeddings across ranks (nothing to do in one process)."""
+    """How a model without ``loss_from_embeddings`` is told to gather embeddings across ranks."""
     if not info.enabled:
         return {}
     params = inspect.signature(model.loss).parameters
@@ -222,6 +285,9 @@ def fit(
     )
 
     model.to(device)
+    if info.enabled and opts.sync_batchnorm and device.type == "cuda":
+        # batch statistics over the global batch (SyncBatchNorm has no CPU kernel: on gloo each rank uses its own)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.AdamW(param_groups(model), lr=opts.lr, weight_decay=opts.weight_decay[0])
     amp_dtype = _amp_dtype(opts.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -260,7 +326,7 @@ def fit(
         if info.is_main and metrics_path.exists() and not opts.resume:
             metrics_path.unlink()
 
-    loss_module: nn.Module = _LossModule(model, _loss_kwargs(model, info))
+    loss_module: nn.Module = _LossModule(model, info)
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -280,7 +346,7 @@ def fit(
             return
         rank_states, cuda_states = gather_rng_states(info, device)  # collective
         if info.is_main:
-            tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+            tensors = {f"model/{k}": _cpu(v) for k, v in model.state_dict().items()}
             opt_t, opt_json = optimizer_to_flat(optimizer)
             rng_t, rng_json = rng_state(rank_states=rank_states, cuda_states=cuda_states)
             state = {
@@ -346,8 +412,12 @@ def fit(
                     batch = augment_batch(batch, opts.augment, generator=gen, rows=rows, n_global=n_global)
                 lr_t, wd_t = schedule.apply(optimizer, step)
                 optimizer.zero_grad(set_to_none=True)
+                negatives = None
+                if opts.hard_negatives > 0:
+                    gneg = torch.Generator().manual_seed(_mix_seed(opts.seed + 7919 * (info.rank + 1), step))
+                    negatives = hard_negative_indices(batch, opts.hard_negatives, gneg)
                 with autocast():
-                    loss, comps = loss_module(batch)
+                    loss, comps = loss_module(batch, negatives)
                 if scaler.is_enabled():
                     scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)
