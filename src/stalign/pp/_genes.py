@@ -258,7 +258,8 @@ def build_vocabulary(
 
     Returns
     -------
-    Sorted list of unique symbols. Unmapped Ensembl ids are left out.
+    Sorted list of unique upper-case symbols. Genes the reference names by their Ensembl id (novel genes in
+    GRCh38-2024) and ids absent from the reference keep the id as their token.
     """
     if min_sections < 1:
         msg = f"min_sections must be at least 1, got {min_sections}."
@@ -268,7 +269,7 @@ def build_vocabulary(
     for t in tables:
         n += 1
         syms = set(to_vocabulary_symbols(_var_names_of(t), data_dir=data_dir))
-        counts.update(s for s in syms if s and not _ENSEMBL.match(s))
+        counts.update(s for s in syms if s)
     if n == 0:
         msg = "build_vocabulary got no sections; pass at least one table or gene list."
         raise ValueError(msg)
