@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from anndata import AnnData
+from scipy import sparse
+
+import stalign as sta
+from stalign._constants import Key
+from stalign._section import get_section
+
+
+@pytest.fixture(scope="module")
+def dlpfc_counts(data_dir):
+    sdata = sta.io.dlpfc("151673", data_dir=data_dir)
+    assert sdata.tables["table"].n_vars > 0
+    return sdata
+
+
+def _explicit_mean(table, coords, mpp, i, radius_um):
+    d = np.hypot(*(coords - coords[i]).T) * mpp
+    nb = np.flatnonzero(d <= radius_um)
+    return np.asarray(table.X[nb].mean(axis=0)).ravel(), nb
+
+
+def test_niche_mean_equals_explicit_mean_dlpfc(dlpfc_counts):
+    sdata = dlpfc_counts
+    table = sdata.tables["table"]
+    obsp_before = set(table.obsp.keys())
+    assert sta.pp.niche_expression(sdata, copy=True) is not None
+    assert Key.niche_expr not in table.obsm  # copy=True left the input alone
+    assert sta.pp.niche_expression(sdata) is None
+    Xn = table.obsm[Key.niche_expr]
+    assert sparse.isspmatrix_csr(Xn) and Xn.dtype == np.float32 and Xn.shape == table.shape
+    assert set(table.obsp.keys()) == obsp_before  # the user's graph is untouched
+    params = table.uns[Key.niche_expr]["params"]
+    assert params["radius_um"] == pytest.approx(110)
+    sec = get_section(sdata)
+    rng = np.random.default_rng(0)
+    sizes = []
+    for i in rng.choice(table.n_obs, 25, replace=False):
+        mean, nb = _explicit_mean(table, sec.coords, sec.microns_per_pixel, i, 110)
+        np.testing.assert_allclose(Xn[i].toarray().ravel(), mean, rtol=1e-5, atol=1e-5)
+        sizes.append(len(nb))
+    # Visium: the spot and its six neighbours (fewer at the tissue edge)
+    assert max(sizes) == 7 and np.median(sizes) == 7
+    del table.obsm[Key.niche_expr], table.uns[Key.niche_expr]
+
+
+def test_radius_and_key_added_anndata(dlpfc_counts):
+    adata = dlpfc_counts.tables["table"].copy()
+    out = sta.pp.niche_expression(adata, radius_um=250, key_added="nb250", copy=True)
+    assert isinstance(out, AnnData) and "nb250" not in adata.obsm
+    sec = get_section(adata)
+    for i in (0, 100, 2000):
+        mean, nb = _explicit_mean(adata, sec.coords, sec.microns_per_pixel, i, 250)
+        assert len(nb) > 7
+        np.testing.assert_allclose(out.obsm["nb250"][i].toarray().ravel(), mean, rtol=1e-5, atol=1e-5)
+    assert out.uns["nb250"]["params"]["radius_um"] == 250
+    # radius 0: the spot alone
+    out0 = sta.pp.niche_expression(adata, radius_um=0, copy=True)
+    np.testing.assert_allclose(out0.obsm[Key.niche_expr].toarray(), adata.X.toarray())
+
+
+def test_synthetic_and_errors():
+    xy = np.array([[0.0, 0.0], [10.0, 0.0], [30.0, 0.0]])
+    X = sparse.csr_matrix(np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]]))
+    adata = AnnData(X=X, obsm={"spatial": xy}, uns={"spatial": {"s": {"scalefactors": {"microns_per_pixel": 2.0}}}})
+    sta.pp.niche_expression(adata, radius_um=20)  # 10 px
+    np.testing.assert_allclose(adata.obsm[Key.niche_expr].toarray(), [[2, 1], [2, 1], [5, 4]])
+    with pytest.raises(ValueError, match="radius_um"):
+        sta.pp.niche_expression(adata, radius_um=-1, key_added="bad")
+    assert "bad" not in adata.obsm
+    with pytest.raises(TypeError, match="SpatialData or an AnnData"):
+        sta.pp.niche_expression(np.zeros((3, 2)))
