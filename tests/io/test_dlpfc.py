@@ -135,7 +135,11 @@ def test_unknown_sample_lists_available(data_dir):
         io.dlpfc("999999", data_dir=data_dir)
 
 
-def test_no_data_dir(monkeypatch):
+def test_no_data_dir(monkeypatch, tmp_path):
+    import stalign._utils as u
+
     monkeypatch.delenv("STALIGN_DATA_DIR", raising=False)
+    if hasattr(u, "DEFAULT_DATA_DIR"):  # a ../shared/data fallback may exist; point it nowhere
+        monkeypatch.setattr(u, "DEFAULT_DATA_DIR", str(tmp_path / "absent"))
     with pytest.raises(ValueError, match="STALIGN_DATA_DIR"):
         io.dlpfc("151673")
