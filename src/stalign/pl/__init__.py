@@ -1,1 +1,5 @@
-__all__: list[str] = []
+"""Plotting: crop gallery for quality control."""
+
+from ._crops import crops
+
+__all__ = ["crops"]
