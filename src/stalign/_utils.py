@@ -12,6 +12,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "STALIGN_DATA_DIR"
+#: Fallback when neither ``data_dir=`` nor ``$STALIGN_DATA_DIR`` is given (relative to the working directory).
+DEFAULT_DATA_DIR = "../shared/data"
 
 
 def resolve_device(device: Any = None):
@@ -58,18 +60,60 @@ def save_data(adata, *, attr: str, key: str, data: Any) -> None:
 
 
 def data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Resolve the real-data directory: the argument, else ``$STALIGN_DATA_DIR``; error naming both otherwise."""
+    """Resolve the real-data directory: the argument, else ``$STALIGN_DATA_DIR``, else ``../shared/data``."""
     if data_dir is None:
         env = os.environ.get(DATA_DIR_ENV)
-        if not env:
+        if env:
+            data_dir = env
+        elif Path(DEFAULT_DATA_DIR).is_dir():
+            data_dir = DEFAULT_DATA_DIR
+        else:
             msg = (
                 f"No data directory given: pass `data_dir=` or set the environment variable {DATA_DIR_ENV} "
-                "to the folder that holds the datasets (e.g. ../shared/data)."
+                f"to the folder that holds the datasets (the fallback {DEFAULT_DATA_DIR!r} does not exist here)."
             )
             raise ValueError(msg)
-        data_dir = env
     path = Path(data_dir).expanduser()
     if not path.is_dir():
         msg = f"Data directory {str(path)!r} does not exist; pass an existing `data_dir=` or fix ${DATA_DIR_ENV}."
         raise FileNotFoundError(msg)
     return path
+
+
+def get_table(data: Any, *, table_key: str = "table"):
+    """The AnnData that results are written to: ``data`` itself, or ``data.tables[table_key]``."""
+    from anndata import AnnData
+
+    if isinstance(data, AnnData):
+        return data
+    tables = getattr(data, "tables", None)
+    if tables is None:
+        msg = f"Expected a SpatialData or an AnnData, got {type(data).__name__}."
+        raise TypeError(msg)
+    if table_key not in tables:
+        msg = f"table_key {table_key!r} not in sdata.tables; available: {', '.join(tables.keys()) or 'none'}."
+        raise KeyError(msg)
+    return tables[table_key]
+
+
+def copy_data(data: Any, *, table_key: str = "table"):
+    """A copy to write results into: AnnData copies; SpatialData shares its (read-only) elements, copies the table."""
+    from anndata import AnnData
+
+    if isinstance(data, AnnData):
+        return data.copy()
+    from spatialdata import SpatialData
+
+    tables = {k: (v.copy() if k == table_key else v) for k, v in data.tables.items()}
+    return SpatialData(
+        images=dict(data.images),
+        labels=dict(data.labels),
+        points=dict(data.points),
+        shapes=dict(data.shapes),
+        tables=tables,
+    )
+
+
+def uns_key(key_added: str) -> str:
+    """``uns`` key for an ``obsm`` key: ``X_stalign`` → ``stalign`` (scanpy's ``X_<name>`` pattern)."""
+    return key_added[2:] if key_added.startswith("X_") else key_added

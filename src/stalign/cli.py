@@ -47,6 +47,65 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _write(data, out: str, *, overwrite: bool) -> None:
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from anndata import AnnData
+
+    path = Path(out)
+    if path.exists() and not overwrite:
+        msg = f"Output {str(path)!r} exists; choose another path or pass --overwrite."
+        raise FileExistsError(msg)
+    if not path.parent.exists():
+        msg = f"Output folder {str(path.parent)!r} does not exist; create it first."
+        raise FileNotFoundError(msg)
+    if path.suffix not in (".h5ad", ".zarr"):
+        msg = f"Output {str(path)!r} must end in .h5ad (the table) or .zarr (the whole SpatialData)."
+        raise ValueError(msg)
+    # write next to the target, then rename: never a half-written output
+    tmp = Path(tempfile.mkdtemp(prefix=".stalign-", dir=path.parent)) / path.name
+    try:
+        if path.suffix == ".h5ad":
+            table = data if isinstance(data, AnnData) else data.tables["table"]
+            table.write_h5ad(tmp)
+        else:
+            if isinstance(data, AnnData):
+                msg = "An AnnData input can only be written as .h5ad."
+                raise ValueError(msg)
+            data.write(tmp)
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def _cmd_embed(args) -> int:
+    from . import tl
+    from .io import load
+
+    data = load(args.input, data_dir=args.data_dir)
+    tl.embed(
+        data,
+        model=args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        show_progress_bar=not args.quiet,
+    )
+    if args.domains:
+        tl.domains(data, n_domains=args.domains)
+    if args.out:
+        _write(data, args.out, overwrite=args.overwrite)
+    sys.stdout.write(_summary(data) + "\n")
+    if args.out:
+        sys.stdout.write(f"written        {args.out}\n")
+    return 0
+
+
 def _cmd_pretrain(args) -> int:
     from .train import pretrain_from_config
 
@@ -76,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--data-dir", default=None, help="shared data folder (default $STALIGN_DATA_DIR)")
     info.set_defaults(func=_cmd_info)
 
+    emb = sub.add_parser("embed", help="embed a section with a model; write .zarr or .h5ad")
+    emb.add_argument("input", help="same inputs as `stalign info`")
+    emb.add_argument("--out", default=None, help="output .zarr (SpatialData) or .h5ad (table)")
+    emb.add_argument("--model", default="stalign-base", help="registry name or path of saved weights")
+    emb.add_argument("--device", default=None)
+    emb.add_argument("--batch-size", type=int, default=256)
+    emb.add_argument("--num-workers", type=int, default=0)
+    emb.add_argument("--domains", type=int, default=None, help="also cluster into this many domains")
+    emb.add_argument("--data-dir", default=None)
+    emb.add_argument("--overwrite", action="store_true")
+    emb.add_argument("--quiet", action="store_true", help="no progress bar")
+    emb.set_defaults(func=_cmd_embed)
+
     pre = sub.add_parser("pretrain", help="pretrain a model from a TOML/JSON config")
     pre.add_argument("--config", required=True, help="TOML or JSON file with [data], [model], [train]")
     pre.add_argument("--output-dir", default=None)
@@ -94,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("stalign").setLevel(level)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, TypeError, PermissionError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         sys.stderr.write(f"stalign {args.command}: error: {msg}\n")
         return 2

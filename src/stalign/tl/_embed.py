@@ -1,0 +1,212 @@
+"""``tl.embed``: aligned image, gene and fused embeddings for every spot."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import numpy as np
+
+from .._constants import NICHE_UM, SPOT_UM, Key
+from .._section import get_section
+from .._utils import copy_data, get_table, resolve_device, save_data, track, uns_key
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "stalign-base"
+#: model outputs kept: spot image, spot gene, fused (spot + niche, re-normalised) and fused niche
+_OUTPUTS = ("image", "gene", "fused", "niche")
+
+
+def resolve_model(model: Any = DEFAULT_MODEL, *, device=None):
+    """A model instance from a registry name, a path, or an ``STAlign`` module (moved to ``device``, eval mode)."""
+    import torch
+
+    from ..models import STAlign, load
+
+    dev = resolve_device(device)
+    if isinstance(model, STAlign):
+        m = model
+    elif isinstance(model, torch.nn.Module):
+        msg = f"model must be a stalign STAlign module, a registry name or a path, got {type(model).__name__}."
+        raise TypeError(msg)
+    else:
+        m = load(model)
+    return m.to(dev).eval(), dev
+
+
+def _model_info(model) -> dict[str, Any]:
+    return {
+        "model": getattr(model, "name", None) or "custom",
+        "weights_sha256": getattr(model, "sha256", None),
+    }
+
+
+def embed_arrays(
+    data: Any,
+    model,
+    *,
+    device=None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    table_key: str = Key.table,
+    image_key: str | None = None,
+    library_id: str | None = None,
+    show_progress_bar: bool = True,
+) -> dict[str, np.ndarray]:
+    """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", ...}`` arrays (n_obs, d)."""
+    import torch
+
+    from ..pp import SpotDataset
+
+    sec = get_section(data, table_key=table_key, image_key=image_key, library_id=library_id)
+    has_image, has_expr = sec.has_image, sec.has_expression
+    if not has_image and not has_expr:
+        msg = (
+            f"Section {sec.library_id!r} has neither an image nor expression; embedding needs at least one. "
+            "Load the H&E image with the stalign.io readers or add raw counts to the table."
+        )
+        raise ValueError(msg)
+    cfg = model.config
+    ds = SpotDataset(
+        [data],
+        genes=cfg.genes,
+        spot_um=getattr(cfg, "spot_um", SPOT_UM),
+        niche_um=getattr(cfg, "niche_um", NICHE_UM),
+        spot_px=cfg.spot_size,
+        niche_px=cfg.niche_size,
+        batch_size=batch_size,
+        inference=True,
+        table_key=table_key,
+        image_key=image_key,
+        library_id=library_id,
+    )
+    loader = ds.dataloader(num_workers=num_workers)
+    dev = next(model.parameters()).device
+    n = sec.table.n_obs
+    out = {k: np.full((n, cfg.embed_dim), np.nan, dtype=np.float32) for k in _OUTPUTS}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        for batch in track(loader, desc="embedding", total=len(ds), disable=not show_progress_bar):
+            idx = batch["index"].numpy()
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+            emb = model.embed(batch)
+            has_image = emb["has_image"].numpy(force=True)
+            has_expr = emb["has_expr"].numpy(force=True)
+            rows = {"image": has_image, "gene": has_expr, "fused": has_image & has_expr}
+            for k, need in rows.items():
+                if k in emb and need.any():
+                    out[k][idx[need]] = emb[k].float().numpy(force=True)[need]
+            if "fused" in emb and "niche" in emb and rows["fused"].any():
+                both = rows["fused"]
+                f = emb["fused"].float() + emb["niche"].float()
+                f = torch.nn.functional.normalize(f, dim=-1).numpy(force=True)
+                out["fused"][idx[both]] = f[both]
+                out["niche"][idx[both]] = emb["niche"].float().numpy(force=True)[both]
+    return {k: v for k, v in out.items() if not np.isnan(v).all()}
+
+
+def embed(
+    data: Any,
+    *,
+    model: Any = DEFAULT_MODEL,
+    device: Any = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    key_added: str = Key.X,
+    table_key: str = Key.table,
+    image_key: str | None = None,
+    library_id: str | None = None,
+    show_progress_bar: bool = True,
+    copy: bool = False,
+):
+    """Embed every spot with an ST-Align model: aligned image, gene and fused embeddings.
+
+    Crops are read lazily from the best pyramid level for the model's crop size in µm, and niche expression is
+    computed on the side when absent, so ``data`` gains only the keys listed below.
+
+    Parameters
+    ----------
+    data
+        A :class:`~spatialdata.SpatialData` (results go into ``data.tables[table_key]``) or an
+        :class:`~anndata.AnnData` in the scanpy/squidpy Visium convention (``uns["spatial"]``, ``obsm["spatial"]``).
+    model
+        A registry name (``"stalign-base"``), a path to saved weights, or an :class:`~stalign.models.STAlign`.
+    device
+        ``None``: CUDA when present, else CPU. Mixed precision (bfloat16) is used on CUDA.
+    batch_size
+        Spots per forward pass.
+    num_workers
+        DataLoader worker processes reading crops.
+    key_added
+        Base ``obsm`` key; the image/gene/niche embeddings get the suffixes ``_image``/``_gene``/``_niche``, and
+        parameters go to ``uns[key_added without "X_"]``.
+    table_key
+        Table of a SpatialData.
+    image_key
+        Image element of a SpatialData (default: all images of the section, best level chosen per crop size).
+    library_id
+        Library in ``uns["spatial"]`` when there are several.
+    show_progress_bar
+        Show a progress bar.
+    copy
+        Return a copy instead of writing into ``data``.
+
+    Returns
+    -------
+    ``None``, or a copy of ``data`` when ``copy=True``; sets in the table:
+
+    - ``obsm[key_added]``: fused spot + niche embedding, when the section has an image and expression;
+    - ``obsm[key_added + "_image"]``: H&E-only embedding, whenever there is an image;
+    - ``obsm[key_added + "_gene"]``: expression-only embedding, whenever there is expression;
+    - ``obsm[key_added + "_niche"]``: fused niche embedding, when both modalities exist;
+    - ``uns[...]["params"]``, model name, weights sha256 and package version.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")  # doctest: +SKIP
+    >>> sta.tl.embed(sdata)  # doctest: +SKIP
+    >>> sdata.tables["table"].obsm["X_stalign"].shape  # doctest: +SKIP
+    """
+    from .. import __version__
+
+    m, dev = resolve_model(model, device=device)
+    arrays = embed_arrays(
+        data,
+        m,
+        device=dev,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        table_key=table_key,
+        image_key=image_key,
+        library_id=library_id,
+        show_progress_bar=show_progress_bar,
+    )
+    target = copy_data(data, table_key=table_key) if copy else data
+    table = get_table(target, table_key=table_key)
+    slots = {
+        "fused": key_added,
+        "image": f"{key_added}_image",
+        "gene": f"{key_added}_gene",
+        "niche": f"{key_added}_niche",
+    }
+    for name, key in slots.items():
+        if name in arrays:
+            save_data(table, attr="obsm", key=key, data=arrays[name])
+    params = {
+        "batch_size": batch_size,
+        "device": str(dev),
+        "table_key": table_key,
+        "image_key": image_key,
+        "library_id": library_id,
+    }
+    table.uns[uns_key(key_added)] = {
+        "params": params,
+        **_model_info(m),
+        "stalign_version": __version__,
+        "keys": {k: v for k, v in slots.items() if k in arrays},
+    }
+    logger.info("Embedded %d spots with %s (%s)", table.n_obs, _model_info(m)["model"], ", ".join(sorted(arrays)))
+    return target if copy else None
