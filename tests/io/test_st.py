@@ -90,7 +90,10 @@ def test_stutility_mob(data_dir):
         ref = pd.read_csv(data_dir / "reference" / "mouse_mm10_features.tsv.gz", sep="\t", header=None)
         bare = t.var["gene_ids"].str.replace(r"\.\d+$", "", regex=True)
         assert bare.isin(ref[0]).mean() >= 0.95
-        assert get_section(sdata, require_image=True).images[0].shape == (1905, 1905)
+        sec = get_section(sdata, require_image=True)
+        assert sec.images[0].shape == (1905, 1905)
+        # 2k array: 66 x-units of 100 µm span the 6.5 mm ST frame (~21.6 px/unit in x, ~24 in y here)
+        assert 4.0 < sec.microns_per_pixel < 4.8
 
 
 def test_stahl_mob_11(data_dir):

@@ -286,7 +286,8 @@ def stutility_mob(section: str | int, *, data_dir: str | os.PathLike | None = No
 
     Reads ``stutility_mob/inst/extdata/counts/MOB<n>.tsv`` (spots × 1,000 genes, mouse Ensembl ids mapped to
     symbols, ``var["gene_ids"]`` keeps them), ``alignment_table_MOB<n>.tsv`` (pixel positions in the 1905 px JPG;
-    only ``selected == 1`` spots, i.e. under tissue, are kept) and ``MOB<n>.jpg``. µm/px from the 200 µm spot pitch.
+    only ``selected == 1`` spots, i.e. under tissue, are kept) and ``MOB<n>.jpg``. µm/px from the 2k array's
+    100 µm grid unit (the 66-unit array spans the 6.5 mm ST frame), fitted over the whole alignment table.
 
     Parameters
     ----------
@@ -310,7 +311,32 @@ def stutility_mob(section: str | int, *, data_dir: str | os.PathLike | None = No
     img = base / f"{section}.jpg"
     if not img.is_file():
         logger.info("STUtility %s: no image %s.", section, img)
-    return read_st(base / f"{section}.tsv", spots, img if img.is_file() else None, sample=section, data_dir=root)
+    return read_st(
+        base / f"{section}.tsv",
+        spots,
+        img if img.is_file() else None,
+        sample=section,
+        microns_per_pixel=hex_array_microns_per_pixel(pd.read_csv(spots, sep="\t")),
+        data_dir=root,
+    )
+
+
+#: The ST "2k" arrays (STUtility's MOB sections) index a hexagonal grid in 100 µm units: x 1–66 spans the
+#: 6.5 mm frame, same-row neighbours are 2 units (200 µm) apart and diagonal neighbours √2 units.
+HEX_ARRAY_UNIT_UM = 100.0
+
+
+def hex_array_microns_per_pixel(table: pd.DataFrame) -> float:
+    """µm per pixel of a 2k-array alignment table: least-squares fit of pixel ~ array coordinate over all spots."""
+    x, y = table["x"].to_numpy(float), table["y"].to_numpy(float)
+    px, py = table["pixel_x"].to_numpy(float), table["pixel_y"].to_numpy(float)
+    sx = np.polyfit(x, px, 1)[0]
+    sy = np.polyfit(y, py, 1)[0]
+    px_per_unit = float(np.sqrt(abs(sx * sy)))
+    if not np.isfinite(px_per_unit) or px_per_unit <= 0:
+        msg = "Cannot derive µm/px from the alignment table (degenerate array coordinates); pass microns_per_pixel=."
+        raise ValueError(msg)
+    return HEX_ARRAY_UNIT_UM / px_per_unit
 
 
 # ------------------------------------------------------------------------------------------------------ Ståhl MOB
