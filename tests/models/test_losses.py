@@ -112,15 +112,17 @@ def test_learnable_temperature():
 def test_short_optimisation_lowers_each_loss():
     torch.manual_seed(0)
     m = STAlign(tiny_config())
-    b = make_batch(n=12, seed=3)
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    b = make_batch(n=8, seed=3)
+    opt = torch.optim.AdamW(m.parameters(), lr=5e-3)
     m.train()
-    start = {k: float(v) for k, v in m.loss(b).components.items()}
-    for _ in range(25):
+    with torch.no_grad():
+        start = {k: float(v) for k, v in m.loss(b).components.items()}
+    for _ in range(15):
         opt.zero_grad()
         out = m.loss(b)
         out.loss.backward()
         opt.step()
-    end = {k: float(v) for k, v in m.loss(b).components.items()}
+    with torch.no_grad():
+        end = {k: float(v) for k, v in m.loss(b).components.items()}
     for k in ("spot", "niche", "ns"):
         assert end[k] < 0.5 * start[k], (k, start[k], end[k])

@@ -61,13 +61,17 @@ class STAlign(nn.Module):
         self.config = cfg = config
         T, W = cfg.n_tokens, cfg.token_dim
 
-        spot_trunk = create_trunk(cfg.spot_encoder, img_size=cfg.spot_size, **cfg.spot_encoder_kwargs)
+        spot_trunk = create_trunk(cfg.spot_encoder, img_size=cfg.spot_size, **cfg.spot_encoder_kwargs).to(
+            memory_format=torch.channels_last
+        )
         if load_encoder_weights and cfg.spot_encoder_weights:
             load_trunk_weights(spot_trunk, cfg.spot_encoder_weights, allow_torch_load=cfg.allow_torch_load)
         if cfg.share_image_encoder:
             niche_trunk, niche_freeze = spot_trunk, cfg.freeze_spot_encoder
         else:
-            niche_trunk = create_trunk(cfg.niche_encoder, img_size=cfg.niche_size, **cfg.niche_encoder_kwargs)
+            niche_trunk = create_trunk(cfg.niche_encoder, img_size=cfg.niche_size, **cfg.niche_encoder_kwargs).to(
+                memory_format=torch.channels_last
+            )
             if load_encoder_weights and cfg.niche_encoder_weights:
                 load_trunk_weights(niche_trunk, cfg.niche_encoder_weights, allow_torch_load=cfg.allow_torch_load)
             niche_freeze = cfg.freeze_niche_encoder
@@ -141,7 +145,8 @@ class STAlign(nn.Module):
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if tuple(x.shape[-2:]) != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return (x - self.image_mean) / self.image_std
+        # channels-last is 2-3x faster for CNNs on CPU (oneDNN) and suits tensor cores on CUDA
+        return ((x - self.image_mean) / self.image_std).contiguous(memory_format=torch.channels_last)
 
     def _mask(self, mask: torch.Tensor | None, n: int) -> torch.Tensor:
         dev = self.image_mean.device
