@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stalign._batch import BatchKey as K
-from stalign.models import STAlign, gather_negatives
+from stalign.models import STAlign, gather_negatives, sample_negatives
 
 from .conftest import make_batch, tiny_config
 
@@ -126,3 +126,25 @@ def test_short_optimisation_lowers_each_loss():
         end = {k: float(v) for k, v in m.loss(b).components.items()}
     for k in ("spot", "niche", "ns"):
         assert end[k] < 0.5 * start[k], (k, start[k], end[k])
+
+
+def test_sample_negatives_same_section_other_cluster(model):
+    section = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    cluster = torch.tensor([0, 0, 1, 2, 0, 1, -1, 1])
+    g = torch.Generator().manual_seed(0)
+    idx = sample_negatives(section, cluster, 3, generator=g)
+    assert idx.shape == (8, 3)
+    for i in range(8):
+        got = {int(j) for j in idx[i] if j >= 0}
+        want = {
+            j
+            for j in range(8)
+            if section[j] == section[i] and cluster[j] != cluster[i] and min(cluster[i], cluster[j]) >= 0
+        }
+        assert got == want or (len(got) == 3 and got <= want)
+    assert (idx[6] == -1).all()  # unknown cluster: no hard negatives
+    again = sample_negatives(section, cluster, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(idx, again)
+    b = make_batch(n=8)
+    b[K.section], b[K.cluster] = section, cluster
+    assert torch.isfinite(model.loss(b, negatives=idx).loss)

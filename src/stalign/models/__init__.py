@@ -2,7 +2,7 @@
 
 from ._config import STAlignConfig
 from ._io import load, save
-from ._losses import LossOutput, contrastive_loss, gather_negatives
+from ._losses import LossOutput, contrastive_loss, gather_negatives, sample_negatives
 from ._model import STAlign
 from ._registry import available_models
 
@@ -14,5 +14,6 @@ __all__ = [
     "contrastive_loss",
     "gather_negatives",
     "load",
+    "sample_negatives",
     "save",
 ]

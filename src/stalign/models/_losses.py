@@ -93,6 +93,45 @@ def gather_negatives(
     return out
 
 
+def sample_negatives(
+    section: torch.Tensor,
+    cluster: torch.Tensor,
+    k: int,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Hard negatives inside a batch: per anchor, ``k`` rows of the same section from another cluster.
+
+    Parameters
+    ----------
+    section, cluster
+        ``(B,)`` integer section id and cluster id (``-1`` = unknown cluster, never paired) of each row,
+        as in :class:`~stalign._batch.BatchKey`.
+    k
+        Negatives per anchor.
+    generator
+        Random generator (on the tensors' device) for reproducible draws.
+
+    Returns
+    -------
+    ``(B, k)`` indices into the batch, ``-1`` where fewer than ``k`` candidates exist; pass it as
+    ``negatives=`` to :meth:`STAlign.loss`.
+    """
+    if k < 1:
+        msg = f"`k` must be >= 1, got {k}."
+        raise ValueError(msg)
+    section, cluster = section.long(), cluster.long()
+    cand = (section[:, None] == section[None, :]) & (cluster[:, None] != cluster[None, :])
+    cand &= (cluster[:, None] >= 0) & (cluster[None, :] >= 0)
+    scores = torch.rand(cand.shape, generator=generator, device=cand.device).masked_fill(~cand, -1.0)
+    kk = min(k, cand.shape[1])
+    top, idx = scores.topk(kk, dim=1)
+    idx = idx.masked_fill(top < 0, -1)
+    if kk < k:
+        idx = torch.cat([idx, idx.new_full((idx.shape[0], k - kk), -1)], dim=1)
+    return idx
+
+
 def _directional(
     q: torch.Tensor,
     cand: torch.Tensor,
