@@ -104,9 +104,10 @@ def sample_negatives(
 
     Parameters
     ----------
-    section, cluster
-        ``(B,)`` integer section id and cluster id (``-1`` = unknown cluster, never paired) of each row,
-        as in :class:`~stalign._batch.BatchKey`.
+    section
+        ``(B,)`` integer section id of each row (:attr:`~stalign._batch.BatchKey.section`).
+    cluster
+        ``(B,)`` cluster id within its section (``-1`` = unknown: such rows get no hard negatives).
     k
         Negatives per anchor.
     generator

@@ -35,5 +35,10 @@ REGISTRY: dict[str, RegistryEntry] = {
 
 
 def available_models() -> list[str]:
-    """Names accepted by :func:`stalign.models.load` (whether or not their weights are bundled yet)."""
+    """Names of the registered models.
+
+    Returns
+    -------
+    Sorted names accepted by :func:`stalign.models.load` (whether or not their weights are bundled yet).
+    """
     return sorted(REGISTRY)
