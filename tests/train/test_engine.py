@@ -51,9 +51,14 @@ def _rows(path):
 
 
 def test_toy_run_lowers_each_loss(tmp_path):
-    _run(tmp_path, epochs=6, lr=2e-2)
+    _run(
+        tmp_path,
+        epochs=12,
+        lr=2e-2,
+        augment=None,
+    )
     rows = _rows(tmp_path)
-    assert [r["step"] for r in rows] == list(range(1, 6 * 8 + 1))
+    assert [r["step"] for r in rows] == list(range(1, 12 * 8 + 1))
     for key in ("loss", "loss_spot", "loss_niche", "loss_ns"):
         first = sum(r[key] for r in rows[:4]) / 4
         last = sum(r[key] for r in rows[-4:]) / 4
@@ -65,7 +70,7 @@ def test_toy_run_lowers_each_loss(tmp_path):
     assert rows[0]["weight_decay"] == pytest.approx(0.04) and rows[-1]["weight_decay"] == pytest.approx(0.4)
     # keep_checkpoints=2 by default; the last one is the end of the last epoch
     ckpts = list_checkpoints(tmp_path / "checkpoints")
-    assert len(ckpts) == 2 and ckpts[-1].name == "step-00000048.safetensors"
+    assert len(ckpts) == 2 and ckpts[-1].name == "step-00000096.safetensors"
 
 
 def test_checkpoint_has_no_pickle_and_full_state(tmp_path):

@@ -34,12 +34,12 @@ class AugmentConfig:
     Parameters
     ----------
     flip
-        Random horizontal and vertical flips (same for the spot and the niche crop of a spot).
+        Random horizontal and vertical flips.
     rotate
-        Random multiples of 90° (same for spot and niche).
+        Random multiples of 90°. Every image augmentation is drawn independently for the spot and the niche crop.
     hed
         Stain jitter strength in HED space (Tellez et al. 2018): each stain channel is scaled by ``1 ± hed`` and
-        shifted by ``± hed``. ``0`` turns it off.
+        shifted by ``± hed``. ``0`` turns it off. Stain and colour jitter draw one shift per batch (one section).
     brightness, contrast, saturation
         Jitter strengths (factors drawn in ``1 ± value``); ``0`` turns each off.
     hue
@@ -95,6 +95,30 @@ _RES_FACTORS = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 def _uniform(g: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
     return torch.rand(n, generator=g) * (high - low) + low
+
+
+def _draw_geometry(g: torch.Generator, n: int, config: AugmentConfig) -> dict[str, torch.Tensor]:
+    """Per-spot flips, turns and resolution factors."""
+    return {
+        "flip_h": torch.rand(n, generator=g) < 0.5,
+        "flip_v": torch.rand(n, generator=g) < 0.5,
+        "rot": torch.randint(0, 4, (n,), generator=g),
+        "res_on": torch.rand(n, generator=g) < config.resolution_p,
+        "res_idx": torch.randint(0, len(_RES_FACTORS), (n,), generator=g),
+    }
+
+
+def _draw_stain(g: torch.Generator, n: int, config: AugmentConfig) -> dict[str, torch.Tensor]:
+    """One stain/colour shift for the whole batch (a batch comes from one section), expanded to ``n`` rows."""
+    one = {
+        "hed_a": 1 + (torch.rand(1, 3, generator=g) * 2 - 1) * config.hed,
+        "hed_b": (torch.rand(1, 3, generator=g) * 2 - 1) * config.hed,
+        "br": _uniform(g, 1, 1 - config.brightness, 1 + config.brightness),
+        "co": _uniform(g, 1, 1 - config.contrast, 1 + config.contrast),
+        "sa": _uniform(g, 1, 1 - config.saturation, 1 + config.saturation),
+        "hu": _uniform(g, 1, -config.hue, config.hue),
+    }
+    return {k: v.expand(n, *v.shape[1:]) for k, v in one.items()}
 
 
 def _geometric(img: torch.Tensor, flip_h: torch.Tensor, flip_v: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
@@ -204,44 +228,41 @@ def augment_batch(
     n = b if n_global is None else int(n_global)
     rows = torch.arange(b) if rows is None else rows.to("cpu", torch.long)
     g = generator
-    # draw every parameter for the global batch, in a fixed order, whether or not it is used
-    flip_h = torch.rand(n, generator=g) < 0.5
-    flip_v = torch.rand(n, generator=g) < 0.5
-    rot = torch.randint(0, 4, (n,), generator=g)
-    hed_a = 1 + (torch.rand(n, 3, generator=g) * 2 - 1) * config.hed
-    hed_b = (torch.rand(n, 3, generator=g) * 2 - 1) * config.hed
-    br = _uniform(g, n, 1 - config.brightness, 1 + config.brightness)
-    co = _uniform(g, n, 1 - config.contrast, 1 + config.contrast)
-    sa = _uniform(g, n, 1 - config.saturation, 1 + config.saturation)
-    hu = _uniform(g, n, -config.hue, config.hue)
-    res_on = torch.rand(n, generator=g) < config.resolution_p
-    res_idx = torch.randint(0, len(_RES_FACTORS), (n,), generator=g)
+    # draw every parameter for the global batch, in a fixed order, whether or not it is used. Flips, turns and
+    # blur are drawn independently for the spot and the niche crop (shared ones would let the image spot<->niche
+    # terms pair crops by the augmentation itself). Stain/colour jitter is one shift per batch, i.e. per section:
+    # it mimics slide-to-slide staining differences and keeps the colour differences between spots, which at
+    # low resolution are most of what an image tells about its spot (per-spot colour noise collapses training).
+    stain = _draw_stain(g, n, config)
+    params = {key: {**_draw_geometry(g, n, config), **stain} for key in (BatchKey.spot_image, BatchKey.niche_image)}
     drop_frac = torch.rand(n, generator=g) * config.gene_dropout
     drop_seed = int(torch.randint(0, 2**62, (1,), generator=g))
 
     sl = rows
     has_image = batch.get(BatchKey.has_image)
     allowed = [i for i, f in enumerate(_RES_FACTORS) if f <= config.resolution]
-    res_idx = res_idx[sl]
-    if allowed:
-        res_idx = torch.where(res_on[sl] & (res_idx <= max(allowed)), res_idx, torch.full_like(res_idx, -1))
-    else:
-        res_idx = torch.full_like(res_idx, -1)
-    for key in (BatchKey.spot_image, BatchKey.niche_image):
+    for key, prm in params.items():
         img = batch.get(key)
         if img is None or img.numel() == 0:
             continue
         dev = img.device
+        res_idx = prm["res_idx"][sl]
+        if allowed:
+            res_idx = torch.where(prm["res_on"][sl] & (res_idx <= max(allowed)), res_idx, torch.full_like(res_idx, -1))
+        else:
+            res_idx = torch.full_like(res_idx, -1)
         was_uint8 = img.dtype == torch.uint8
         x = img.float() / 255.0 if was_uint8 else img.float()
-        fh = flip_h[sl].to(dev) if config.flip else torch.zeros(b, dtype=torch.bool, device=dev)
-        fv = flip_v[sl].to(dev) if config.flip else torch.zeros(b, dtype=torch.bool, device=dev)
-        rr = rot[sl].to(dev) if config.rotate else torch.zeros(b, dtype=torch.long, device=dev)
+        fh = prm["flip_h"][sl].to(dev) if config.flip else torch.zeros(b, dtype=torch.bool, device=dev)
+        fv = prm["flip_v"][sl].to(dev) if config.flip else torch.zeros(b, dtype=torch.bool, device=dev)
+        rr = prm["rot"][sl].to(dev) if config.rotate else torch.zeros(b, dtype=torch.long, device=dev)
         x = _geometric(x, fh, fv, rr)
         if config.hed > 0:
-            x = _hed_jitter(x, hed_a[sl].to(dev), hed_b[sl].to(dev))
+            x = _hed_jitter(x, prm["hed_a"][sl].to(dev), prm["hed_b"][sl].to(dev))
         if config.brightness > 0 or config.contrast > 0 or config.saturation > 0 or config.hue > 0:
-            x = _colour_jitter(x, br[sl].to(dev), co[sl].to(dev), sa[sl].to(dev), hu[sl].to(dev))
+            x = _colour_jitter(
+                x, prm["br"][sl].to(dev), prm["co"][sl].to(dev), prm["sa"][sl].to(dev), prm["hu"][sl].to(dev)
+            )
         x = _resolution_jitter(x, res_idx.to(dev))
         if has_image is not None:
             x = torch.where(has_image.to(dev)[:, None, None, None], x, torch.zeros_like(x))
