@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 #: Largest window (in pixels of the level read) fetched at once; larger batches are split spatially.
 MAX_WINDOW_PX = 4096 * 4096
+#: A window larger than this many pixels and than ``SPARSE_RATIO`` times the summed box areas is split in two.
+MIN_SPLIT_PX = 256 * 256
+SPARSE_RATIO = 2.0
 #: Most bilinear samples taken in one grid_sample call (bounds memory when supersampling).
 MAX_SAMPLES = 1 << 22
 #: Default output size (pixels) of a crop.
@@ -173,8 +176,11 @@ def _resample(level: ImageLevel, boxes: np.ndarray, out_px: int) -> np.ndarray:
     h, w = level.shape
     x1 = min(math.ceil(boxes[:, 2].max()) + 1, w + 1)
     y1 = min(math.ceil(boxes[:, 3].max()) + 1, h + 1)
-    if len(boxes) > 1 and (x1 - x0) * (y1 - y0) > MAX_WINDOW_PX:
-        # too spread out for one window: split along the longer axis and recurse
+    area = (x1 - x0) * (y1 - y0)
+    box_area = float(np.sum((boxes[:, 2] - boxes[:, 0] + 2) * (boxes[:, 3] - boxes[:, 1] + 2)))
+    sparse_win = area > MIN_SPLIT_PX and area > SPARSE_RATIO * box_area
+    if len(boxes) > 1 and (area > MAX_WINDOW_PX or sparse_win):
+        # too big or mostly empty (sparse spots): split along the longer axis and recurse
         axis = 0 if (x1 - x0) >= (y1 - y0) else 1
         order = np.argsort(boxes[:, axis] + boxes[:, axis + 2], kind="stable")
         half = len(order) // 2
