@@ -96,7 +96,7 @@ class STAlignConfig:
 
     genes: list[str]
     spot_size: int = 48
-    niche_size: int = 64
+    niche_size: int = 48
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
     spot_encoder: str = "resnet10t"
@@ -243,7 +243,7 @@ class STAlignConfig:
     # ------------------------------------------------------------------ presets
     @classmethod
     def base(cls, genes: Sequence[str], **overrides: Any) -> STAlignConfig:
-        """Small, CPU-friendly preset (``stalign-base``): narrow ResNet-10 encoders at 48/64 px, 4 × 128 tokens."""
+        """Small, CPU-friendly preset (``stalign-base``): narrow ResNet-10 encoders at 48 px (spot 100 µm, niche 200 µm), 4 × 128 tokens."""
         return cls(genes=genes, **overrides)
 
     @classmethod
