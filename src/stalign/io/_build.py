@@ -62,6 +62,42 @@ def pyramid_scale_factors(height: int, width: int) -> list[int]:
     return factors
 
 
+def _block_mean(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Rounded 2×2 block mean of a ``(y, x, c)`` uint8 image, cropped to ``(h, w)`` (exact for factor-2 levels)."""
+    v = img[: 2 * h, : 2 * w]
+    out = v[0::2, 0::2].astype(np.uint16)
+    out += v[1::2, 0::2]
+    out += v[0::2, 1::2]
+    out += v[1::2, 1::2]
+    out += 2
+    out //= 4
+    return out.astype(np.uint8)
+
+
+def _materialise_pyramid(tree, level0_yxc: np.ndarray):
+    """Replace the lazy levels of a parsed multiscale image by in-memory block means.
+
+    spatialdata builds each level lazily from full resolution, so every crop read from a coarse level would
+    recompute the whole chain (seconds per window on a 10k² image). An image the readers decoded is in memory
+    anyway; its pyramid costs well under a second to compute once, and then every window read is a slice.
+    """
+    import dask.array as da
+
+    if not hasattr(tree, "children") or not len(tree.children):
+        return tree
+    prev = level0_yxc
+    for i, name in enumerate(sorted(tree.children, key=lambda n: int(n.removeprefix("scale")))):
+        node = tree[name]
+        var = next(iter(node.ds.data_vars))
+        h, w = (int(v) for v in node.ds[var].shape[-2:])
+        level = prev if i == 0 else _block_mean(prev, h, w)
+        cyx = np.moveaxis(level, -1, 0)
+        new = node.ds[var].copy(data=da.from_array(cyx, chunks=(cyx.shape[0], CHUNK, CHUNK)))
+        tree[name] = node.ds.assign({var: new})
+        prev = level
+    return tree
+
+
 def build_sdata(
     *,
     sample: str,
@@ -174,7 +210,7 @@ def build_sdata(
         data = da.from_array(np.moveaxis(arr, -1, 0), chunks=(3, CHUNK, CHUNK))
         t = Identity() if image_scalef == 1.0 else Scale([1 / image_scalef, 1 / image_scalef], axes=("x", "y"))
         factors = pyramid_scale_factors(h, w)
-        images[image_key(sample)] = Image2DModel.parse(
+        parsed = Image2DModel.parse(
             data,
             dims=("c", "y", "x"),
             scale_factors=factors or None,
@@ -182,6 +218,7 @@ def build_sdata(
             c_coords=["r", "g", "b"],
             chunks=(3, CHUNK, CHUNK),
         )
+        images[image_key(sample)] = _materialise_pyramid(parsed, arr)
         scalefactors["image_scalef"] = float(image_scalef)
 
     shapes = {
