@@ -1,0 +1,109 @@
+"""Metrics on known inputs: clustering agreement, per-gene correlation, classification, cross-modal recall."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+
+def _labelled(labels_true: Sequence, labels_pred: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Both label vectors restricted to spots with a true label (NaN / None / empty string dropped)."""
+    t = pd.Series(np.asarray(labels_true, dtype=object))
+    p = np.asarray(labels_pred, dtype=object)
+    if len(t) != len(p):
+        msg = f"labels_true ({len(t)}) and labels_pred ({len(p)}) differ in length; pass one label per spot."
+        raise ValueError(msg)
+    keep = t.notna().to_numpy() & (t.astype(str).str.len() > 0).to_numpy()
+    if not keep.any():
+        msg = "No spot has a true label; pass manual labels (obs['annotation']) with at least one value."
+        raise ValueError(msg)
+    return t[keep].astype(str).to_numpy(), p[keep].astype(str)
+
+
+def clustering_scores(labels_true: Sequence, labels_pred: Sequence) -> dict[str, float]:
+    """Adjusted Rand index and normalised mutual information over the spots that have a true label.
+
+    Parameters
+    ----------
+    labels_true
+        Manual labels; missing values (NaN/None) are excluded.
+    labels_pred
+        Cluster labels, one per spot.
+
+    Returns
+    -------
+    ``{"ari": ..., "nmi": ..., "n": number of labelled spots}``.
+    """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    t, p = _labelled(labels_true, labels_pred)
+    return {"ari": float(adjusted_rand_score(t, p)), "nmi": float(normalized_mutual_info_score(t, p)), "n": len(t)}
+
+
+def classification_scores(labels_true: Sequence, labels_pred: Sequence) -> dict[str, float]:
+    """Accuracy and macro-F1 (over the true classes) on the spots that have a true label."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    t, p = _labelled(labels_true, labels_pred)
+    classes = sorted(np.unique(t).tolist())
+    return {
+        "accuracy": float(accuracy_score(t, p)),
+        "macro_f1": float(f1_score(t, p, labels=classes, average="macro", zero_division=0)),
+        "n": len(t),
+    }
+
+
+def pearson_per_gene(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Pearson r between predicted and measured values of each gene (column); NaN for constant columns."""
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    if pred.shape != true.shape:
+        msg = f"pred {pred.shape} and true {true.shape} differ in shape; pass spots × genes arrays of one gene order."
+        raise ValueError(msg)
+    pc = pred - pred.mean(axis=0)
+    tc = true - true.mean(axis=0)
+    den = np.sqrt((pc**2).sum(axis=0) * (tc**2).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (pc * tc).sum(axis=0) / den
+    r[den == 0] = np.nan
+    return r
+
+
+def expression_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Mean Pearson r over genes (constant genes ignored) and MSE over all values, on the scale given."""
+    r = pearson_per_gene(pred, true)
+    ok = np.isfinite(r)
+    return {
+        "pearson": float(np.nanmean(r)) if ok.any() else float("nan"),
+        "mse": float(np.mean((np.asarray(pred, np.float64) - np.asarray(true, np.float64)) ** 2)),
+        "n_genes_scored": int(ok.sum()),
+    }
+
+
+def recall_at_k(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@k of cross-modal retrieval: row ``i`` of ``queries`` should retrieve row ``i`` of ``keys`` (cosine).
+
+    Ties count against the query: the true key must score strictly above a competitor to rank before it.
+
+    Returns
+    -------
+    ``{"R@1": ..., "R@5": ..., "R@10": ...}`` (fractions in ``[0, 1]``).
+    """
+    q = np.asarray(queries, dtype=np.float32)
+    k_ = np.asarray(keys, dtype=np.float32)
+    if q.shape != k_.shape or q.ndim != 2:
+        msg = f"queries {q.shape} and keys {k_.shape} must be (n, d) arrays of paired rows."
+        raise ValueError(msg)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    k_ = k_ / np.maximum(np.linalg.norm(k_, axis=1, keepdims=True), 1e-12)
+    ranks = np.empty(len(q), dtype=np.int64)
+    for s in range(0, len(q), 2048):
+        S = q[s : s + 2048] @ k_.T
+        own = S[np.arange(len(S)), np.arange(s, s + len(S))]
+        ranks[s : s + len(S)] = (S >= own[:, None]).sum(axis=1) - 1
+    return {f"R@{k}": float(np.mean(ranks < k)) for k in ks}

@@ -1,0 +1,99 @@
+"""Markdown tables of evaluation results: one table per task and metric, methods as rows, sections as columns."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+logger = logging.getLogger(__name__)
+
+#: metrics shown per task (in order) and whether higher is better
+_METRICS: dict[str, list[tuple[str, bool]]] = {
+    "domains": [("ari", True), ("nmi", True)],
+    "genes": [("pearson", True), ("mse", False)],
+    "annotate": [("accuracy", True), ("macro_f1", True)],
+    "retrieval": [(f"{d}_R@{k}", True) for d in ("i2g", "g2i") for k in (1, 5, 10)],
+}
+_TITLES = {
+    "domains": "Zero-shot spatial domains (GMM, k = number of labelled classes)",
+    "genes": "H&E-only expression prediction (top-50 reference HVGs, log1p-normalised)",
+    "annotate": "Zero-shot annotation from marker prompts",
+    "retrieval": "Cross-modal retrieval within held-out sections",
+}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    try:
+        return f"{float(v):.3f}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _table(task: str, res: Mapping, metric: str, higher: bool) -> str:
+    sections = list(res.get("sections", {}))
+    pooled = res.get("pooled", {})
+    methods = list(dict.fromkeys([m for s in sections for m in res["sections"][s]["methods"]] + list(pooled)))
+    cols = [*sections, "pooled"] if len(sections) > 1 else sections
+    head = f"| {metric} ({'↑' if higher else '↓'}) | " + " | ".join(cols) + " |"
+    sep = "|---|" + "---|" * len(cols)
+    rows = [head, sep]
+    best = {}
+    for c in cols:
+        vals = {m: (pooled if c == "pooled" else res["sections"][c]["methods"]).get(m, {}).get(metric) for m in methods}
+        vals = {m: v for m, v in vals.items() if v is not None}
+        if vals:
+            best[c] = (max if higher else min)(vals.values())
+    for m in methods:
+        cells = []
+        for c in cols:
+            src = pooled if c == "pooled" else res["sections"][c]["methods"]
+            v = src.get(m, {}).get(metric)
+            s = _fmt(v)
+            cells.append(f"**{s}**" if v is not None and best.get(c) == v else s)
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def format_markdown(results: Mapping) -> str:
+    """Render :func:`~stalign.evaluation.evaluate` results as markdown (best value per column in bold).
+
+    Parameters
+    ----------
+    results
+        The dict returned by :func:`~stalign.evaluation.evaluate` (or read back from its JSON).
+
+    Returns
+    -------
+    Markdown text: a header with the run's metadata, then one table per task and metric.
+    """
+    out = []
+    meta = results.get("meta", {})
+    if meta:
+        out.append(
+            f"Run {meta.get('date', '?')} · stalign {meta.get('stalign_version', '?')} · {meta.get('machine', '?')}"
+            f" · device {meta.get('device', '?')}"
+        )
+        for name, info in meta.get("models", {}).items():
+            out.append(f"- model `{name}`: {info.get('spec')} ({info.get('n_parameters', 0):,} parameters)")
+        out.append("")
+    for task, metrics in _METRICS.items():
+        res = results.get(task)
+        if not res:
+            continue
+        out.append(f"### {_TITLES[task]}\n")
+        if task == "genes":
+            for q, r in res["sections"].items():
+                note = " (same patient: section-level split)" if r.get("patient_overlap") else ""
+                out.append(f"- held out `{q}`, reference {', '.join(f'`{x}`' for x in r['reference'])}{note}")
+            out.append("")
+        if task == "annotate":
+            for s, r in res["sections"].items():
+                if r.get("excluded_labels"):
+                    out.append(f"- `{s}`: labels without a prompt, not scored: {', '.join(r['excluded_labels'])}")
+        for metric, higher in metrics:
+            if any(metric in v for s in res["sections"].values() for v in s["methods"].values()):
+                out.append(_table(task, res, metric, higher))
+                out.append("")
+    return "\n".join(out).rstrip() + "\n"
