@@ -120,6 +120,36 @@ def _cmd_pretrain(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate, format_markdown
+
+    ablations = {}
+    for item in args.ablation or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            msg = f"--ablation {item!r}: use NAME=PATH (e.g. --ablation no_niche=runs/no_niche)."
+            raise ValueError(msg)
+        ablations[name] = path
+    res = evaluate(
+        args.task,
+        model=args.model,
+        sections=args.sections or None,
+        query=args.query or None,
+        reference=args.reference or None,
+        baselines=not args.no_baselines,
+        ablations=ablations or None,
+        split=args.split,
+        image_features=args.image_features,
+        data_dir=args.data_dir,
+        out=args.out,
+        device=args.device,
+    )
+    sys.stdout.write(format_markdown(res))
+    if args.out:
+        sys.stdout.write(f"written {args.out} and its .md\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``stalign`` argument parser."""
     p = argparse.ArgumentParser(prog="stalign", description=__doc__)
@@ -154,6 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--epochs", type=int, default=None)
     pre.add_argument("--device", default=None)
     pre.set_defaults(func=_cmd_pretrain)
+
+    ev = sub.add_parser("evaluate", help="evaluate a model against the baselines; write JSON + markdown")
+    ev.add_argument(
+        "--task", nargs="+", required=True, choices=["domains", "genes", "annotate", "retrieval"], help="task(s)"
+    )
+    ev.add_argument("--sections", nargs="*", default=[], help="evaluated sections, e.g. dlpfc:151674 her2st:C6")
+    ev.add_argument("--query", nargs="*", default=[], help="held-out sections for --task genes")
+    ev.add_argument("--reference", nargs="*", default=[], help="reference sections for --task genes")
+    ev.add_argument("--model", default="stalign-base", help="registry name or path of saved weights")
+    ev.add_argument("--ablation", action="append", help="NAME=PATH of another model to evaluate (repeatable)")
+    ev.add_argument("--split", choices=["section", "patient"], default="section")
+    ev.add_argument(
+        "--image-features", nargs="+", default=["summary", "histogram", "texture"], help="squidpy feature groups"
+    )
+    ev.add_argument("--no-baselines", action="store_true")
+    ev.add_argument("--out", default=None, help="results .json (a .md table is written next to it)")
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--data-dir", default=None)
+    ev.set_defaults(func=_cmd_evaluate)
     return p
 
 

@@ -182,3 +182,22 @@ def test_evaluate_bad_input(tiny_model):
         ev.evaluate("domains", model=tiny_model)
     with pytest.raises(TypeError, match="specs"):
         ev.evaluate("domains", model=tiny_model, sections=[3], baselines=False)
+
+
+def test_cli_evaluate(tiny_model, dlpfc_small, tmp_path, capsys):
+    """A saved model and a section as a squidpy-convention .h5ad path."""
+    import stalign as sta
+    from stalign.cli import main
+    from stalign.models import save
+
+    path = save(tiny_model, tmp_path / "m")
+    h5ad = tmp_path / "sec.h5ad"
+    sta.io.to_anndata(next(iter(dlpfc_small.values()))).write_h5ad(h5ad)
+    out = tmp_path / "r.json"
+    argv = ["evaluate", "--task", "retrieval", "--sections", str(h5ad), "--model", str(path), "--out", str(out)]
+    assert main(argv) == 0
+    assert "i2g_R@1" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert set(res["retrieval"]["sections"][str(h5ad)]["methods"]) == {"stalign", "random_init", "chance"}
+    assert main(["evaluate", "--task", "domains", "--model", str(path)]) == 2  # no sections: clear error
+    assert "sections=" in capsys.readouterr().err
