@@ -226,7 +226,7 @@ def eval_domains(
     n_domains
         Clusters; default the number of labelled classes of each section.
     image_features
-        squidpy feature groups of the image baseline.
+        squidpy feature groups of the image baseline (empty: no image baseline).
     data_dir
         Data folder for section specs.
     device
@@ -264,7 +264,7 @@ def eval_domains(
                 P = expression_pca(table, random_state=random_state)
                 reps["pca"] = P
                 reps["pca_niche"] = niche_smooth(P, sec)
-            if sec.has_image:
+            if sec.has_image and image_features:
                 F = squidpy_features(data, features=image_features)
                 reps["squidpy"] = standardized_pca(F.to_numpy(), random_state=random_state)
         shell = _shell(table, {f"X_{m}": v for m, v in reps.items()}, counts=False)
