@@ -278,6 +278,10 @@ def spatial_order(coords: np.ndarray, *, cell: float | None = None, offset: Sequ
         Grid cell size in the units of ``coords`` (default: median nearest-neighbour spacing).
     offset
         Shift of the grid (a random shift gives different, still compact, chunks per epoch).
+
+    Returns
+    -------
+    ``int64`` permutation of ``range(n)``: ``coords[order]`` walks the spots along the curve.
     """
     c = np.asarray(coords, dtype=np.float64)
     n = len(c)

@@ -139,6 +139,17 @@ def to_vocabulary_symbols(var_names: Sequence[str], *, data_dir: str | os.PathLi
 
     When ``var_names`` hold Ensembl ids and no reference table is reachable, a warning is issued and those genes
     stay unmapped (their upper-case id is returned, which matches no symbol).
+
+    Parameters
+    ----------
+    var_names
+        Gene symbols (any case) or Ensembl ids.
+    data_dir
+        Folder that holds ``reference/``, for Ensembl ids; defaults to ``$STALIGN_DATA_DIR``.
+
+    Returns
+    -------
+    Array of upper-case symbols, one per entry of ``var_names``.
     """
     names = [str(v) for v in var_names]
     mask = is_ensembl(names)

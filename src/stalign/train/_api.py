@@ -30,6 +30,17 @@ def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None
 
     Strings are loader specs ``"<dataset>:<section>"`` (e.g. ``"dlpfc:151673"``, ``"her2st:B1"``) resolved with
     :func:`stalign.io.load` when it exists, else with the reader of that name in :mod:`stalign.io`.
+
+    Parameters
+    ----------
+    sections
+        One or a sequence of SpatialData / AnnData objects and/or loader spec strings.
+    data_dir
+        Data folder passed to the readers; defaults to ``$STALIGN_DATA_DIR``.
+
+    Returns
+    -------
+    List of SpatialData / AnnData objects, in the order given.
     """
     from .. import io
 
@@ -94,6 +105,19 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
     """Per-section k-means clusters of expression (PCA of log-normalised counts) for hard negatives.
 
     Sections without expression get ``-1`` everywhere (no hard negatives).
+
+    Parameters
+    ----------
+    sections
+        SpatialData / AnnData objects.
+    n_clusters
+        Number of k-means clusters per section.
+    seed
+        Seed of the PCA and k-means.
+
+    Returns
+    -------
+    One ``int64`` array of cluster labels per section (``-1`` for spots without counts).
     """
     from scipy import sparse
     from sklearn.cluster import KMeans
@@ -500,7 +524,17 @@ def finetune(
 
 
 def read_config(path: str | os.PathLike) -> dict:
-    """Read a TOML (``.toml``) or JSON training configuration into a dict with ``data``, ``model``, ``train``."""
+    """Read a TOML (``.toml``) or JSON training configuration into a dict with ``data``, ``model``, ``train``.
+
+    Parameters
+    ----------
+    path
+        A ``.toml`` or ``.json`` file.
+
+    Returns
+    -------
+    The configuration dict (top-level keys among ``data``, ``model``, ``train``).
+    """
     path = Path(path)
     if not path.is_file():
         msg = f"Config file {str(path)!r} does not exist; pass the path of a .toml or .json file."

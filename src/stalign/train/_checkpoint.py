@@ -40,7 +40,17 @@ def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
 
 
 def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """Checkpoints in ``directory``, oldest first."""
+    """Checkpoints in ``directory``, oldest first.
+
+    Parameters
+    ----------
+    directory
+        Folder of ``step-XXXXXXXX.safetensors`` checkpoints.
+
+    Returns
+    -------
+    Paths sorted by step (empty when ``directory`` does not exist or holds none).
+    """
     d = Path(directory)
     if not d.is_dir():
         return []
@@ -49,7 +59,17 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """The most recent checkpoint in ``directory`` (``None`` when there is none)."""
+    """The most recent checkpoint in ``directory`` (``None`` when there is none).
+
+    Parameters
+    ----------
+    directory
+        Folder of ``step-XXXXXXXX.safetensors`` checkpoints.
+
+    Returns
+    -------
+    Path of the checkpoint with the highest step, or ``None``.
+    """
     ckpts = list_checkpoints(directory)
     return ckpts[-1] if ckpts else None
 
@@ -166,7 +186,17 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], s
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a checkpoint written by :func:`save_checkpoint` (never unpickles)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (never unpickles).
+
+    Parameters
+    ----------
+    path
+        A ``.safetensors`` checkpoint file.
+
+    Returns
+    -------
+    ``(tensors, state)``: the tensors by name, and the JSON training state stored in the header.
+    """
     path = Path(path)
     if not path.is_file():
         msg = f"Checkpoint {str(path)!r} does not exist; pass an existing file or set resume=False."
