@@ -61,10 +61,15 @@ def test_numpydoc(func):
     ]
     if params:
         assert "Parameters\n----------" in doc, f"{func.__qualname__}: no Parameters section"
-        for name in params:
-            assert f"\n{name}\n" in doc or f"\n{name} :" in doc or doc.find(f"{name}\n") >= 0, (
-                f"{func.__qualname__}: parameter {name!r} undocumented"
-            )
+        section = doc.split("Parameters\n----------\n", 1)[1]
+        section = section.split("\n\n", 1)[0] if "-------" not in section else section.split("\nReturns\n", 1)[0]
+        documented = set()
+        for line in section.splitlines():
+            if line and not line.startswith(" "):
+                names = line.split(" : ")[0]
+                documented |= {n.strip().lstrip("*") for n in names.split(",")}
+        missing = [n for n in params if n not in documented]
+        assert not missing, f"{func.__qualname__}: parameters {missing} undocumented"
     assert "Returns\n-------" in doc or "Yields\n------" in doc, f"{func.__qualname__}: no Returns section"
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stalign._constants import NICHE_UM, SPOT_UM
+
 logger = logging.getLogger(__name__)
 
 #: ImageNet channel statistics (what timm CNNs and ViTs expect by default).
@@ -54,6 +56,8 @@ class STAlignConfig:
     ----------
     genes
         Gene vocabulary (upper-case human symbols); the columns of ``spot_expr`` / ``niche_expr`` in a batch.
+    spot_um, niche_um
+        Side in micrometres of the spot and niche crops (converted to pixels per slide from its µm/px).
     spot_size, niche_size
         Side in pixels of the spot and niche crops the encoders see (inputs of another size are resampled).
     image_mean, image_std
@@ -95,6 +99,8 @@ class STAlignConfig:
     """
 
     genes: list[str]
+    spot_um: float = SPOT_UM
+    niche_um: float = NICHE_UM
     spot_size: int = 48
     niche_size: int = 48
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -138,6 +144,11 @@ class STAlignConfig:
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
         """Raise :class:`ValueError` naming the field if a value is out of range."""
+        for name in ("spot_um", "niche_um"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+                msg = f"`{name}` must be a positive number of micrometres, got {v!r}."
+                raise ValueError(msg)
         for name in (
             "spot_size",
             "niche_size",

@@ -53,6 +53,8 @@ class _Prepared:
     niche_expr: sparse.csr_matrix | None  # (n, V)
     has_expr: np.ndarray  # (n,) bool
     cluster: np.ndarray  # (n,) int64
+    spot_cache: np.ndarray | None = None  # (n, 3, S, S) uint8 crops, when cache_crops=True
+    niche_cache: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -140,6 +142,14 @@ class SpotDataset(torch.utils.data.Dataset):
     shuffle
         Shuffle (training): a random grid offset per epoch gives different compact batches, whose order is
         permuted across sections. Ignored with ``inference=True``.
+    layout
+        ``"compact"``: each batch is a spatially compact run of spots (one window read per crop scale; inference and
+        fast reading). ``"random"`` (training): each batch is a random subset of one section, so in-batch negatives
+        span the whole slide rather than neighbouring spots; windows are split automatically by the crop reader.
+    cache_crops
+        Read every spot's spot and niche crop once (in compact windows) and keep them in memory as uint8
+        (``n × 3 × (S² + N²)`` bytes; ~7 kB per spot at 32 px). For training, where each crop is read every epoch
+        and batches are random; augmentation still applies per batch.
     seed
         Seed of every random choice; with :meth:`set_epoch`, batches are a pure function of ``(seed, epoch)``.
     gene_dropout
@@ -183,6 +193,8 @@ class SpotDataset(torch.utils.data.Dataset):
         niche_radius_um: float | None = None,
         batch_size: int = 256,
         shuffle: bool = True,
+        layout: str = "compact",
+        cache_crops: bool = False,
         seed: int = 0,
         gene_dropout: float = 0.0,
         inference: bool = False,
@@ -230,6 +242,10 @@ class SpotDataset(torch.utils.data.Dataset):
         self.batch_size = int(batch_size)
         self.inference = bool(inference)
         self.shuffle = bool(shuffle) and not self.inference
+        if layout not in ("compact", "random"):
+            msg = f"layout must be 'compact' or 'random', got {layout!r}."
+            raise ValueError(msg)
+        self.layout = "compact" if self.inference else layout
         self.seed = int(seed)
         self.gene_dropout = 0.0 if self.inference else float(gene_dropout)
         self.drop_last = bool(drop_last) and not self.inference
@@ -256,6 +272,9 @@ class SpotDataset(torch.utils.data.Dataset):
                 )  # fmt: skip
             )
         self._cells = [self._cell(p) for p in self._sections]
+        if cache_crops:
+            for p, cell in zip(self._sections, self._cells, strict=True):
+                self._fill_cache(p, cell)
         self.epoch = 0
         self.start = 0
         self._plan_cache: tuple[int, list] | None = None
@@ -269,6 +288,18 @@ class SpotDataset(torch.utils.data.Dataset):
             return 1.0
         d, _ = cKDTree(p.section.coords).query(p.section.coords, k=2)
         return float(np.median(d[:, 1])) or 1.0
+
+    def _fill_cache(self, p: _Prepared, cell: float, chunk: int = 512) -> None:
+        if not p.section.has_image:
+            return
+        order = spatial_order(p.section.coords, cell=cell)
+        p.spot_cache = np.empty((p.n, 3, self.spot_px, self.spot_px), dtype=np.uint8)
+        p.niche_cache = np.empty((p.n, 3, self.niche_px, self.niche_px), dtype=np.uint8)
+        for a in range(0, p.n, chunk):
+            rows = order[a : a + chunk]
+            xy, names = p.section.coords[rows], p.names[rows]
+            p.spot_cache[rows] = read_crops(p.section, xy, size_um=self.spot_um, out_px=self.spot_px, names=names)
+            p.niche_cache[rows] = read_crops(p.section, xy, size_um=self.niche_um, out_px=self.niche_px, names=names)
 
     @property
     def n_spots(self) -> int:
@@ -293,7 +324,10 @@ class SpotDataset(torch.utils.data.Dataset):
         plan = []
         for s, (p, cell) in enumerate(zip(self._sections, self._cells, strict=True)):
             offset = rng.uniform(0.0, 4.0 * cell, size=2) if self.shuffle else (0.0, 0.0)
-            order = spatial_order(p.section.coords, cell=cell, offset=offset)
+            if self.shuffle and self.layout == "random":
+                order = rng.permutation(p.n)
+            else:
+                order = spatial_order(p.section.coords, cell=cell, offset=offset)
             for a in range(0, p.n, g):
                 rows = order[a : a + g]
                 if len(rows) < g and not self.inference:
@@ -338,7 +372,10 @@ class SpotDataset(torch.utils.data.Dataset):
         rows = np.asarray(rows, dtype=np.int64)
         B, V = len(rows), len(self.genes)
         out: dict[str, torch.Tensor] = {}
-        if p.section.has_image:
+        if p.spot_cache is not None:
+            spot, niche = p.spot_cache[rows], p.niche_cache[rows]
+            has_image = np.ones(B, dtype=bool)
+        elif p.section.has_image:
             xy = p.section.coords[rows]
             names = p.names[rows]
             spot = read_crops(p.section, xy, size_um=self.spot_um, out_px=self.spot_px, names=names)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._constants import NICHE_UM, SPOT_UM, Key
+from .._constants import Key
 from .._section import get_section
 from .._utils import copy_data, get_table, resolve_device, save_data, track, uns_key
 
@@ -72,8 +72,8 @@ def embed_arrays(
     ds = SpotDataset(
         [data],
         genes=cfg.genes,
-        spot_um=getattr(cfg, "spot_um", SPOT_UM),
-        niche_um=getattr(cfg, "niche_um", NICHE_UM),
+        spot_um=cfg.spot_um,
+        niche_um=cfg.niche_um,
         spot_px=cfg.spot_size,
         niche_px=cfg.niche_size,
         batch_size=batch_size,

@@ -216,6 +216,10 @@ def _train_sections(
         clusters = section_clusters(sections, n_clusters=n_clusters, seed=seed) if hard_negatives > 0 else None
         kwargs = {
             "genes": config.genes,
+            "spot_um": config.spot_um,
+            "niche_um": config.niche_um,
+            "layout": "random",
+            "cache_crops": True,
             "spot_px": config.spot_size,
             "niche_px": config.niche_size,
             "batch_size": batch_size // info.world_size,

@@ -46,7 +46,9 @@ class GeneEncoder(nn.Module):
         gdim = embedding.embedding_dim
         in_dim = self.n_pools * gdim + 2
         hidden = max(token_dim * 2, gdim * 2)
-        self.pool_norm = nn.LayerNorm(self.n_pools * gdim)
+        # BatchNorm, not LayerNorm: spots differ from each other by a few per cent of the pooled composition;
+        # standardising each pooled feature over spots (running statistics at inference) makes that signal visible.
+        self.pool_norm = nn.BatchNorm1d(self.n_pools * gdim)
         self.mlp = nn.Sequential(
             nn.Linear(in_dim, hidden),
             nn.GELU(),
