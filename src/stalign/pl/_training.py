@@ -159,5 +159,7 @@ def training_curves(
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         h2, l2 = ax_lr.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    ax.legend(handles, labels, loc="upper right", frameon=False, fontsize="small")
+        ax.set_zorder(ax_lr.get_zorder() + 1)  # losses and their legend above the lr line
+        ax.patch.set_visible(False)
+    ax.legend(handles, labels, loc="best", framealpha=0.8, fontsize="small")
     return _finish(fig, ax, show=show, return_fig=return_fig)
