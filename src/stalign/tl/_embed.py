@@ -37,9 +37,11 @@ def resolve_model(model: Any = DEFAULT_MODEL, *, device=None):
 
 
 def _model_info(model) -> dict[str, Any]:
+    """What ``uns`` records about the model: its registry name or path, and the sha256 of its weights."""
+    source = getattr(model, "source", None)
     return {
-        "model": getattr(model, "name", None) or "custom",
-        "weights_sha256": getattr(model, "sha256", None),
+        "model": str(source) if source is not None else "custom",
+        "weights_sha256": getattr(model, "weights_sha256", None),
     }
 
 
