@@ -73,3 +73,20 @@ def test_synthetic_and_errors():
     assert "bad" not in adata.obsm
     with pytest.raises(TypeError, match="SpatialData or an AnnData"):
         sta.pp.niche_expression(np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("radius_um", [60.0, 110.0, 300.0])
+def test_graph_equals_squidpy_radius_graph(dlpfc_counts, radius_um):
+    """The KD-tree niche graph is squidpy's generic radius graph (plus the spot itself)."""
+    import squidpy as sq
+
+    from stalign.pp._niche import niche_graph
+
+    sec = get_section(dlpfc_counts)
+    ours = niche_graph(sec, radius_um=radius_um)
+    tmp = AnnData(shape=(sec.table.n_obs, 0), obsm={"spatial": sec.coords.copy()})
+    sq.gr.spatial_neighbors(tmp, coord_type="generic", radius=radius_um / sec.microns_per_pixel, set_diag=True)
+    theirs = (tmp.obsp["spatial_connectivities"] > 0).astype(np.float32)
+    theirs = sparse.diags(1.0 / np.asarray(theirs.sum(axis=1)).ravel()) @ theirs
+    assert (ours != 0).nnz == (theirs != 0).nnz
+    np.testing.assert_allclose(ours.toarray(), theirs.toarray(), atol=1e-7)
