@@ -143,6 +143,26 @@ def test_domains_bad_input(embedded, kwargs, err, match):
     assert _unchanged(ad, snap)
 
 
+def test_domains_spatial_smoothing(embedded):
+    sd = embedded
+    t = sd.tables["table"]
+    sta.tl.domains(sd, n_domains=5, smooth_um=150.0, key_added="dom_s")
+    assert t.uns["dom_s"]["params"]["smooth_um"] == 150.0
+    sta.tl.domains(sd, n_domains=5, key_added="dom_raw")
+    # smoothing over neighbours makes neighbouring spots agree more often
+    from stalign._section import get_section
+    from stalign.pp._niche import niche_graph
+
+    G = niche_graph(get_section(sd), radius_um=150.0).tocoo()
+    off = G.row != G.col
+
+    def agree(key):
+        lab = t.obs[key].to_numpy()
+        return float(np.mean(lab[G.row[off]] == lab[G.col[off]]))
+
+    assert agree("dom_s") > agree("dom_raw")
+
+
 def test_domains_without_embedding_errors(dlpfc73):
     ad = dlpfc73.tables["table"][:50].copy()
     with pytest.raises(KeyError, match="run stalign.tl.embed first"):

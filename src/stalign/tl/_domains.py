@@ -84,6 +84,7 @@ def domains(
     method: Literal["gmm", "kmeans", "leiden"] = "gmm",
     resolution: float = 1.0,
     n_pcs: int | None = 30,
+    smooth_um: float | None = None,
     key_added: str = Key.domain,
     random_state: int = 0,
     table_key: str = Key.table,
@@ -105,6 +106,9 @@ def domains(
         Leiden resolution.
     n_pcs
         Reduce the embedding to this many principal components first (``None``: no reduction).
+    smooth_um
+        Average each spot's embedding with every spot within this radius (µm) before clustering, the way the
+        niche-smoothed expression baseline does (``None``: no smoothing). Needs spot positions.
     key_added
         ``obs`` key of the labels; parameters go to ``uns[key_added]``.
     random_state
@@ -141,6 +145,11 @@ def domains(
     if not np.isfinite(X).all():
         msg = f"obsm[{rep!r}] contains NaN/inf rows; re-run tl.embed or pass a complete use_rep."
         raise ValueError(msg)
+    if smooth_um is not None:
+        from .._section import get_section
+        from ..pp._niche import niche_graph
+
+        X = niche_graph(get_section(data, table_key=table_key), radius_um=smooth_um) @ X
     labels = cluster_embedding(
         X, n_domains=n_domains, method=method, resolution=resolution, n_pcs=n_pcs, random_state=random_state
     )
@@ -154,6 +163,7 @@ def domains(
             "method": method,
             "resolution": resolution,
             "n_pcs": n_pcs,
+            "smooth_um": smooth_um,
             "random_state": random_state,
         }
     }
