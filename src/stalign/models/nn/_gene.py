@@ -86,6 +86,12 @@ class GeneEncoder(nn.Module):
             )
             raise ValueError(msg)
         x = x.float().clamp_min(0)
+        weight = self.embedding.weight
+        # Genes nobody in the batch expresses contribute exactly nothing: drop those columns (a panel of 5,000
+        # genes on a 20,000-gene vocabulary pools 4x faster; gradients reach only the kept rows, as before).
+        cols = (x > 0).any(0).nonzero().squeeze(1)
+        if cols.numel() < 0.75 * x.shape[1]:
+            x, weight = x[:, cols], weight.index_select(0, cols)
         eps = 1e-6
         detected = (x > 0).to(x.dtype)
         n_det = detected.sum(1, keepdim=True)
@@ -94,7 +100,7 @@ class GeneEncoder(nn.Module):
         w = torch.cat(
             [x / (total + eps), detected / (n_det + eps), sq / (sq.sum(1, keepdim=True) + eps)], dim=0
         )  # (3B, V)
-        pooled = (w @ self.embedding.weight).view(self.n_pools, x.shape[0], -1)  # one matmul for the 3 poolings
+        pooled = (w @ weight).view(self.n_pools, x.shape[0], -1)  # one matmul for the 3 poolings
         pooled = self.pool_norm(pooled.permute(1, 0, 2).reshape(x.shape[0], -1))
         # library-size information, scaled to about [0, 1]
         return torch.cat([pooled, torch.log1p(n_det) / 10, torch.log1p(total) / 10], dim=1)
