@@ -33,6 +33,9 @@ def _summary(sdata) -> str:
     if "annotation" in t.obs:
         counts = t.obs["annotation"].value_counts()
         lines.append("annotation     " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    if "stalign_domain" in t.obs:
+        counts = t.obs["stalign_domain"].value_counts()
+        lines.append("domains        " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     for key in t.obsm:
         if key.startswith("X_stalign"):
             lines.append(f"obsm[{key!r}]  {t.obsm[key].shape}")

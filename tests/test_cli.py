@@ -1,0 +1,55 @@
+"""The command line on real sections: info, embed (bundled weights), output writing and errors."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from stalign.cli import main
+
+
+def test_info_real_section(data_dir, capsys):
+    assert main(["info", "stahl_mob:11", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "section        11" in out and "spots          262" in out
+    assert "GL: 92" in out.replace("Glomerular layer", "GL")
+
+
+def test_embed_writes_h5ad_atomically(data_dir, tmp_path, capsys):
+    out = tmp_path / "mob11.h5ad"
+    rc = main(["embed", "stahl_mob:11", "--data-dir", str(data_dir), "--out", str(out), "--domains", "5", "--quiet"])
+    assert rc == 0
+    table = ad.read_h5ad(out)
+    assert table.n_obs == 262
+    for key in ("X_stalign", "X_stalign_image", "X_stalign_gene"):
+        assert table.obsm[key].shape == (262, 128) and np.isfinite(table.obsm[key]).all()
+    assert table.obs["stalign_domain"].nunique() == 5
+    assert table.uns["stalign"]["model"] == "stalign-base"
+    assert len(table.uns["stalign"]["weights_sha256"]) == 64
+    assert [p.name for p in tmp_path.iterdir()] == ["mob11.h5ad"]  # no temporary leftovers
+    text = capsys.readouterr().out
+    assert "domains" in text and "written" in text
+    # an existing output is refused unless --overwrite
+    rc = main(["embed", "stahl_mob:11", "--data-dir", str(data_dir), "--out", str(out), "--quiet"])
+    assert rc == 2
+    assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["info", "dlpfc:999999"], "available"),
+        (["info", "nosuchdataset:1"], "nosuchdataset"),
+        (["embed", "stahl_mob:11", "--out", "/nonexistent-dir/x.h5ad", "--quiet"], "does not exist"),
+        (["embed", "stahl_mob:11", "--out", "OUT.csv", "--quiet"], ".h5ad"),
+        (["embed", "stahl_mob:11", "--model", "/no/such/model", "--quiet"], "model"),
+    ],
+)
+def test_cli_errors_are_clear(data_dir, argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main([*argv[:2], "--data-dir", str(data_dir), *argv[2:]])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"stalign {argv[0]}: error:")
+    assert message in err
