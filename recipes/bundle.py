@@ -43,14 +43,17 @@ def main() -> None:
     new = re.sub(r'"sha256": [^,]+,', f'"sha256": "{sha}",', block)
     new = re.sub(r'"version": [^,]+,', f'"version": "{stalign.__version__}",', new)
     REGISTRY.write_text(text.replace(block, new))
-    import importlib
+    (DEST / "model.safetensors").chmod(0o644)
+    # check in a fresh interpreter: the registry is read at import time
+    import subprocess
+    import sys
 
-    import stalign.models._registry as reg
-
-    importlib.reload(reg)
-    m = load("stalign-base")
-    assert m.weights_sha256 == sha, (m.weights_sha256, sha)  # noqa: S101 (script self-check)
-    print(f"bundled stalign-base: {size / 2**20:.1f} MiB, sha256 {sha}")  # noqa: T201
+    code = "from stalign.models import load; print(load('stalign-base').weights_sha256)"
+    got = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+    if got != sha:
+        msg = f"load('stalign-base') verified sha256 {got!r}, expected {sha!r}"
+        raise SystemExit(msg)
+    print(f"bundled stalign-base: {size / 2**20:.1f} MiB, sha256 {sha}")
 
 
 if __name__ == "__main__":
