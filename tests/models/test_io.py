@@ -82,10 +82,18 @@ def test_config_weights_mismatch(tmp_path, model):
         load(path, device="cpu")
 
 
-def test_registry_and_missing(tmp_path):
+def test_registry_and_missing(tmp_path, monkeypatch):
     assert "stalign-base" in available_models()
+    # the bundled weights load offline and their sha256 is the registry's
+    import stalign.models._io as io_mod
+
+    m = load("stalign-base")
+    assert m.weights_sha256 == io_mod.REGISTRY["stalign-base"]["sha256"]
+    assert m.source == "stalign-base"
+    # a registered name whose files are missing says so
+    monkeypatch.setitem(io_mod.REGISTRY, "stalign-missing", {**io_mod.REGISTRY["stalign-base"], "sha256": None})
     with pytest.raises(FileNotFoundError, match="not bundled"):
-        load("stalign-base")
+        load("stalign-missing")
     with pytest.raises(FileNotFoundError, match="registered"):
         load(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="config.json"):
