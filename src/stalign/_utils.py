@@ -102,6 +102,7 @@ def copy_data(data: Any, *, table_key: str = "table"):
 
     if isinstance(data, AnnData):
         return data.copy()
+    get_table(data, table_key=table_key)  # TypeError / KeyError naming the problem
     from spatialdata import SpatialData
 
     tables = {k: (v.copy() if k == table_key else v) for k, v in data.tables.items()}

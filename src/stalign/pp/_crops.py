@@ -333,26 +333,11 @@ def crop_boxes(
 
 
 def _writable_table(data: Any, table_key: str, copy: bool):
-    """(object to return or None, AnnData to write into)."""
-    from anndata import AnnData
-    from spatialdata import SpatialData
+    """(object to return or None, AnnData to write into); the copy shares every element but the table."""
+    from .._utils import copy_data, get_table
 
-    if isinstance(data, AnnData):
-        if copy:
-            new = data.copy()
-            return new, new
-        return None, data
-    if isinstance(data, SpatialData):
-        if not copy:
-            return None, data.tables[table_key]
-        tables = {k: (v.copy() if k == table_key else v) for k, v in data.tables.items()}
-        new = SpatialData(
-            images=dict(data.images), labels=dict(data.labels), points=dict(data.points),
-            shapes=dict(data.shapes), tables=tables,
-        )  # fmt: skip
-        return new, new.tables[table_key]
-    msg = f"Expected a SpatialData or an AnnData, got {type(data).__name__}."
-    raise TypeError(msg)
+    target = copy_data(data, table_key=table_key) if copy else data
+    return (target if copy else None), get_table(target, table_key=table_key)
 
 
 def _store_boxes(

@@ -106,12 +106,12 @@ def embed_arrays(
             emb = model.embed(batch)
             has_image = emb["has_image"].numpy(force=True)
             has_expr = emb["has_expr"].numpy(force=True)
-            rows = {"image": has_image, "gene": has_expr, "fused": has_image & has_expr}
-            for k, need in rows.items():
+            for k, need in (("image", has_image), ("gene", has_expr)):
                 if k in emb and need.any():
                     out[k][idx[need]] = emb[k].float().numpy(force=True)[need]
-            if "fused" in emb and "niche" in emb and rows["fused"].any():
-                both = rows["fused"]
+            both = has_image & has_expr
+            if "fused" in emb and "niche" in emb and both.any():
+                # X_stalign: the fused spot and fused niche embeddings, averaged and re-normalised
                 f = emb["fused"].float() + emb["niche"].float()
                 f = torch.nn.functional.normalize(f, dim=-1).numpy(force=True)
                 out["fused"][idx[both]] = f[both]
