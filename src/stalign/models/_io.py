@@ -1,4 +1,11 @@
-"""Save and load :class:`~stalign.models.STAlign`: safetensors + JSON config + sha256; never unpickles."""
+"""Save and load :class:`~stalign.models.STAlign`: safetensors + JSON config + sha256; never unpickles.
+
+Loading is safe by default: only a safetensors weights file whose sha256 matches the value recorded in its
+``config.json`` (and in the registry, and ``sha256=`` when given) is read. Anything else is refused with an
+explanation, unless the caller opts in: ``allow_torch_load=True`` reads a ``torch.save`` file with
+``torch.load(weights_only=True)`` (which refuses arbitrary pickled objects), and ``trust_unverified=True`` accepts a
+weights file whose sha256 is recorded nowhere. A sha256 that does not match is always refused.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,11 @@ logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
+#: Weights suffixes that ``allow_torch_load=True`` reads with ``torch.load(weights_only=True)``.
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+#: :func:`check_vocabulary` warns when the genes shared by a section and the model vocabulary are fewer than this
+#: fraction of the smaller of the two gene sets.
+MIN_VOCABULARY_OVERLAP = 0.5
 
 
 def _version() -> str:
@@ -128,10 +140,26 @@ def _resolve_path(path: Path) -> tuple[Path, Path]:
     if path.suffix == ".json":
         meta = _read_meta(path)
         return path.parent / meta.get("weights_file", WEIGHTS_NAME), path
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or path.suffix in TORCH_SUFFIXES:
         return path, path.parent / CONFIG_NAME
-    msg = f"{str(path)!r} is neither a model directory, a config.json nor a .safetensors file."
+    msg = (
+        f"{str(path)!r} is neither a model directory, a config.json nor a .safetensors file; pass the directory "
+        "written by stalign.models.save."
+    )
     raise ValueError(msg)
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether ``path`` starts like a safetensors file: an 8-byte header length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return False
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > 100_000_000:
+            return False
+        first = f.read(1)
+    return first == b"{"
 
 
 def load(
@@ -139,11 +167,14 @@ def load(
     *,
     device: str | None = None,
     sha256: str | None = None,
+    allow_torch_load: bool = False,
+    trust_unverified: bool = False,
 ):
     """Load a model by registry name (see :func:`available_models`) or from a directory written by :func:`save`.
 
     The weights are read with safetensors (never unpickled) and their sha256 is checked against the value
-    recorded in ``config.json``, the registry, and ``sha256`` if given.
+    recorded in ``config.json``, the registry, and ``sha256`` if given. By default a weights file that is not
+    safetensors, or whose sha256 is recorded nowhere, is refused; a sha256 that differs is always refused.
 
     Parameters
     ----------
@@ -152,11 +183,26 @@ def load(
     device
         Where to put the model (``None``: CUDA if available, else CPU).
     sha256
-        Expected sha256 of the weights file (optional extra check).
+        Expected sha256 of the weights file (optional extra check; it also verifies a file whose ``config.json``
+        records none).
+    allow_torch_load
+        Opt-in: read a weights file that is not safetensors (``.pt``, ``.bin``, ...: a ``torch.save`` state dict)
+        with ``torch.load(weights_only=True)``, which loads tensors but refuses arbitrary pickled objects.
+        Prefer converting such files with ``stalign.models.save``.
+    trust_unverified
+        Opt-in: accept a weights file whose sha256 is recorded neither in ``config.json`` nor given as ``sha256``.
 
     Returns
     -------
     :class:`~stalign.models.STAlign` in eval mode.
+
+    Raises
+    ------
+    ValueError
+        The weights are not safetensors (without ``allow_torch_load``), carry no recorded sha256 (without
+        ``trust_unverified``), do not match a recorded sha256, cannot be parsed, or do not fit the config.
+    FileNotFoundError
+        The name is not registered and the path does not exist, or a file is missing.
     """
     name = str(name_or_path)
     expected = sha256
@@ -177,16 +223,59 @@ def load(
         expected = entry["sha256"]
         with resources.as_file(weights_res) as wp, resources.as_file(config_res) as cp:
             weights_path, config_path = Path(wp), Path(cp)
-            return _load_files(weights_path, config_path, expected, device, source)
+            return _load_files(weights_path, config_path, expected, device, source, allow_torch_load, trust_unverified)
     path = Path(name_or_path).expanduser()
     if not path.exists():
         msg = f"{name!r} is neither a registered model ({available_models()}) nor an existing path."
         raise FileNotFoundError(msg)
     weights_path, config_path = _resolve_path(path)
-    return _load_files(weights_path, config_path, expected, device, source)
+    return _load_files(weights_path, config_path, expected, device, source, allow_torch_load, trust_unverified)
 
 
-def _load_files(weights_path: Path, config_path: Path, expected: str | None, device, source: str):
+def _check_safetensors(weights_path: Path) -> None:
+    """Parse the safetensors header (no tensor data, no code): a truncated or corrupted file is refused early."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as e:
+        msg = f"{str(weights_path)!r} is not a readable safetensors file ({e}); it is truncated or corrupted."
+        raise ValueError(msg) from e
+
+
+def _torch_state(weights_path: Path) -> dict:
+    """``torch.load(weights_only=True)`` of a state dict; anything else (a pickled object) is refused."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
+        msg = (
+            f"{str(weights_path)!r} could not be read with torch.load(weights_only=True) ({type(e).__name__}): it "
+            "holds objects other than tensors (possibly code), or is corrupted. It was not unpickled; convert "
+            "trusted weights to safetensors with stalign.models.save."
+        )
+        raise ValueError(msg) from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        msg = f"{str(weights_path)!r} does not hold a state dict (name → tensor); save the model's `state_dict()`."
+        raise ValueError(msg)
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_files(
+    weights_path: Path,
+    config_path: Path,
+    expected: str | None,
+    device,
+    source: str,
+    allow_torch_load: bool = False,
+    trust_unverified: bool = False,
+):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -197,26 +286,49 @@ def _load_files(weights_path: Path, config_path: Path, expected: str | None, dev
         if not p.is_file():
             msg = f"The {what} file {str(p)!r} is missing; save the model with stalign.models.save(model, path)."
             raise FileNotFoundError(msg)
+    is_st = _is_safetensors(weights_path)
+    if not is_st and not allow_torch_load:
+        msg = (
+            f"{str(weights_path)!r} is not a safetensors file (a pickle / torch.save file, or corrupted); stalign "
+            "only loads safetensors by default because unpickling can run arbitrary code. Convert trusted weights "
+            "with stalign.models.save, or pass allow_torch_load=True to read them with torch.load(weights_only=True)."
+        )
+        raise ValueError(msg)
+    if is_st:
+        _check_safetensors(weights_path)
     meta = _read_meta(config_path)
     digest = sha256_file(weights_path)
-    for label, want in (("config.json", meta.get("weights_sha256")), ("the expected value", expected)):
+    recorded = meta.get("weights_sha256")
+    for label, want in (("config.json", recorded), ("the expected value", expected)):
         if want is not None and digest != want:
             msg = (
                 f"sha256 of {str(weights_path)!r} is {digest}, but {label} records {want}: the weights file is "
                 "truncated, corrupted or was modified. Re-save or re-download the model."
             )
             raise ValueError(msg)
+    if recorded is None and expected is None:
+        if not trust_unverified:
+            msg = (
+                f"{str(config_path)!r} records no 'weights_sha256', so {str(weights_path)!r} cannot be verified. "
+                f"Pass sha256= (its sha256 is {digest}) if you know the expected value, re-save the model with "
+                "stalign.models.save, or pass trust_unverified=True to load it anyway."
+            )
+            raise ValueError(msg)
+        logger.warning("Loading unverified weights %s (sha256 %s, recorded nowhere).", weights_path, digest)
     try:
         config = STAlignConfig.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         msg = f"The config in {str(config_path)!r} is invalid: {e}"
         raise ValueError(msg) from e
     model = STAlign(config, load_encoder_weights=False)
-    try:
-        state = load_file(str(weights_path))
-    except SafetensorError as e:
-        msg = f"{str(weights_path)!r} is not a readable safetensors file ({e}); it is truncated or corrupted."
-        raise ValueError(msg) from e
+    if is_st:
+        try:
+            state = load_file(str(weights_path))
+        except SafetensorError as e:
+            msg = f"{str(weights_path)!r} is not a readable safetensors file ({e}); it is truncated or corrupted."
+            raise ValueError(msg) from e
+    else:
+        state = _torch_state(weights_path)
     expected_state = _unique_state(model)
     missing = sorted(set(expected_state) - set(state))
     unexpected = sorted(set(state) - set(expected_state))
@@ -240,3 +352,66 @@ def _load_files(weights_path: Path, config_path: Path, expected: str | None, dev
     model.weights_sha256 = digest
     model.source = source
     return model.to(resolve_device(device)).eval()
+
+
+def check_vocabulary(var_names, genes, *, what: str = "the section") -> tuple[int, float]:
+    """Report how a section's genes overlap a model's gene vocabulary; warn when the overlap is small.
+
+    The overlap is the number of vocabulary genes the section measures, as a fraction of the smaller of the two
+    gene sets (a 1,000-gene panel fully inside a 19,000-gene vocabulary overlaps 100 %). It is logged at INFO
+    level; a :class:`UserWarning` is raised below :data:`MIN_VOCABULARY_OVERLAP` (the gene-side embedding then
+    rests on few genes: Ensembl ids that did not map, another species, misspelt symbols), and a
+    :class:`ValueError` when no gene is shared.
+
+    Parameters
+    ----------
+    var_names
+        The section's gene names (symbols; Ensembl ids are mapped).
+    genes
+        The model's vocabulary (``model.config.genes``).
+    what
+        Name of the section for messages.
+
+    Returns
+    -------
+    ``(number of shared genes, overlap fraction)``.
+    """
+    import warnings
+
+    import numpy as np
+
+    from ..pp import gene_index
+
+    names = [str(v) for v in var_names]
+    if not names:
+        return 0, 0.0
+    idx = gene_index(names, list(genes))
+    n = len(np.unique(idx[idx >= 0]))
+    denom = max(min(len(set(names)), len(genes)), 1)
+    frac = n / denom
+    logger.info(
+        "Gene overlap of %s with the model vocabulary: %d shared genes (%.1f%% of the section's %d, %.1f%% of the "
+        "vocabulary's %d).",
+        what,
+        n,
+        100 * n / len(names),
+        len(names),
+        100 * n / max(len(genes), 1),
+        len(genes),
+    )
+    if n == 0:
+        msg = (
+            f"None of the {len(names)} genes of {what} (e.g. {', '.join(names[:3])}) is in the model's gene "
+            "vocabulary. Use gene symbols as var_names (Ensembl ids: stalign.pp.ensembl_to_symbol), or drop the genes "
+            "to embed the H&E only."
+        )
+        raise ValueError(msg)
+    if frac < MIN_VOCABULARY_OVERLAP:
+        warnings.warn(
+            f"{what} shares only {n} genes with the model's gene vocabulary ({100 * frac:.1f}% of the smaller gene "
+            f"set; threshold {100 * MIN_VOCABULARY_OVERLAP:.0f}%), so its gene embedding rests on few genes. Check "
+            "that var_names are gene symbols (Ensembl ids: stalign.pp.ensembl_to_symbol) of a species the model knows.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return n, frac

@@ -72,15 +72,10 @@ def embed_arrays(
         raise ValueError(msg)
     cfg = model.config
     if has_expr:
-        from ..pp import gene_index
+        from ..models._io import check_vocabulary
 
-        if not (gene_index(sec.table.var_names, cfg.genes) >= 0).any():
-            msg = (
-                f"None of the {sec.table.n_vars} genes of section {sec.library_id!r} (e.g. "
-                f"{', '.join(map(str, sec.table.var_names[:3]))}) is in the model's gene vocabulary. Use gene symbols "
-                "as var_names (Ensembl ids: stalign.pp.ensembl_to_symbol), or drop the genes to embed the H&E only."
-            )
-            raise ValueError(msg)
+        # logs the overlap, warns below models._io.MIN_VOCABULARY_OVERLAP, raises when no gene is known
+        check_vocabulary(sec.table.var_names, cfg.genes, what=f"section {sec.library_id!r}")
     ds = SpotDataset(
         [data],
         genes=cfg.genes,
