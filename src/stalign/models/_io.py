@@ -249,10 +249,12 @@ def _torch_state(weights_path: Path) -> dict:
     import pickle
 
     import torch
+    from safetensors import SafetensorError
 
+    errors = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError, OSError)
     try:
         state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
+    except (*errors, SafetensorError) as e:
         msg = (
             f"{str(weights_path)!r} could not be read with torch.load(weights_only=True) ({type(e).__name__}): it "
             "holds objects other than tensors (possibly code), or is corrupted. It was not unpickled; convert "
