@@ -59,7 +59,7 @@ def main() -> int:
         parts += [f"## {title}", "", blurb, ""]
         if meta.get("command"):
             parts += [f"Command: `{meta['command']}`", ""]
-        parts += [md.read_text().rstrip().replace("\n### ", "\n#### "), ""]
+        parts += [md.read_text().rstrip(), ""]  # its "###" headings sit under this "##": no level skipped (MyST)
     if missing:
         parts += ["## Not run yet", "", *[f"- `{m}`" for m in missing], ""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
