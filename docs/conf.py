@@ -63,8 +63,6 @@ extensions = [
 
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".py": "myst-nb"}
 exclude_patterns = ["_build", "conf.py", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute"]
-templates_path = ["_templates"]
-html_static_path = ["_static"]
 
 # -- MyST / myst-nb ----------------------------------------------------------------------------------------------
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath", "html_image", "substitution"]
