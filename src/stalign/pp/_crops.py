@@ -38,7 +38,7 @@ MAX_WINDOW_PX = 4096 * 4096
 #: A window larger than this many pixels and than ``SPARSE_RATIO`` times the summed box areas is split in two.
 MIN_SPLIT_PX = 256 * 256
 SPARSE_RATIO = 2.0
-#: Most bilinear samples taken in one grid_sample call (bounds memory when supersampling).
+#: Most patch pixels gathered at once (crops x taps², bounds the memory of one resampling pass).
 MAX_SAMPLES = 1 << 22
 #: Default output size (pixels) of a crop.
 DEFAULT_PX = 64
@@ -111,71 +111,114 @@ def _compute(arr: Any) -> np.ndarray:
 
 
 def _read_window(level: ImageLevel, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    """``(4, y1-y0, x1-x0)`` float32 RGB + coverage; zero (coverage 0) outside the image."""
-    h, w = level.shape
-    out = np.zeros((4, y1 - y0, x1 - x0), dtype=np.float32)
-    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if cx1 > cx0 and cy1 > cy0:
-        win = _compute(level.data[:3, cy0:cy1, cx0:cx1])
-        out[:3, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = win
-        out[3, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = 1.0
-    return out
+    """``(3, y1-y0, x1-x0)`` uint8 RGB of a window that lies inside the level."""
+    return _compute(level.data[:3, y0:y1, x0:x1]).astype(np.uint8, copy=False)
 
 
-def _supersample(boxes_w: np.ndarray, out_px: int) -> np.ndarray:
+def _supersample(boxes: np.ndarray, out_px: int) -> np.ndarray:
     """Per-box samples per output pixel along each axis: ``ceil(box side / out_px)`` (roi_align's adaptive ratio)."""
-    side = np.maximum(boxes_w[:, 2] - boxes_w[:, 0], boxes_w[:, 3] - boxes_w[:, 1])
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     return np.maximum(1, np.ceil(side / out_px - 1e-6)).astype(np.int64)
 
 
-def _sample_window(win: np.ndarray, boxes_w: np.ndarray, out_px: int) -> np.ndarray:
-    """Resample ``boxes_w`` (window pixel coordinates) of a ``(4, h, w)`` window to ``(n, 4, out_px, out_px)``.
+def _taps(boxes: np.ndarray) -> np.ndarray:
+    """Pixels spanned along an axis by one box's resampling taps: ``ceil(side) + 2`` (the longer side).
 
-    Bilinear sampling at ``k x k`` points per output pixel, averaged (``k`` as in roi_align's adaptive
-    ``sampling_ratio``), in one :func:`torch.nn.functional.grid_sample` call over all crops.
+    A function of the box alone (never of the batch), so every crop of a given size is computed by the same
+    arithmetic whatever other crops share its batch or window.
+    """
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    return (np.ceil(side - 1e-6) + 2).astype(np.int64)
+
+
+def _axis_weights(lo: np.ndarray, hi: np.ndarray, out_px: int, k: int, n_taps: int, size: int):
+    """Resampling weights along one axis, in absolute level-pixel coordinates.
+
+    Output pixel ``o`` of a box ``[lo, hi)`` averages ``k`` bilinear samples at ``lo + (j + 0.5) / m * (hi - lo)``,
+    ``j = o k .. o k + k - 1``, ``m = out_px k`` (pixel ``i`` has its centre at ``i + 0.5``). Taps on pixels outside
+    ``[0, size)`` get weight 0, so the weights' row sum is the output pixel's coverage by the image.
+
+    Returns
+    -------
+    ``start`` ``(n,)`` int64, the first pixel of each box's ``n_taps`` taps, and ``W`` ``(n, out_px, n_taps)``
+    float64 with ``crop_axis = W @ pixels[start : start + n_taps]``.
+    """
+    n, m = len(lo), out_px * k
+    t = (np.arange(m, dtype=np.float64) + 0.5) / m
+    pos = lo[:, None] + t[None, :] * (hi - lo)[:, None] - 0.5  # pixel-index space: the centre of pixel i is i
+    i0 = np.floor(pos).astype(np.int64)
+    frac = pos - i0
+    start = i0[:, 0]
+    local = i0 - start[:, None]
+    if local[:, -1].max() + 1 >= n_taps:  # pragma: no cover - guarded by _taps
+        msg = "internal error: resampling taps exceed the patch size."
+        raise RuntimeError(msg)
+    w = np.stack([1.0 - frac, frac], axis=-1) / k  # (n, m, 2)
+    pix = i0[:, :, None] + np.arange(2)  # absolute pixel of each tap
+    w = np.where((pix >= 0) & (pix < size), w, 0.0)
+    col = local[:, :, None] + np.arange(2)
+    row = np.repeat(np.arange(out_px), k)[None, :, None]
+    flat = (np.arange(n)[:, None, None] * out_px + row) * n_taps + col
+    W = np.bincount(flat.ravel(), weights=w.ravel(), minlength=n * out_px * n_taps)
+    return start, W.reshape(n, out_px, n_taps)
+
+
+def _sample_patches(
+    win: np.ndarray, origin: tuple[int, int], boxes: np.ndarray, out_px: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """Crops ``(n, 3, out_px, out_px)`` uint8 of level-pixel ``boxes`` (all of one size class) from a window.
+
+    ``win`` is a ``(3, h, w)`` uint8 window of the level whose top-left pixel is ``origin = (x0, y0)`` and which
+    holds every in-image pixel the boxes touch. The result of each crop depends only on its box and the level's
+    pixels: the window only caches them.
     """
     import torch
-    import torch.nn.functional as F
 
-    n = len(boxes_w)
+    n = len(boxes)
+    k = int(_supersample(boxes[:1], out_px)[0])
+    P = int(_taps(boxes[:1])[0])
+    step = max(1, MAX_SAMPLES // (P * P))
+    if n > step:  # bound the memory of the gathered patches
+        return np.concatenate(
+            [_sample_patches(win, origin, boxes[a : a + step], out_px, shape) for a in range(0, n, step)]
+        )
+    H, W_ = shape
+    x0, y0 = origin
+    sx, wx = _axis_weights(boxes[:, 0], boxes[:, 2], out_px, k, P, W_)
+    sy, wy = _axis_weights(boxes[:, 1], boxes[:, 3], out_px, k, P, H)
     _, h, w = win.shape
-    ks = _supersample(boxes_w, out_px)
-    if len(np.unique(ks)) > 1:  # boxes of different sizes: one call per sampling ratio
-        res = np.empty((n, win.shape[0], out_px, out_px), dtype=np.float32)
-        for k in np.unique(ks):
-            sel = ks == k
-            res[sel] = _sample_window(win, boxes_w[sel], out_px)
-        return res
-    k = int(ks[0])
-    m = out_px * k
-    step = max(1, MAX_SAMPLES // (m * m))
-    if n > step:  # bound the memory of the sampling grid
-        return np.concatenate([_sample_window(win, boxes_w[a : a + step], out_px) for a in range(0, n, step)])
-    t = (np.arange(m, dtype=np.float64) + 0.5) / m  # sample positions within the box, in [0, 1]
-    bx = boxes_w[:, 0:1] + t[None] * (boxes_w[:, 2:3] - boxes_w[:, 0:1])  # (n, m) window pixel coords
-    by = boxes_w[:, 1:2] + t[None] * (boxes_w[:, 3:4] - boxes_w[:, 1:2])
-    gx = bx / w * 2.0 - 1.0  # align_corners=False: -1 / 1 are the window's outer edges
-    gy = by / h * 2.0 - 1.0
-    grid = np.empty((n, m, m, 2), dtype=np.float32)
-    grid[..., 0] = gx[:, None, :]
-    grid[..., 1] = gy[:, :, None]
-    inp = torch.from_numpy(win)[None]
-    g = torch.from_numpy(grid).reshape(1, n * m, m, 2)
+    # taps outside the image have weight 0: clamp them onto the window (any finite value does)
+    cols = np.clip(sx[:, None] + np.arange(P), x0, x0 + w - 1) - x0
+    rows = np.clip(sy[:, None] + np.arange(P), y0, y0 + h - 1) - y0
+    patch = win[:, rows[:, :, None], cols[:, None, :]]  # (3, n, P, P) uint8
+    patch = torch.from_numpy(np.ascontiguousarray(patch.transpose(1, 0, 2, 3), dtype=np.float32))
+    ty = torch.from_numpy(wy.astype(np.float32))[:, None]  # (n, 1, out, P)
+    tx = torch.from_numpy(wx.astype(np.float32))[:, None].transpose(-1, -2)  # (n, 1, P, out)
     with torch.no_grad():
-        res = F.grid_sample(inp, g, mode="bilinear", padding_mode="zeros", align_corners=False)
-        res = res.reshape(4, n, m, m).permute(1, 0, 2, 3)
-        if k > 1:
-            res = F.avg_pool2d(res, kernel_size=k, stride=k)
-    return res.numpy()
+        rgb = torch.matmul(torch.matmul(ty, patch), tx).numpy()
+    cov = np.clip(wy.sum(-1)[:, :, None] * wx.sum(-1)[:, None, :], 0.0, 1.0)[:, None]  # (n, 1, out, out)
+    rgb = rgb + ((1.0 - cov) * WHITE).astype(np.float32)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
 def _resample(level: ImageLevel, boxes: np.ndarray, out_px: int) -> np.ndarray:
-    """Crops ``(n, 3, out_px, out_px)`` uint8 of level-pixel ``boxes`` from one window read."""
-    x0 = max(math.floor(boxes[:, 0].min()) - 1, -1)
-    y0 = max(math.floor(boxes[:, 1].min()) - 1, -1)
+    """Crops ``(n, 3, out_px, out_px)`` uint8 of level-pixel ``boxes``, read through one window per compact group.
+
+    Each crop is a fixed linear function of the level's pixels under its box (:func:`_axis_weights`), so it is
+    identical whatever batch, window or worker reads it.
+    """
     h, w = level.shape
-    x1 = min(math.ceil(boxes[:, 2].max()) + 1, w + 1)
-    y1 = min(math.ceil(boxes[:, 3].max()) + 1, h + 1)
+    taps = _taps(boxes) * 1000 + _supersample(boxes, out_px)
+    if len(np.unique(taps)) > 1:  # boxes of different sizes: one pass per size class
+        out = np.empty((len(boxes), 3, out_px, out_px), dtype=np.uint8)
+        for t in np.unique(taps):
+            sel = taps == t
+            out[sel] = _resample(level, boxes[sel], out_px)
+        return out
+    x0 = min(max(math.floor(boxes[:, 0].min()) - 1, 0), w - 1)
+    y0 = min(max(math.floor(boxes[:, 1].min()) - 1, 0), h - 1)
+    x1 = max(min(math.ceil(boxes[:, 2].max()) + 1, w), x0 + 1)
+    y1 = max(min(math.ceil(boxes[:, 3].max()) + 1, h), y0 + 1)
     area = (x1 - x0) * (y1 - y0)
     box_area = float(np.sum((boxes[:, 2] - boxes[:, 0] + 2) * (boxes[:, 3] - boxes[:, 1] + 2)))
     sparse_win = area > MIN_SPLIT_PX and area > SPARSE_RATIO * box_area
@@ -188,13 +231,9 @@ def _resample(level: ImageLevel, boxes: np.ndarray, out_px: int) -> np.ndarray:
         out[order[:half]] = _resample(level, boxes[order[:half]], out_px)
         out[order[half:]] = _resample(level, boxes[order[half:]], out_px)
         return out
-    # the window holds the batch's boxes (clipped to the image) plus one pixel of coverage-0 margin outside the
-    # image; samples beyond it read zeros (grid_sample's padding), so coverage is exact everywhere
+    # the window holds every in-image pixel the boxes touch; taps outside the image carry weight 0
     win = _read_window(level, x0, y0, x1, y1)
-    res = _sample_window(win, boxes - np.array([x0, y0, x0, y0], dtype=np.float64), out_px)
-    rgb, cov = res[:, :3], np.clip(res[:, 3:4], 0.0, 1.0)
-    rgb = rgb + (1.0 - cov) * WHITE
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return _sample_patches(win, (x0, y0), boxes, out_px, (h, w))
 
 
 def read_crops(
@@ -209,10 +248,11 @@ def read_crops(
     """Read square crops of side ``size_um`` centred on ``centers_fullres``, resampled to ``out_px`` pixels.
 
     One window (the union of the batch's boxes, on the level chosen by :meth:`Section.level_for`) is read and all
-    crops are resampled at once (bilinear, ``k x k`` samples per output pixel averaged when downsampling, as
-    :func:`torchvision.ops.roi_align` with an adaptive sampling ratio; one :func:`torch.nn.functional.grid_sample`
-    call). Pass spatially compact batches (see :func:`spatial_order`); very spread-out batches are split
-    into several windows automatically.
+    crops are resampled from it: bilinear, ``k x k`` samples per output pixel averaged when downsampling (as
+    :func:`torchvision.ops.roi_align` with an adaptive sampling ratio), applied as separable weight matrices
+    computed in the level's absolute pixel coordinates. A crop therefore does not depend on which other spots share
+    its batch or window (same bytes for any batch size or worker). Pass spatially compact batches (see
+    :func:`spatial_order`); very spread-out batches are split into several windows automatically.
 
     Parameters
     ----------
