@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,21 +21,94 @@ DEFAULT_MODEL = "stalign-base"
 _OUTPUTS = ("image", "gene", "fused", "niche")
 
 
+#: Models loaded from a name or path in this process: key (files and their stat) -> (model, tensor fingerprint).
+_MODEL_CACHE: OrderedDict[tuple, tuple[Any, tuple]] = OrderedDict()
+#: Most models kept in :data:`_MODEL_CACHE` (least recently used dropped first).
+MODEL_CACHE_SIZE = 4
+
+
+def _file_stamp(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _cache_key(model: Any) -> tuple | None:
+    """Key of a model given by name or path: its weights and config files, their stat and the registry sha256.
+
+    ``None`` when the files cannot be located cheaply (then :func:`stalign.models.load` runs and reports why).
+    A file that is replaced or rewritten changes its stamp, so it is loaded (and its sha256 verified) again.
+    """
+    from importlib import resources
+
+    from ..models._io import _resolve_path
+    from ..models._registry import REGISTRY
+
+    name = str(model)
+    try:
+        if name in REGISTRY:
+            entry = REGISTRY[name]
+            root = resources.files("stalign.models")
+            weights, config = root.joinpath(entry["file"]), root.joinpath(entry["config"])
+            if not (isinstance(weights, Path) and isinstance(config, Path)):
+                return None  # e.g. a zipped install: no stable file to stamp
+            return ("registry", name, entry["sha256"], _file_stamp(weights), _file_stamp(config))
+        path = Path(name).expanduser()
+        if not path.exists():
+            return None
+        weights, config = _resolve_path(path)
+        return ("path", _file_stamp(weights), _file_stamp(config))
+    except (OSError, ValueError):
+        return None
+
+
+def _fingerprint(model) -> tuple:
+    """Storage and in-place version counter of every tensor: changes if anyone modifies or moves the weights."""
+    return tuple((t.data_ptr(), getattr(t, "_version", 0)) for t in model.state_dict(keep_vars=True).values())
+
+
+def clear_model_cache() -> None:
+    """Forget the models loaded by name or path in this process (see :func:`resolve_model`)."""
+    _MODEL_CACHE.clear()
+
+
+def _load_cached(model: Any):
+    from ..models import load
+
+    key = _cache_key(model)
+    if key is not None and key in _MODEL_CACHE:
+        m, fp = _MODEL_CACHE[key]
+        if _fingerprint(m) == fp:
+            _MODEL_CACHE.move_to_end(key)
+            logger.debug("Model %s from the per-process cache (files unchanged since verified).", model)
+            return m, key
+        del _MODEL_CACHE[key]  # modified in place since it was verified: load it again
+    return load(model), key
+
+
 def resolve_model(model: Any = DEFAULT_MODEL, *, device=None):
-    """A model instance from a registry name, a path, or an ``STAlign`` module (moved to ``device``, eval mode)."""
+    """A model instance from a registry name, a path, or an ``STAlign`` module (moved to ``device``, eval mode).
+
+    A model given by name or path is loaded (and its sha256 verified) once per process and reused while its
+    files are unchanged and its weights unmodified, so repeated calls skip the ~1 s of building and hashing.
+    """
     import torch
 
-    from ..models import STAlign, load
+    from ..models import STAlign
 
     dev = resolve_device(device)
     if isinstance(model, STAlign):
-        m = model
-    elif isinstance(model, torch.nn.Module):
+        return model.to(dev).eval(), dev
+    if isinstance(model, torch.nn.Module):
         msg = f"model must be a stalign STAlign module, a registry name or a path, got {type(model).__name__}."
         raise TypeError(msg)
-    else:
-        m = load(model)
-    return m.to(dev).eval(), dev
+    m, key = _load_cached(model)
+    m = m.to(dev).eval()
+    if key is not None:
+        _MODEL_CACHE[key] = (m, _fingerprint(m))
+        _MODEL_CACHE.move_to_end(key)
+        while len(_MODEL_CACHE) > MODEL_CACHE_SIZE:
+            _MODEL_CACHE.popitem(last=False)
+    return m, dev
 
 
 def _model_info(model) -> dict[str, Any]:
@@ -178,7 +253,9 @@ def embed(
     >>> sdata.tables["table"].obsm["X_stalign"].shape  # doctest: +SKIP
     """
     from .. import __version__
+    from ._common import check_key
 
+    check_key(key_added)
     m, dev = resolve_model(model, device=device)
     arrays = embed_arrays(
         data,
