@@ -71,12 +71,33 @@ class Section:
 
     @property
     def has_expression(self) -> bool:
-        """Whether the table holds any measured genes with non-zero counts."""
+        """Whether the table holds any measured genes with non-zero counts.
+
+        Raises
+        ------
+        ValueError
+            The counts hold NaN, infinite or negative values (normalised or corrupted data, not raw counts).
+        """
         if self.table.n_vars == 0 or self.table.n_obs == 0:
             return False
         X = self.table.X
-        total = X.sum() if X is not None else 0
-        return bool(np.asarray(total) > 0)
+        if X is None:
+            return False
+        data = X.data if hasattr(X, "data") and not isinstance(X, np.ndarray) else np.asarray(X)
+        data = np.asarray(data)
+        if data.size and not np.isfinite(data).all():
+            msg = (
+                f"The counts of section {self.library_id!r} contain NaN or infinite values; `X` must hold raw counts "
+                "(finite, non-negative). Fix or drop those spots/genes, or put the raw counts in `X`."
+            )
+            raise ValueError(msg)
+        if data.size and (data < 0).any():
+            msg = (
+                f"The counts of section {self.library_id!r} contain negative values (scaled or centred data?); `X` "
+                "must hold raw counts. Put the raw counts (e.g. `adata.layers['counts']`) in `X`."
+            )
+            raise ValueError(msg)
+        return bool(data.size and data.any())
 
     def level_for(self, microns_per_pixel: float) -> ImageLevel:
         """The coarsest image level whose resolution is at least as fine as ``microns_per_pixel``.
@@ -94,9 +115,21 @@ class Section:
 
 
 def _scalefactors(table: AnnData, library_id: str | None) -> tuple[str | None, dict]:
+    from collections.abc import Mapping
+
     spatial = table.uns.get(Key.spatial, {})
-    if not isinstance(spatial, dict) or not spatial:
+    if not isinstance(spatial, Mapping):
+        msg = (
+            f"`uns['spatial']` is a {type(spatial).__name__}; it must be a dict {{library_id: {{'scalefactors': "
+            "{...}, 'images': {...}}} (the scanpy/squidpy Visium convention). Fix or delete it."
+        )
+        raise ValueError(msg)
+    if not spatial:
         return library_id, {}
+    bad = [k for k, v in spatial.items() if not isinstance(v, Mapping)]
+    if bad:
+        msg = f"`uns['spatial'][{bad[0]!r}]` is not a dict; each library must be {{'scalefactors': {{...}}, ...}}."
+        raise ValueError(msg)
     if library_id is None:
         if len(spatial) > 1:
             msg = (
@@ -111,9 +144,20 @@ def _scalefactors(table: AnnData, library_id: str | None) -> tuple[str | None, d
     return library_id, dict(spatial[library_id].get("scalefactors", {}) or {})
 
 
+def _scalar(sf: dict, key: str, library_id: Any) -> float | None:
+    val = sf.get(key)
+    if val is None:
+        return None
+    try:
+        return float(val)
+    except (TypeError, ValueError):
+        msg = f"scalefactors[{key!r}] of {library_id!r} is {val!r}; it must be a positive number."
+        raise ValueError(msg) from None
+
+
 def _microns_per_pixel(sf: dict, library_id: Any) -> tuple[float, float]:
-    mpp = sf.get(Key.microns_per_pixel)
-    diam = sf.get(Key.spot_diameter_fullres)
+    mpp = _scalar(sf, Key.microns_per_pixel, library_id)
+    diam = _scalar(sf, Key.spot_diameter_fullres, library_id)
     if diam is not None and not (np.isfinite(diam) and diam > 0):
         msg = f"scalefactors['spot_diameter_fullres'] of {library_id!r} is {diam!r}; it must be a positive number."
         raise ValueError(msg)
@@ -138,7 +182,15 @@ def _coords(table: AnnData) -> np.ndarray:
     if Key.spatial not in table.obsm:
         msg = "The table has no `obsm['spatial']` (spot centres in full-resolution pixels); read it with stalign.io."
         raise KeyError(msg)
-    coords = np.asarray(table.obsm[Key.spatial], dtype=np.float64)[:, :2]
+    try:
+        coords = np.asarray(table.obsm[Key.spatial], dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        msg = f"`obsm['spatial']` is not numeric ({e}); it must hold spot centres (x, y) in full-resolution pixels."
+        raise ValueError(msg) from e
+    if coords.ndim != 2 or coords.shape[1] < 2:
+        msg = f"`obsm['spatial']` has shape {coords.shape}; it must be (n_spots, 2): x, y in full-resolution pixels."
+        raise ValueError(msg)
+    coords = coords[:, :2]
     if not np.isfinite(coords).all():
         msg = "`obsm['spatial']` holds NaN or infinite spot positions; drop those spots first."
         raise ValueError(msg)
@@ -155,7 +207,10 @@ def _levels_from_anndata(table: AnnData, library_id: str | None) -> list[ImageLe
     for res, img in imgs.items():
         scalef = 1.0 if res in ("fullres", "full") else sf.get(f"tissue_{res}_scalef")
         if scalef is None or not (np.isfinite(scalef) and scalef > 0):
-            msg = f"Image {res!r} of {library_id!r} has no valid scalefactors['tissue_{res}_scalef'] (got {scalef!r})."
+            msg = (
+                f"Image {res!r} of {library_id!r} has no valid scalefactors['tissue_{res}_scalef'] (got {scalef!r}); "
+                "set it to the image's pixels per full-resolution pixel, or remove the image from `uns['spatial']`."
+            )
             raise ValueError(msg)
         arr = _to_uint8_rgb(np.asarray(img), name=f"uns['spatial'][{library_id!r}]['images'][{res!r}]")
         levels.append(ImageLevel(np.moveaxis(arr, -1, 0), 1.0 / float(scalef), name=str(res)))
@@ -247,6 +302,9 @@ def get_section(
     else:
         msg = f"Expected a SpatialData or an AnnData, got {type(data).__name__}."
         raise TypeError(msg)
+    if table.n_obs == 0:
+        msg = "The table has no spots (0 observations); select at least one spot before calling stalign."
+        raise ValueError(msg)
     lib, sf = _scalefactors(table, library_id)
     if levels is None:
         levels = _levels_from_anndata(table, lib)

@@ -50,6 +50,39 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _check_output(out: str, *, overwrite: bool, table_only: bool = False) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(out)
+    if path.suffix not in (".h5ad", ".zarr"):
+        msg = f"Output {str(path)!r} must end in .h5ad (the table) or .zarr (the whole SpatialData)."
+        raise ValueError(msg)
+    if table_only and path.suffix == ".zarr":
+        msg = f"Output {str(path)!r}: an AnnData input can only be written as .h5ad; use an .h5ad path."
+        raise ValueError(msg)
+    if path.exists() and not overwrite:
+        msg = f"Output {str(path)!r} exists; choose another path or pass --overwrite."
+        raise FileExistsError(msg)
+    parent = path.parent
+    if not parent.exists():
+        msg = f"Output folder {str(parent)!r} does not exist; create it first."
+        raise FileNotFoundError(msg)
+    if not parent.is_dir():
+        msg = f"Output folder {str(parent)!r} is not a folder; choose an --out path inside an existing folder."
+        raise NotADirectoryError(msg)
+    try:  # the one reliable test (root ignores permission bits; read-only mounts ignore os.access)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        msg = (
+            f"Output folder {str(parent)!r} is not writable ({e.strerror}); choose an --out path in a folder you "
+            "can write to."
+        )
+        raise PermissionError(msg) from e
+
+
 def _write(data, out: str, *, overwrite: bool) -> None:
     import os
     import shutil
@@ -58,18 +91,14 @@ def _write(data, out: str, *, overwrite: bool) -> None:
 
     from anndata import AnnData
 
+    _check_output(out, overwrite=overwrite, table_only=isinstance(data, AnnData))
     path = Path(out)
-    if path.exists() and not overwrite:
-        msg = f"Output {str(path)!r} exists; choose another path or pass --overwrite."
-        raise FileExistsError(msg)
-    if not path.parent.exists():
-        msg = f"Output folder {str(path.parent)!r} does not exist; create it first."
-        raise FileNotFoundError(msg)
-    if path.suffix not in (".h5ad", ".zarr"):
-        msg = f"Output {str(path)!r} must end in .h5ad (the table) or .zarr (the whole SpatialData)."
-        raise ValueError(msg)
     # write next to the target, then rename: never a half-written output
-    tmp = Path(tempfile.mkdtemp(prefix=".stalign-", dir=path.parent)) / path.name
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".stalign-", dir=path.parent)) / path.name
+    except OSError as e:
+        msg = f"Cannot write into the output folder {str(path.parent)!r} ({e.strerror}); choose another --out path."
+        raise PermissionError(msg) from e
     try:
         if path.suffix == ".h5ad":
             table = data if isinstance(data, AnnData) else data.tables["table"]
@@ -90,6 +119,11 @@ def _cmd_embed(args) -> int:
     from . import tl
     from .io import load
 
+    if args.domains is not None and args.domains < 1:
+        msg = f"--domains {args.domains}: the number of domains must be a positive integer (e.g. --domains 7)."
+        raise ValueError(msg)
+    if args.out:  # fail before the (long) embedding, not after
+        _check_output(args.out, overwrite=args.overwrite, table_only=str(args.input).endswith(".h5ad"))
     data = load(args.input, data_dir=args.data_dir)
     tl.embed(
         data,
@@ -218,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("stalign").setLevel(level)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, TypeError, PermissionError) as e:
+    except (ValueError, KeyError, TypeError, OSError) as e:  # OSError: missing/existing/unwritable paths
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         sys.stderr.write(f"stalign {args.command}: error: {msg}\n")
         return 2

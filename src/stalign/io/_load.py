@@ -40,6 +40,9 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
     -------
     SpatialData (AnnData for ``.h5ad``).
     """
+    if not isinstance(spec, str | os.PathLike):
+        msg = f"spec must be a dataset spec such as 'dlpfc:151673' or a path, got {type(spec).__name__}."
+        raise TypeError(msg)
     text = str(spec)
     loaders = _loaders()
     name, sep, section = text.partition(":")
@@ -105,6 +108,9 @@ def to_anndata(sdata: Any, *, table_key: str = Key.table, max_side: int = HIRES_
     """
     from .._section import get_section
 
+    if isinstance(max_side, bool) or not isinstance(max_side, int | np.integer) or max_side < 1:
+        msg = f"max_side={max_side!r}; it must be a positive integer number of pixels (e.g. {HIRES_MAX_SIDE})."
+        raise ValueError(msg)
     sec = get_section(sdata, table_key=table_key)
     adata = sec.table.copy()
     lib = sec.library_id

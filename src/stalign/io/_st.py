@@ -61,7 +61,11 @@ def _read_counts(counts: Any, *, what: str) -> AnnData | None:
     if df.shape[1] == 0:
         msg = f"{what}: the counts table has no gene columns; is it tab-separated with spot ids in the first column?"
         raise ValueError(msg)
-    non_num = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if df.shape[0] == 0:
+        msg = f"{what}: the counts table has no spots (0 rows); pass a spots × genes table with one row per spot."
+        raise ValueError(msg)
+    # by position: df[c] is a DataFrame when a gene column name is duplicated
+    non_num = [c for c, t in zip(df.columns, df.dtypes, strict=True) if not pd.api.types.is_numeric_dtype(t)]
     if non_num:
         msg = f"{what}: non-numeric count columns {non_num[:5]}; the counts table must hold numbers only."
         raise ValueError(msg)
@@ -89,6 +93,17 @@ def _read_spots(spots: Any, *, what: str) -> pd.DataFrame:
     if missing:
         msg = f"{what}: the spot table lacks columns {missing}; it needs pixel_x, pixel_y (full-resolution pixels)."
         raise ValueError(msg)
+    bad = [c for c in ("pixel_x", "pixel_y", "x", "y") if c in df.columns and not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        msg = f"{what}: spot table columns {bad} are not numeric; pixel_x, pixel_y (and x, y) must hold numbers."
+        raise ValueError(msg)
+    nonfinite = ~np.isfinite(df[["pixel_x", "pixel_y"]].to_numpy(dtype=float)).all(axis=1)
+    if nonfinite.any():
+        msg = (
+            f"{what}: {int(nonfinite.sum())} spot positions are NaN or infinite (row {int(np.argmax(nonfinite))}); "
+            "fix or drop those rows of the positions file."
+        )
+        raise ValueError(msg)
     use_xy = {"x", "y"} <= set(df.columns) and isinstance(df.index, pd.RangeIndex)
     if use_xy:
         x, y = df["x"].to_numpy(dtype=float), df["y"].to_numpy(dtype=float)
@@ -102,6 +117,35 @@ def _read_spots(spots: Any, *, what: str) -> pd.DataFrame:
         msg = f"{what}: duplicate spot ids {dups} in the spot table; each spot must appear once."
         raise ValueError(msg)
     return df
+
+
+def _check_positive(val: Any, *, name: str, what: str) -> float:
+    """``val`` as a float if it is a finite positive real number, else a clear error."""
+    if isinstance(val, bool) or not isinstance(val, int | float | np.integer | np.floating):
+        msg = f"{what}: {name} must be a positive number, got {type(val).__name__} {val!r}."
+        raise TypeError(msg)
+    if not (np.isfinite(val) and val > 0):
+        msg = f"{what}: {name} is {val!r}; it must be a finite positive number."
+        raise ValueError(msg)
+    return float(val)
+
+
+def _warn_odd_counts(X: sparse.spmatrix, *, what: str) -> None:
+    """Warn about counts that are accepted but probably not raw: non-integers, or all zero."""
+    data = X.data
+    if data.size and np.isfinite(data).all() and not np.array_equal(data, np.round(data)):
+        warnings.warn(
+            f"{what}: the counts are not integers; stalign expects raw counts (normalised or log values are "
+            "normalised again). Pass the raw count matrix if you have it.",
+            UserWarning,
+            stacklevel=3,
+        )
+    if not data.size or not data.any():
+        warnings.warn(
+            f"{what}: every count is zero, so the section has no expression; only its image can be embedded.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def read_st(
@@ -155,7 +199,22 @@ def read_st(
     SpatialData with table ``"table"`` (spots with both counts and a position), image ``"<sample>_image"`` and
     circles ``"<sample>_spots"``.
     """
+    if not isinstance(sample, str) or not sample:
+        msg = f"sample must be a non-empty string naming the section, got {sample!r}."
+        raise TypeError(msg)
     what = f"ST section {sample!r}"
+    for name, val in (
+        ("microns_per_pixel", microns_per_pixel),
+        ("image_scalef", image_scalef),
+        ("spot_diameter_um", spot_diameter_um),
+        ("pitch_um", pitch_um),
+    ):
+        if val is None and name == "microns_per_pixel":
+            continue
+        _check_positive(val, name=name, what=what)
+    if labels is not None and not isinstance(labels, pd.Series):
+        msg = f"{what}: labels must be a pandas Series indexed by spot id, got {type(labels).__name__}."
+        raise TypeError(msg)
     ad = _read_counts(counts, what=what)
     pos = _read_spots(spots, what=what)
     if microns_per_pixel is None:
@@ -165,6 +224,11 @@ def read_st(
         logger.info("%s: spot pitch %.2f px → %.4f µm/px", what, pitch_px, microns_per_pixel)
     if selected_only and "selected" in pos.columns:
         pos = pos[pos["selected"].astype(int) == 1]
+        if len(pos) == 0:
+            msg = (
+                f"{what}: no spot of the spot table is selected (selected == 1); pass selected_only=False to keep all."
+            )
+            raise ValueError(msg)
     X = var_names = var = None
     if ad is not None:
         obs_idx = pd.Index([str(o) for o in ad.obs_names])
@@ -183,6 +247,7 @@ def read_st(
             logger.info("%s: %d counts spots have no (selected) position and are dropped.", what, int((~has_pos).sum()))
         keep = np.flatnonzero(has_pos)
         X = sparse.csr_matrix(ad.X)[keep]
+        _warn_odd_counts(X, what=what)
         ids = list(obs_idx[keep])
         var_names, var = _map_gene_ids([str(v) for v in ad.var_names], root=data_dir)
     else:

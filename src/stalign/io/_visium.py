@@ -374,6 +374,9 @@ def read_visium(
     ``"<dataset_id>_image"`` and circles ``"<dataset_id>_spots"``; µm per full-resolution pixel = 55 /
     ``spot_diameter_fullres``.
     """
+    if not isinstance(path, str | os.PathLike):
+        msg = f"path must be the Space Ranger `outs` folder (a str or Path), got {type(path).__name__}."
+        raise TypeError(msg)
     outs = Path(path).expanduser()
     if not outs.is_dir():
         msg = f"Space Ranger folder {str(outs)!r} does not exist; pass the `outs` folder of a Space Ranger run."

@@ -204,6 +204,15 @@ def load(
     FileNotFoundError
         The name is not registered and the path does not exist, or a file is missing.
     """
+    if not isinstance(name_or_path, str | os.PathLike):
+        msg = (
+            f"name_or_path must be a registered model name ({', '.join(available_models())}) or the path of a saved "
+            f"model, got {type(name_or_path).__name__}."
+        )
+        raise TypeError(msg)
+    if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64):
+        msg = f"sha256 must be the 64-character hex digest of the weights file, got {sha256!r}."
+        raise ValueError(msg)
     name = str(name_or_path)
     expected = sha256
     source = name

@@ -66,6 +66,9 @@ def marker_profiles(
     for label, genes in markers.items():
         if isinstance(genes, str):
             genes = [genes]
+        if not isinstance(genes, Sequence | np.ndarray | pd.Index | set) or not all(isinstance(g, str) for g in genes):
+            msg = f"markers[{label!r}] must be a list of gene symbols (strings), got {genes!r}."
+            raise TypeError(msg)
         genes = list(genes)
         idx = gene_index(genes, vocabulary)
         known = [g for g, i in zip(genes, idx, strict=True) if i >= 0]
@@ -162,8 +165,18 @@ def annotate(
     if (markers is None) == (reference is None):
         msg = "Pass exactly one of `markers` (zero-shot prompts) or `reference` (+ `labels_key`, label transfer)."
         raise ValueError(msg)
-    if not (isinstance(temperature, int | float) and temperature > 0):
-        msg = f"temperature must be a positive number, got {temperature!r}."
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float | np.integer | np.floating)
+        or not (np.isfinite(temperature) and temperature > 0)
+    ):
+        msg = f"temperature must be a finite positive number (e.g. 0.1), got {temperature!r}."
+        raise ValueError(msg)
+    from ._common import check_key
+
+    check_key(key_added)
+    if markers is None and not (isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 1):
+        msg = f"k must be a positive integer, got {k!r}."
         raise ValueError(msg)
     table = get_table(data, table_key=table_key)
     # prompts are gene profiles: match them to gene embeddings when there is expression, else to H&E

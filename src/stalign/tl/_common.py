@@ -81,3 +81,37 @@ def check_genes_in(genes: Sequence[str], available: Sequence[str], *, what: str)
 
     lut = dict(zip(normalize_symbol(available), available, strict=True))
     return [lut[g] for g in normalize_symbol(genes) if g in lut]
+
+
+def check_key(key_added: Any, *, name: str = "key_added") -> str:
+    """``key_added`` if it is a non-empty string, else a clear error (before any work is done)."""
+    if not isinstance(key_added, str) or not key_added:
+        msg = f"{name} must be a non-empty string (the key results are stored under), got {key_added!r}."
+        raise TypeError(msg) if not isinstance(key_added, str) else ValueError(msg)
+    return key_added
+
+
+def check_positive(value: Any, *, name: str, integer: bool = False, allow_none: bool = False) -> Any:
+    """``value`` if it is a finite positive number (an integer when ``integer``), else a clear error."""
+    if value is None and allow_none:
+        return value
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        what = "a positive integer" if integer else "a positive number"
+        msg = f"{name} must be {what}{' or None' if allow_none else ''}, got {type(value).__name__} {value!r}."
+        raise TypeError(msg)
+    if not (np.isfinite(value) and value > 0):
+        msg = f"{name}={value!r}; it must be a finite positive {'integer' if integer else 'number'}."
+        raise ValueError(msg)
+    return value
+
+
+def check_counts(X: Any, *, what: str) -> None:
+    """Raise when counts hold NaN, infinite or negative values (they must be raw counts)."""
+    data = X.data if sparse.issparse(X) else np.asarray(X)
+    if data.size and not np.isfinite(data).all():
+        msg = f"{what} contain NaN or infinite values; pass raw counts (finite, non-negative) in `X`."
+        raise ValueError(msg)
+    if data.size and (data < 0).any():
+        msg = f"{what} contain negative values; pass raw counts (e.g. `adata.layers['counts']`) in `X`."
+        raise ValueError(msg)

@@ -127,14 +127,28 @@ def domains(
     >>> import stalign as sta
     >>> sta.tl.domains(sdata, n_domains=7)  # doctest: +SKIP
     """
+    from ._common import check_key, check_positive
+
     if method not in _METHODS:
         msg = f"method must be one of {_METHODS}, got {method!r}."
+        raise ValueError(msg)
+    check_key(key_added)
+    check_positive(resolution, name="resolution")
+    check_positive(n_pcs, name="n_pcs", integer=True, allow_none=True)
+    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or random_state < 0:
+        msg = f"random_state must be a non-negative integer seed, got {random_state!r}."
         raise ValueError(msg)
     table = get_table(data, table_key=table_key)
     rep = default_rep(table, use_rep)
     X = np.asarray(table.obsm[rep])
+    if X.ndim != 2 or X.shape[0] == 0:
+        msg = f"obsm[{rep!r}] has shape {X.shape}; clustering needs an (n_spots, d) embedding with at least one spot."
+        raise ValueError(msg)
     if n_domains is None and method != "leiden":
         method = "leiden"
+    if method == "leiden" and X.shape[0] < 3:
+        msg = f"Leiden clustering needs at least 3 spots, got {X.shape[0]}; pass n_domains= with method='gmm'."
+        raise ValueError(msg)
     if method != "leiden":
         if not isinstance(n_domains, int | np.integer) or isinstance(n_domains, bool) or n_domains < 1:
             msg = f"n_domains must be a positive integer, got {n_domains!r}."

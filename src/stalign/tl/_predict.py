@@ -125,13 +125,29 @@ def predict_expression(
     if match not in ("gene", "image"):
         msg = f"match must be 'gene' or 'image', got {match!r}."
         raise ValueError(msg)
-    if not (isinstance(k, int | np.integer) and k >= 1):
+    if isinstance(k, bool) or not (isinstance(k, int | np.integer) and k >= 1):
         msg = f"k must be a positive integer, got {k!r}."
+        raise ValueError(msg)
+    from ._common import check_counts, check_positive
+
+    check_positive(temperature, name="temperature")
+    check_positive(n_top_genes, name="n_top_genes", integer=True)
+    alphas = [alphas] if isinstance(alphas, int | float) else alphas
+    if (
+        not isinstance(alphas, Sequence | np.ndarray)
+        or len(alphas) == 0
+        or not all(isinstance(a, int | float | np.integer | np.floating) and np.isfinite(a) and a > 0 for a in alphas)
+    ):
+        msg = f"alphas must be a non-empty list of positive ridge penalties, e.g. (0.1, 1, 10), got {alphas!r}."
+        raise ValueError(msg)
+    if genes is not None and not isinstance(genes, str) and len(list(genes)) == 0:
+        msg = "genes is empty; pass gene symbols to predict, or None for the references' highly variable genes."
         raise ValueError(msg)
     refs = _as_list(reference)
     qtable = get_table(query, table_key=table_key)
     ref_tables = [get_table(r, table_key=table_key) for r in refs]
     for i, t in enumerate(ref_tables):
+        check_counts(t.X, what=f"The counts of reference[{i}]")
         if t.n_vars == 0 or not float(t.X.sum()) > 0:
             msg = f"reference[{i}] has no expression (0 genes or all-zero counts); references need raw counts."
             raise ValueError(msg)
