@@ -6,15 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-GENES_EXTRA = ["ERBB2", "KRT19", "COL1A1", "DCN"]
-
-
-@pytest.fixture(scope="session")
-def dlpfc_full(data_dir):
-    import stalign as sta
-
-    return sta.io.dlpfc("151673", data_dir=data_dir)
-
 
 def subset_sdata(sdata, n, *, seed=0):
     """A SpatialData sharing the (read-only) image and shapes, with a copied table of ``n`` random spots."""
@@ -32,36 +23,34 @@ def make_subset():
 
 
 @pytest.fixture(scope="session")
-def her2st_c2(data_dir):
-    import stalign as sta
-
-    return sta.io.her2st("C2", data_dir=data_dir)
-
-
-@pytest.fixture(scope="session")
 def mob1(data_dir):
+    """STUtility MOB1: 379 real ST spots, 1,000 genes, a 1905² H&E (fast to load)."""
     import stalign as sta
 
     return sta.io.stutility_mob("MOB1", data_dir=data_dir)
 
 
-@pytest.fixture(scope="session")
-def tiny_model(dlpfc_full):
-    """A small random-init model over 300 DLPFC genes (fast on CPU)."""
-    from stalign.models import STAlign, STAlignConfig
+def tiny_config(genes):
+    from stalign.models import STAlignConfig
 
-    torch.manual_seed(0)
-    genes = list(dict.fromkeys([*dlpfc_full.tables["table"].var_names[:300], *GENES_EXTRA]))
-    cfg = STAlignConfig.base(
-        genes,
+    return STAlignConfig.base(
+        list(genes),
         spot_size=16,
         niche_size=16,
-        spot_encoder_kwargs={"channels": [8, 8, 16, 16], "stem_width": 8},
-        niche_encoder_kwargs={"channels": [8, 8, 16, 16], "stem_width": 8},
+        spot_encoder_kwargs={"channels": [8, 8, 8, 8], "stem_width": 8},
+        niche_encoder_kwargs={"channels": [8, 8, 8, 8], "stem_width": 8},
         n_tokens=2,
-        token_dim=16,
+        token_dim=8,
         n_heads=2,
-        gene_dim=16,
-        embed_dim=16,
+        gene_dim=8,
+        embed_dim=8,
     )
-    return STAlign(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(mob1):
+    """A small random-init model over 300 MOB1 genes (fast on CPU)."""
+    from stalign.models import STAlign
+
+    torch.manual_seed(0)
+    return STAlign(tiny_config(mob1.tables["table"].var_names[:300])).eval()

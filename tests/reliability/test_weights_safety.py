@@ -193,7 +193,7 @@ def _malicious(path: pathlib.Path, marker: pathlib.Path, kind: str) -> None:
 def test_payload_is_live(tmp_path):
     """Sanity: unpickling the payload really creates the marker (so its absence below means it never ran)."""
     marker = tmp_path / "ran"
-    pickle.loads(pickle.dumps(_Payload(marker)))  # noqa: S301 - deliberate, on our own payload
+    pickle.loads(pickle.dumps(_Payload(marker)))  # deliberate: our own payload
     assert marker.exists()
 
 
@@ -244,11 +244,11 @@ def test_vocabulary_overlap_reported_and_warned(caplog):
         mio.check_vocabulary(["X1", "X2", "X3"], vocab)
 
 
-def test_embed_warns_on_low_overlap_and_reports(dlpfc_full, make_subset, caplog):
-    sd = make_subset(dlpfc_full, 48)
+def test_embed_warns_on_low_overlap_and_reports(mob1, make_subset, caplog):
+    sd = make_subset(mob1, 48)
     genes = list(sd.tables["table"].var_names[:20]) + [f"NOTAGENE{i}" for i in range(80)]
     model = _tiny(genes)
     with caplog.at_level(logging.INFO, logger="stalign"), pytest.warns(UserWarning, match="shares only 20 genes"):
         sta.tl.embed(sd, model=model, device="cpu", show_progress_bar=False)
-    assert "Gene overlap of section '151673'" in caplog.text
+    assert "Gene overlap of section 'MOB1'" in caplog.text
     assert "X_stalign_gene" in sd.tables["table"].obsm
