@@ -43,6 +43,12 @@ def normalize_symbol(symbols: Sequence[str]) -> np.ndarray:
     Returns
     -------
     Object array of upper-case symbols.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sta.pp.normalize_symbol(["Mbp", " plp1", "SNAP25"])
+    array(['MBP', 'PLP1', 'SNAP25'], dtype=object)
     """
     return np.asarray([str(s).strip().upper() for s in symbols], dtype=object)
 
@@ -112,6 +118,12 @@ def ensembl_to_symbol(ids: Sequence[str], *, data_dir: str | os.PathLike | None 
     Returns
     -------
     Object array of symbols (original case); ids without an entry in the reference are kept as they are.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sta.pp.ensembl_to_symbol(["ENSG00000197971", "ENSG00000132639", "MBP"])
+    array(['MBP', 'SNAP25', 'MBP'], dtype=object)
     """
     ids = np.asarray([str(i) for i in ids], dtype=object)
     out = ids.copy()
@@ -150,6 +162,12 @@ def to_vocabulary_symbols(var_names: Sequence[str], *, data_dir: str | os.PathLi
     Returns
     -------
     Array of upper-case symbols, one per entry of ``var_names``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sta.pp.to_vocabulary_symbols(["Mbp", "ENSG00000132639"])
+    array(['MBP', 'SNAP25'], dtype=object)
     """
     names = [str(v) for v in var_names]
     mask = is_ensembl(names)
@@ -183,6 +201,12 @@ def gene_index(
     Returns
     -------
     ``int64`` array of length ``len(var_names)``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sta.pp.gene_index(["Mbp", "ENSG00000132639", "not-a-gene"], ["MBP", "PLP1", "SNAP25"])
+    array([ 0,  2, -1])
     """
     vocab = pd.Index(normalize_symbol(vocabulary))
     if vocab.has_duplicates:
@@ -236,6 +260,15 @@ def gene_coverage(
     Returns
     -------
     Coverage in ``[0, 1]`` (``0.0`` for a section without genes).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> model = sta.models.load("stalign-base")
+    >>> coverage = sta.pp.gene_coverage(sdata.tables["table"].var_names, model.genes, name="MOB1")
+    >>> coverage
+    1.0
     """
     names = _var_names_of(var_names)
     if not names:
@@ -271,6 +304,16 @@ def build_vocabulary(
     -------
     Sorted list of unique upper-case symbols. Genes the reference names by their Ensembl id (novel genes in
     GRCh38-2024) and ids absent from the reference keep the id as their token.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sections = [sta.io.stutility_mob("MOB1"), sta.io.her2st("C2")]
+    >>> genes = sta.pp.build_vocabulary(sections)  # mouse symbols upper-cased, union of both panels
+    >>> len(genes)
+    15821
+    >>> "MBP" in genes and "ERBB2" in genes
+    True
     """
     if min_sections < 1:
         msg = f"min_sections must be at least 1, got {min_sections}."
