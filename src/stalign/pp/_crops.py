@@ -102,17 +102,18 @@ def inside_fraction(section: Section, boxes_full: np.ndarray) -> np.ndarray:
     return (iw * ih / area).astype(np.float32)
 
 
-def _compute(arr: Any) -> np.ndarray:
-    if hasattr(arr, "compute"):
+def _read_windows(level: ImageLevel, windows: Sequence[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    """``(3, y1-y0, x1-x0)`` uint8 RGB of windows ``(x0, y0, x1, y1)`` that lie inside the level.
+
+    A lazy (dask) level is read with one synchronous ``dask.compute`` for all windows: building and running a dask
+    graph costs milliseconds, which dominated reading the many small windows of a sparse legacy-ST grid.
+    """
+    slices = [level.data[:3, y0:y1, x0:x1] for x0, y0, x1, y1 in windows]
+    if any(hasattr(a, "compute") for a in slices):
         import dask
 
-        (arr,) = dask.compute(arr, scheduler="synchronous")
-    return np.asarray(arr)
-
-
-def _read_window(level: ImageLevel, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    """``(3, y1-y0, x1-x0)`` uint8 RGB of a window that lies inside the level."""
-    return _compute(level.data[:3, y0:y1, x0:x1]).astype(np.uint8, copy=False)
+        slices = dask.compute(*slices, scheduler="synchronous")
+    return [np.asarray(a).astype(np.uint8, copy=False) for a in slices]
 
 
 def _supersample(boxes: np.ndarray, out_px: int) -> np.ndarray:
@@ -201,39 +202,56 @@ def _sample_patches(
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def _resample(level: ImageLevel, boxes: np.ndarray, out_px: int) -> np.ndarray:
-    """Crops ``(n, 3, out_px, out_px)`` uint8 of level-pixel ``boxes``, read through one window per compact group.
-
-    Each crop is a fixed linear function of the level's pixels under its box (:func:`_axis_weights`), so it is
-    identical whatever batch, window or worker reads it.
-    """
+def _plan_windows(level: ImageLevel, boxes: np.ndarray, rows: np.ndarray, plan: list) -> None:
+    """Append ``(rows, (x0, y0, x1, y1))`` windows covering ``boxes[rows]`` (all of one size class) to ``plan``."""
     h, w = level.shape
-    taps = _taps(boxes) * 1000 + _supersample(boxes, out_px)
-    if len(np.unique(taps)) > 1:  # boxes of different sizes: one pass per size class
-        out = np.empty((len(boxes), 3, out_px, out_px), dtype=np.uint8)
-        for t in np.unique(taps):
-            sel = taps == t
-            out[sel] = _resample(level, boxes[sel], out_px)
-        return out
-    x0 = min(max(math.floor(boxes[:, 0].min()) - 1, 0), w - 1)
-    y0 = min(max(math.floor(boxes[:, 1].min()) - 1, 0), h - 1)
-    x1 = max(min(math.ceil(boxes[:, 2].max()) + 1, w), x0 + 1)
-    y1 = max(min(math.ceil(boxes[:, 3].max()) + 1, h), y0 + 1)
+    b = boxes[rows]
+    x0 = min(max(math.floor(b[:, 0].min()) - 1, 0), w - 1)
+    y0 = min(max(math.floor(b[:, 1].min()) - 1, 0), h - 1)
+    x1 = max(min(math.ceil(b[:, 2].max()) + 1, w), x0 + 1)
+    y1 = max(min(math.ceil(b[:, 3].max()) + 1, h), y0 + 1)
     area = (x1 - x0) * (y1 - y0)
-    box_area = float(np.sum((boxes[:, 2] - boxes[:, 0] + 2) * (boxes[:, 3] - boxes[:, 1] + 2)))
+    box_area = float(np.sum((b[:, 2] - b[:, 0] + 2) * (b[:, 3] - b[:, 1] + 2)))
     sparse_win = area > MIN_SPLIT_PX and area > SPARSE_RATIO * box_area
-    if len(boxes) > 1 and (area > MAX_WINDOW_PX or sparse_win):
+    if len(rows) > 1 and (area > MAX_WINDOW_PX or sparse_win):
         # too big or mostly empty (sparse spots): split along the longer axis and recurse
         axis = 0 if (x1 - x0) >= (y1 - y0) else 1
-        order = np.argsort(boxes[:, axis] + boxes[:, axis + 2], kind="stable")
+        order = np.argsort(b[:, axis] + b[:, axis + 2], kind="stable")
         half = len(order) // 2
-        out = np.empty((len(boxes), 3, out_px, out_px), dtype=np.uint8)
-        out[order[:half]] = _resample(level, boxes[order[:half]], out_px)
-        out[order[half:]] = _resample(level, boxes[order[half:]], out_px)
-        return out
+        _plan_windows(level, boxes, rows[order[:half]], plan)
+        _plan_windows(level, boxes, rows[order[half:]], plan)
+        return
     # the window holds every in-image pixel the boxes touch; taps outside the image carry weight 0
-    win = _read_window(level, x0, y0, x1, y1)
-    return _sample_patches(win, (x0, y0), boxes, out_px, (h, w))
+    plan.append((rows, (x0, y0, x1, y1)))
+
+
+def _resample(level: ImageLevel, boxes: np.ndarray, out_px: int) -> np.ndarray:
+    """Crops ``(n, 3, out_px, out_px)`` uint8 of level-pixel ``boxes``, read through compact windows.
+
+    Each crop is a fixed linear function of the level's pixels under its box (:func:`_axis_weights`), so it is
+    identical whatever batch, window or worker reads it. Windows are read in groups of at most
+    :data:`MAX_WINDOW_PX` pixels (one ``dask.compute`` per group).
+    """
+    out = np.empty((len(boxes), 3, out_px, out_px), dtype=np.uint8)
+    plan: list = []
+    size_class = _taps(boxes) * 1000 + _supersample(boxes, out_px)
+    for c in np.unique(size_class):  # boxes of different sizes: windows per size class
+        _plan_windows(level, boxes, np.flatnonzero(size_class == c), plan)
+    a = 0
+    while a < len(plan):
+        z, px = a, 0
+        while z < len(plan) and (z == a or px + _area(plan[z][1]) <= MAX_WINDOW_PX):
+            px += _area(plan[z][1])
+            z += 1
+        wins = _read_windows(level, [win for _, win in plan[a:z]])
+        for (rows, (x0, y0, _, _)), win in zip(plan[a:z], wins, strict=True):
+            out[rows] = _sample_patches(win, (x0, y0), boxes[rows], out_px, level.shape)
+        a = z
+    return out
+
+
+def _area(win: tuple[int, int, int, int]) -> int:
+    return (win[2] - win[0]) * (win[3] - win[1])
 
 
 def read_crops(
