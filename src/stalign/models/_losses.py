@@ -37,6 +37,16 @@ class LossOutput:
         ``"image_ns"``, ``"gene_ns"``). Terms without valid rows are absent, not zero-filled.
     counts
         Number of local anchors that entered each term (for re-weighting across DDP ranks).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> model = sta.models.load("stalign-base")
+    >>> batch = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)[0]
+    >>> out = model.loss(batch)
+    >>> float(out.loss) > 0, sorted(out.components)
+    (True, ['gene_ns', 'image_ns', 'niche', 'ns', 'spot'])
     """
 
     loss: torch.Tensor
@@ -71,6 +81,18 @@ def gather_negatives(
     Returns
     -------
     The same keys as ``emb``: embeddings ``(B, K, D)`` and masks ``has_image`` / ``has_expr`` ``(B, K)``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> import torch
+    >>> model = sta.models.load("stalign-base")
+    >>> ds = sta.pp.SpotDataset([sta.io.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=8)
+    >>> emb = model.embed(ds[0])
+    >>> index = torch.tensor([[1, 2], [0, -1], [3, 0], [2, 1], [5, 6], [4, 7], [7, 4], [6, -1]])  # -1: no negative
+    >>> neg = sta.models.gather_negatives(emb, index, exclude_self=True)
+    >>> neg["image"].shape, neg["has_image"].shape
+    (torch.Size([8, 2, 128]), torch.Size([8, 2]))
     """
     if index.ndim != 2:
         msg = f"Hard-negative indices must be a (B, K) tensor, got shape {tuple(index.shape)}."
@@ -117,6 +139,16 @@ def sample_negatives(
     -------
     ``(B, k)`` indices into the batch, ``-1`` where fewer than ``k`` candidates exist; pass it as
     ``negatives=`` to :meth:`STAlign.loss`.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> import torch
+    >>> section = torch.tensor([0, 0, 0, 0, 1, 1])
+    >>> cluster = torch.tensor([0, 0, 1, 1, 0, 1])
+    >>> idx = sta.models.sample_negatives(section, cluster, 1, generator=torch.Generator().manual_seed(0))
+    >>> idx.shape
+    torch.Size([6, 1])
     """
     if k < 1:
         msg = f"`k` must be >= 1, got {k}."
@@ -180,6 +212,16 @@ def contrastive_loss(
     Returns
     -------
     :class:`LossOutput`; rows without the needed modality are masked out of each term.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> model = sta.models.load("stalign-base")
+    >>> ds = sta.pp.SpotDataset([sta.io.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)
+    >>> emb = model.embed(ds[0])  # L2-normalised embeddings and has_image / has_expr masks
+    >>> out = sta.models.contrastive_loss(emb, weights={"spot": 0.3, "niche": 0.3, "ns": 0.4}, logit_scale=model.logit_scale)
+    >>> sorted(out.components), out.loss.ndim
+    (['niche', 'ns', 'spot'], 0)
     """
     if gathered is None:
         gathered, offset = emb, 0

@@ -40,5 +40,11 @@ def available_models() -> list[str]:
     Returns
     -------
     Sorted names accepted by :func:`stalign.models.load` (whether or not their weights are bundled yet).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sta.models.available_models()
+    ['stalign-base']
     """
     return sorted(REGISTRY)

@@ -71,6 +71,12 @@ def crops(
     Returns
     -------
     The :class:`~matplotlib.figure.Figure`, or ``None`` with ``show=True``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> fig = sta.pl.crops(sdata, n=8, which="both")  # spot crop next to its niche crop, spot box outlined
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle

@@ -121,7 +121,10 @@ def spatial(
 
     Examples
     --------
-    >>> sta.pl.spatial(sdata, color="stalign_domain")  # doctest: +SKIP
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> ax = sta.pl.spatial(sdata, color="annotation")  # an obs column
+    >>> ax = sta.pl.spatial(sdata, color="MBP", cmap="magma")  # a gene
     """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -190,6 +193,14 @@ def domains(data: Any, *, key: str = Key.domain, **kwargs):
     Returns
     -------
     The Axes, the Figure (``return_fig=True``) or None (``show=True``).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> sta.tl.embed(sdata, show_progress_bar=False)
+    >>> sta.tl.domains(sdata, n_domains=7)
+    >>> ax = sta.pl.domains(sdata, title="zero-shot domains")
     """
     return spatial(data, color=key, **kwargs)
 
@@ -209,6 +220,14 @@ def labels(data: Any, *, key: str = Key.label, **kwargs):
     Returns
     -------
     The Axes, the Figure (``return_fig=True``) or None (``show=True``).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> sta.tl.embed(sdata, show_progress_bar=False)
+    >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1"], "GM": ["SNAP25", "NRGN"]})
+    >>> ax = sta.pl.labels(sdata)
     """
     return spatial(data, color=key, **kwargs)
 
@@ -248,6 +267,14 @@ def embedding(
     Returns
     -------
     The Axes, the Figure (``return_fig=True``) or None (``show=True``).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> sta.tl.embed(sdata, show_progress_bar=False)
+    >>> ax = sta.pl.embedding(sdata, color="annotation")
+    >>> ax = sta.pl.embedding(sdata, use_rep="X_stalign_image", color="annotation")
     """
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA

@@ -97,7 +97,11 @@ def training_curves(
 
     Examples
     --------
-    >>> sta.pl.training_curves("runs/pretrain", keys=["loss", "loss_spot"])  # doctest: +SKIP
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> model = sta.train.pretrain([sdata], output_dir="run", epochs=1, max_steps=4, batch_size=32, show_progress_bar=False)
+    >>> ax = sta.pl.training_curves("run", smooth=2)
+    >>> ax = sta.pl.training_curves("run", keys=["loss", "loss_spot"], log_y=True)
     """
     import matplotlib.pyplot as plt
 

@@ -177,6 +177,18 @@ class SpotDataset(torch.utils.data.Dataset):
     -----
     Expression is ``log1p(normalize_total(counts, 1e4))`` with library sizes over the whole panel; niche
     expression is the same transform applied to the niche's mean raw counts. Unmeasured genes are 0.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> model = sta.models.load("stalign-base")
+    >>> ds = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=64, inference=True)
+    >>> len(ds), ds.n_spots
+    (6, 379)
+    >>> batch = ds[0]
+    >>> batch["spot_image"].shape, batch["spot_expr"].shape  # uint8 crops; expression over the vocabulary
+    (torch.Size([64, 3, 32, 32]), torch.Size([64, 19360]))
     """
 
     shard_layout = "strided"

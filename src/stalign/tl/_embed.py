@@ -248,9 +248,13 @@ def embed(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")  # doctest: +SKIP
-    >>> sta.tl.embed(sdata)  # doctest: +SKIP
-    >>> sdata.tables["table"].obsm["X_stalign"].shape  # doctest: +SKIP
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> sta.tl.embed(sdata, show_progress_bar=False)
+    >>> table = sdata.tables["table"]
+    >>> table.obsm["X_stalign"].shape, table.obsm["X_stalign_image"].shape
+    ((3639, 128), (3639, 128))
+    >>> table.uns["stalign"]["model"]
+    'stalign-base'
     """
     from .. import __version__
     from ._common import check_key

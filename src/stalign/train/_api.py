@@ -41,6 +41,14 @@ def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None
     Returns
     -------
     List of SpatialData / AnnData objects, in the order given.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sections = sta.train.resolve_sections([sdata, "stutility_mob:MOB2"])
+    >>> [s.tables["table"].obs["sample"].iloc[0] for s in sections]
+    ['MOB1', 'MOB2']
     """
     from .. import io
 
@@ -118,6 +126,14 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
     Returns
     -------
     One ``int64`` array of cluster labels per section (``-1`` for spots without counts).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sections = [sta.io.stutility_mob("MOB1"), sta.io.her2st("A2")]
+    >>> labels = sta.train.section_clusters(sections, n_clusters=4)
+    >>> [sorted(set(lab.tolist())) for lab in labels]
+    [[0, 1, 2, 3], [0, 1, 2, 3]]
     """
     from scipy import sparse
     from sklearn.cluster import KMeans
@@ -393,7 +409,17 @@ def pretrain(
     >>> model = sta.train.pretrain(
     ...     ["dlpfc:151673", "her2st:B1"], "base", output_dir="runs/base", epochs=10
     ... )  # doctest: +SKIP
-    >>> sta.pl.training_curves("runs/base")  # doctest: +SKIP
+
+    A few steps on one small section, as a check that runs in seconds:
+
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> model = sta.train.pretrain(
+    ...     [sdata], {"preset": "base", "spot_size": 32, "niche_size": 32},
+    ...     output_dir="run", epochs=1, max_steps=4, batch_size=32, show_progress_bar=False,
+    ... )
+    >>> sorted(p.name for p in __import__("pathlib").Path("run").iterdir())
+    ['checkpoints', 'metrics.jsonl', 'model', 'run.json']
+    >>> ax = sta.pl.training_curves("run", smooth=2)
     """
 
     def factory(secs):
@@ -483,6 +509,17 @@ def finetune(
     Returns
     -------
     The fine-tuned model (in eval mode), also saved to ``output_dir/model``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> model = sta.train.finetune(
+    ...     "stalign-base", [sdata], output_dir="finetuned", epochs=1, max_steps=4, batch_size=32, show_progress_bar=False
+    ... )
+    >>> sta.tl.embed(sdata, model=model, show_progress_bar=False)
+    >>> sta.models.load("finetuned/model").genes == model.genes  # the vocabulary is kept
+    True
     """
     from ..models import load
 
@@ -538,6 +575,21 @@ def read_config(path: str | os.PathLike) -> dict:
     Returns
     -------
     The configuration dict (top-level keys among ``data``, ``model``, ``train``).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> _ = open("recipe.toml", "w").write('''
+    ... [data]
+    ... sections = ["dlpfc:151673", "her2st:C2"]
+    ... [model]
+    ... preset = "base"
+    ... [train]
+    ... output_dir = "runs/base"
+    ... epochs = 10
+    ... ''')
+    >>> sta.train.read_config("recipe.toml")["data"]["sections"]
+    ['dlpfc:151673', 'her2st:C2']
     """
     path = Path(path)
     if not path.is_file():
@@ -596,6 +648,27 @@ def pretrain_from_config(path: str | os.PathLike, **overrides: Any):
     Returns
     -------
     The trained :class:`~stalign.models.STAlign`.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> _ = open("recipe.toml", "w").write('''
+    ... [data]
+    ... sections = ["stutility_mob:MOB1"]
+    ... [model]
+    ... preset = "base"
+    ... spot_size = 32
+    ... niche_size = 32
+    ... [train]
+    ... output_dir = "run"
+    ... epochs = 1
+    ... max_steps = 2
+    ... batch_size = 32
+    ... show_progress_bar = false
+    ... ''')
+    >>> model = sta.train.pretrain_from_config("recipe.toml")
+    >>> model.config.spot_size
+    32
     """
     import inspect
 

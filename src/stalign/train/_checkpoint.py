@@ -50,6 +50,16 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     Returns
     -------
     Paths sorted by step (empty when ``directory`` does not exist or holds none).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> model = sta.train.pretrain(
+    ...     [sdata], output_dir="run", epochs=1, max_steps=4, checkpoint_every=2, batch_size=32, show_progress_bar=False
+    ... )
+    >>> [p.name for p in sta.train.list_checkpoints("run/checkpoints")]
+    ['step-00000002.safetensors', 'step-00000004.safetensors']
     """
     d = Path(directory)
     if not d.is_dir():
@@ -69,6 +79,16 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     Returns
     -------
     Path of the checkpoint with the highest step, or ``None``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> model = sta.train.pretrain(
+    ...     [sdata], output_dir="run", epochs=1, max_steps=4, checkpoint_every=2, batch_size=32, show_progress_bar=False
+    ... )
+    >>> sta.train.latest_checkpoint("run/checkpoints").name
+    'step-00000004.safetensors'
     """
     ckpts = list_checkpoints(directory)
     return ckpts[-1] if ckpts else None
@@ -196,6 +216,15 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     Returns
     -------
     ``(tensors, state)``: the tensors by name, and the JSON training state stored in the header.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> model = sta.train.pretrain([sdata], output_dir="run", epochs=1, max_steps=2, batch_size=32, show_progress_bar=False)
+    >>> tensors, state = sta.train.load_checkpoint(sta.train.latest_checkpoint("run/checkpoints"))
+    >>> state["step"]
+    2
     """
     path = Path(path)
     if not path.is_file():

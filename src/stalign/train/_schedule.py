@@ -12,6 +12,11 @@ class CosineSchedule:
 
     Both are pure functions of the global step, so the schedule's state is just its parameters (stored in
     checkpoints as JSON and checked on resume).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sched = sta.train.CosineSchedule(lr=1e-3, min_lr=1e-6, total_steps=100, warmup_steps=10, wd_start=0.04, wd_end=0.4)
     """
 
     lr: float
