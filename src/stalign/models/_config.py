@@ -24,6 +24,7 @@ _TINY_RESNET = {"channels": [16, 32, 64, 128], "stem_width": 16}
 
 #: Names of the five contrastive terms and their default weights.
 LOSS_TERMS = ("spot", "niche", "ns", "image_ns", "gene_ns")
+GENE_POOL_NORMS = ("batch", "layer", "none")
 
 
 def _normalize_genes(genes: Sequence[str]) -> list[str]:
@@ -84,6 +85,12 @@ class STAlignConfig:
         Width of the learned per-gene embedding.
     share_gene_embedding
         One gene embedding table for the spot and niche gene encoders.
+    gene_pool_norm
+        Normalisation of the gene encoder's pooled features: ``"batch"`` (BatchNorm over spots, the default),
+        ``"layer"`` (LayerNorm per spot) or ``"none"``. With BatchNorm anywhere (also the timm trunks' default),
+        CPU/gloo DDP ranks use their own batch statistics (there is no CPU SyncBatchNorm; CUDA runs convert to
+        SyncBatchNorm); for runs that must match one process exactly, use ``"layer"`` and
+        ``{"norm_layer": "groupnorm1"}`` in the encoder kwargs.
     spot_gene_layers, niche_gene_layers
         Transformer layers over the gene tokens (the niche gene encoder is "MLP + transformer").
     embed_dim
@@ -122,6 +129,7 @@ class STAlignConfig:
     dropout: float = 0.0
     gene_dim: int = 128
     share_gene_embedding: bool = True
+    gene_pool_norm: str = "batch"
     spot_gene_layers: int = 0
     niche_gene_layers: int = 1
     embed_dim: int = 128
@@ -184,6 +192,9 @@ class STAlignConfig:
             if getattr(self, f"w_{t}") < 0:
                 msg = f"`w_{t}` must be >= 0, got {getattr(self, f'w_{t}')!r}."
                 raise ValueError(msg)
+        if self.gene_pool_norm not in GENE_POOL_NORMS:
+            msg = f"`gene_pool_norm` must be one of {GENE_POOL_NORMS}, got {self.gene_pool_norm!r}."
+            raise ValueError(msg)
         for name in ("spot_encoder", "niche_encoder"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 msg = f"`{name}` must be a timm architecture name (e.g. 'resnet50'), got {getattr(self, name)!r}."

@@ -85,6 +85,7 @@ class STAlign(nn.Module):
         spot_emb = nn.Embedding(cfg.n_genes, cfg.gene_dim)
         niche_emb = spot_emb if cfg.share_gene_embedding else nn.Embedding(cfg.n_genes, cfg.gene_dim)
         kw = {"n_tokens": T, "token_dim": W, "n_heads": cfg.n_heads, "ffn_mult": cfg.ffn_mult, "dropout": cfg.dropout}
+        kw["pool_norm"] = cfg.gene_pool_norm
         self.spot_gene_encoder = GeneEncoder(spot_emb, n_layers=cfg.spot_gene_layers, **kw)
         self.niche_gene_encoder = GeneEncoder(niche_emb, n_layers=cfg.niche_gene_layers, **kw)
 

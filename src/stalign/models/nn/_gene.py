@@ -24,6 +24,8 @@ class GeneEncoder(nn.Module):
         Token count and width.
     n_layers, n_heads, ffn_mult, dropout
         Transformer layers over the tokens (``0`` for none) and their sizes.
+    pool_norm
+        ``"batch"`` (BatchNorm1d over spots), ``"layer"`` (LayerNorm per spot) or ``"none"`` on the pooled features.
     """
 
     n_pools = 3
@@ -38,6 +40,7 @@ class GeneEncoder(nn.Module):
         n_heads: int = 4,
         ffn_mult: int = 2,
         dropout: float = 0.0,
+        pool_norm: str = "batch",
     ):
         super().__init__()
         self.embedding = embedding
@@ -48,7 +51,11 @@ class GeneEncoder(nn.Module):
         hidden = max(token_dim * 2, gdim * 2)
         # BatchNorm, not LayerNorm: spots differ from each other by a few per cent of the pooled composition;
         # standardising each pooled feature over spots (running statistics at inference) makes that signal visible.
-        self.pool_norm = nn.BatchNorm1d(self.n_pools * gdim)
+        norms = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm, "none": lambda _: nn.Identity()}
+        if pool_norm not in norms:
+            msg = f"pool_norm must be one of {sorted(norms)}, got {pool_norm!r}."
+            raise ValueError(msg)
+        self.pool_norm = norms[pool_norm](self.n_pools * gdim)
         self.mlp = nn.Sequential(
             nn.Linear(in_dim, hidden),
             nn.GELU(),
