@@ -45,8 +45,8 @@ class LossOutput:
     >>> model = sta.models.load("stalign-base")
     >>> batch = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)[0]
     >>> out = model.loss(batch)
-    >>> float(out.loss) > 0, sorted(out.components)
-    (True, ['gene_ns', 'image_ns', 'niche', 'ns', 'spot'])
+    >>> out.loss.shape, sorted(out.components)  # the weighted total and each term
+    (torch.Size([]), ['gene_ns', 'image_ns', 'niche', 'ns', 'spot'])
     """
 
     loss: torch.Tensor
