@@ -59,3 +59,16 @@ def test_unknown_field():
     d["bogus"] = 1
     with pytest.raises(KeyError, match="bogus"):
         STAlignConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("bad", [0, -5.0, float("nan"), "110", True])
+def test_niche_radius_must_be_positive_or_none(bad):
+    with pytest.raises(ValueError, match="niche_radius_um"):
+        STAlignConfig.base(["CD3E"], niche_radius_um=bad)
+
+
+def test_niche_radius_round_trips_and_defaults_to_per_section():
+    cfg = STAlignConfig.base(["CD3E"])
+    assert cfg.niche_radius_um is None
+    cfg = STAlignConfig.base(["CD3E"], niche_radius_um=150.0)
+    assert STAlignConfig.from_dict(cfg.to_dict()).niche_radius_um == 150.0

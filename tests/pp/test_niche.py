@@ -90,3 +90,34 @@ def test_graph_equals_squidpy_radius_graph(dlpfc_counts, radius_um):
     theirs = sparse.diags(1.0 / np.asarray(theirs.sum(axis=1)).ravel()) @ theirs
     assert (ours != 0).nnz == (theirs != 0).nnz
     np.testing.assert_allclose(ours.toarray(), theirs.toarray(), atol=1e-7)
+
+
+def test_default_radius_holds_the_first_ring_on_legacy_st(data_dir, dlpfc_counts):
+    """Visium keeps 110 µm (the spot and its 6 neighbours); on legacy ST's ~200 µm grid the default radius grows to
+    1.1 x the pitch, so the niche holds the spot's neighbours instead of being a copy of the spot."""
+    from stalign.pp._niche import NICHE_RADIUS_UM, PITCH_FACTOR, default_radius_um, niche_graph, spot_pitch_um
+
+    visium = get_section(dlpfc_counts)
+    assert default_radius_um(visium) == pytest.approx(NICHE_RADIUS_UM)
+    for sdata in (sta.io.stahl_mob("11", data_dir=data_dir), sta.io.her2st("C2", data_dir=data_dir)):
+        sec = get_section(sdata)
+        pitch = spot_pitch_um(sec)
+        assert 170 < pitch < 230  # legacy ST: 200 µm centre-to-centre
+        radius = default_radius_um(sec)
+        assert radius == pytest.approx(PITCH_FACTOR * pitch)
+        sizes = np.diff(niche_graph(sec).indptr)
+        assert np.median(sizes) >= 4  # spot + its (4- or 6-)ring, minus the tissue edge
+        assert np.diff(niche_graph(sec, radius_um=NICHE_RADIUS_UM).indptr).max() == 1  # 110 µm: the spot alone
+        table = sdata.tables["table"]
+        sta.pp.niche_expression(sdata)
+        assert table.uns[Key.niche_expr]["params"]["radius_um"] == pytest.approx(radius)
+        i = int(np.argmax(sizes))
+        mean, nb = _explicit_mean(table, sec.coords, sec.microns_per_pixel, i, radius)
+        np.testing.assert_allclose(table.obsm[Key.niche_expr][i].toarray().ravel(), mean, rtol=1e-5, atol=1e-6)
+        assert len(nb) == sizes[i]
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "110", True])
+def test_bad_radius_is_refused(dlpfc_counts, bad):
+    with pytest.raises(ValueError, match="radius"):
+        sta.pp.niche_expression(dlpfc_counts, radius_um=bad, copy=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ class STAlignConfig:
         Gene vocabulary (upper-case human symbols); the columns of ``spot_expr`` / ``niche_expr`` in a batch.
     spot_um, niche_um
         Side in micrometres of the spot and niche crops (converted to pixels per slide from its µm/px).
+    niche_radius_um
+        Radius (µm) of the niche whose spots' expression is averaged for the niche gene view; ``None`` (default):
+        per section, 110 µm or 1.1 × the spot pitch if larger (:func:`stalign.pp._niche.default_radius_um`).
     spot_size, niche_size
         Side in pixels of the spot and niche crops the encoders see (inputs of another size are resampled).
     image_mean, image_std
@@ -108,6 +112,7 @@ class STAlignConfig:
     genes: list[str]
     spot_um: float = SPOT_UM
     niche_um: float = NICHE_UM
+    niche_radius_um: float | None = None
     spot_size: int = 48
     niche_size: int = 48
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -192,6 +197,12 @@ class STAlignConfig:
             if getattr(self, f"w_{t}") < 0:
                 msg = f"`w_{t}` must be >= 0, got {getattr(self, f'w_{t}')!r}."
                 raise ValueError(msg)
+        r = self.niche_radius_um
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int | float) or not math.isfinite(r) or r <= 0):
+            msg = (
+                f"`niche_radius_um` must be None (per-section default) or a positive number of micrometres, got {r!r}."
+            )
+            raise ValueError(msg)
         if self.gene_pool_norm not in GENE_POOL_NORMS:
             msg = f"`gene_pool_norm` must be one of {GENE_POOL_NORMS}, got {self.gene_pool_norm!r}."
             raise ValueError(msg)

@@ -15,18 +15,45 @@ from ._crops import _writable_table
 
 logger = logging.getLogger(__name__)
 
-#: Default niche radius (µm): half the 200 µm niche square, widened by 10 % so that neighbours lying exactly on
-#: the edge (Visium's first ring at a 100 µm pitch) are included whatever the small error of the µm/px estimate.
+#: Smallest default niche radius (µm): half the 200 µm niche square, widened by 10 % so that neighbours lying exactly
+#: on the edge (Visium's first ring at a 100 µm pitch) are included whatever the small error of the µm/px estimate.
 NICHE_RADIUS_UM = 0.55 * NICHE_UM
+#: The default radius is at least this multiple of the spot pitch (median nearest-neighbour distance), so that a
+#: niche always holds the spot's first ring of neighbours, also on legacy ST's 200 µm grid.
+PITCH_FACTOR = 1.1
 
 
-def _check_radius(radius_um: Any) -> float:
+def _check_radius(radius_um: Any) -> float | None:
+    """Validate a user radius; ``None`` stays ``None`` (the per-section default, :func:`default_radius_um`)."""
     if radius_um is None:
-        return NICHE_RADIUS_UM
-    if not (isinstance(radius_um, int | float) and np.isfinite(radius_um) and radius_um >= 0):
+        return None
+    if isinstance(radius_um, bool) or not (
+        isinstance(radius_um, int | float | np.integer | np.floating) and np.isfinite(radius_um) and radius_um >= 0
+    ):
         msg = f"radius_um={radius_um!r}; the niche radius must be a non-negative number of micrometres (e.g. 110)."
         raise ValueError(msg)
     return float(radius_um)
+
+
+def spot_pitch_um(section: Section) -> float:
+    """Median distance (µm) from each spot to its nearest neighbour (Visium ~100 µm, legacy ST ~200 µm); NaN if < 2."""
+    from scipy.spatial import cKDTree
+
+    if section.coords.shape[0] < 2:
+        return float("nan")
+    dist, _ = cKDTree(section.coords).query(section.coords, k=2)
+    return float(np.median(dist[:, 1]) * section.microns_per_pixel)
+
+
+def default_radius_um(section: Section) -> float:
+    """The default niche radius of a section: ``max(NICHE_RADIUS_UM, PITCH_FACTOR * spot pitch)``.
+
+    110 µm on Visium (the spot and its six neighbours, the 200 µm niche of the ST-Align paper); on legacy ST, whose
+    spots lie 200 µm apart, 220 µm, so that the niche holds the first ring of neighbours instead of the spot alone
+    (the paper's 200 µm square would hold only the spot there, making the niche a copy of it).
+    """
+    pitch = spot_pitch_um(section)
+    return NICHE_RADIUS_UM if not np.isfinite(pitch) else max(NICHE_RADIUS_UM, PITCH_FACTOR * pitch)
 
 
 def niche_graph(section: Section, *, radius_um: float | None = None) -> sparse.csr_matrix:
@@ -40,6 +67,8 @@ def niche_graph(section: Section, *, radius_um: float | None = None) -> sparse.c
     from scipy.spatial import cKDTree
 
     radius_um = _check_radius(radius_um)
+    if radius_um is None:
+        radius_um = default_radius_um(section)
     n = section.table.n_obs
     radius_px = radius_um / section.microns_per_pixel
     if n > 1 and radius_px > 0:
@@ -77,9 +106,11 @@ def niche_expression(
 
     The ST-Align paper averages the spots whose centres fall inside the 200 µm niche square. We use a disc (the
     spatial graph of :func:`squidpy.gr.spatial_neighbors` with ``coord_type="generic"`` and a radius), which is
-    isotropic and independent of the array's orientation. The default radius, 110 µm, is half the 200 µm niche side
-    widened by 10 %: on Visium (100 µm pitch) it holds the spot and its six neighbours; on legacy ST
-    (200 µm pitch) it holds the spot alone. Pass ``radius_um`` for a wider neighbourhood. The graph is built on a
+    isotropic and independent of the array's orientation. The default radius (:func:`default_radius_um`) is 110 µm,
+    half the 200 µm niche side widened by 10 %, or 1.1 × the spot pitch if that is larger: on Visium (100 µm pitch)
+    the niche holds the spot and its six neighbours; on legacy ST (200 µm pitch) the radius becomes 220 µm and the
+    niche holds the spot and its first ring of neighbours (at 110 µm it would be the spot alone, a copy of the spot
+    view). Pass ``radius_um`` for a fixed neighbourhood. The graph is built on a
     throw-away AnnData, so ``obsp`` of ``data`` is left untouched.
 
     Parameters
@@ -88,7 +119,7 @@ def niche_expression(
         SpatialData with a table (written into ``data.tables[table_key]``), or AnnData with raw counts in ``X``,
         ``obsm["spatial"]`` and µm/px in ``uns["spatial"][library_id]["scalefactors"]``.
     radius_um
-        Niche radius in micrometres (default ``0.55 * NICHE_UM`` = 110 µm).
+        Niche radius in micrometres (default: :func:`default_radius_um`, 110 µm on Visium, 220 µm on legacy ST).
     key_added
         Key in ``obsm`` and ``uns``.
     table_key
@@ -109,6 +140,8 @@ def niche_expression(
     """
     radius = _check_radius(radius_um)
     section = get_section(data, table_key=table_key, library_id=library_id)
+    if radius is None:
+        radius = default_radius_um(section)
     G = niche_graph(section, radius_um=radius)
     Xn = niche_counts(section, graph=G)
     params = {

@@ -156,6 +156,7 @@ def embed_arrays(
         genes=cfg.genes,
         spot_um=cfg.spot_um,
         niche_um=cfg.niche_um,
+        niche_radius_um=cfg.niche_radius_um,
         spot_px=cfg.spot_size,
         niche_px=cfg.niche_size,
         batch_size=batch_size,

@@ -234,6 +234,7 @@ def _train_sections(
             "genes": config.genes,
             "spot_um": config.spot_um,
             "niche_um": config.niche_um,
+            "niche_radius_um": config.niche_radius_um,
             "layout": "random",
             "cache_crops": True,
             "spot_px": config.spot_size,

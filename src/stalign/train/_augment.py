@@ -52,7 +52,7 @@ class AugmentConfig:
         Probability that a spot gets resolution jitter.
     gene_dropout
         Largest fraction of the measured genes zeroed per spot (the fraction is drawn in ``[0, gene_dropout]``);
-        the spot and niche profiles lose the same genes and are renormalised to 1e4 counts.
+        each of the spot and niche profiles loses its own random genes (independent masks) and is renormalised to 1e4 counts.
     """
 
     flip: bool = True
@@ -273,11 +273,12 @@ def augment_batch(
         expr_ref = spot if spot is not None else niche
         v = expr_ref.shape[1]
         # the (B, V) dropout mask comes from its own generator so its cost does not scale with the global batch
+        # Independent masks for the spot and the niche view (like the independent flips of the two crops): with one
+        # shared mask the gene spot<->niche term could pair the views by their common missing genes.
         gm = torch.Generator().manual_seed(drop_seed)
-        u = torch.rand(n, v, generator=gm)[sl].to(expr_ref.device)
-        keep = u >= drop_frac[sl].to(expr_ref.device)[:, None]
-        if spot is not None:
-            out[BatchKey.spot_expr] = _renormalise(torch.where(keep, spot, torch.zeros_like(spot))).to(spot.dtype)
-        if niche is not None:
-            out[BatchKey.niche_expr] = _renormalise(torch.where(keep, niche, torch.zeros_like(niche))).to(niche.dtype)
+        frac = drop_frac[sl].to(expr_ref.device)[:, None]
+        for key, x in ((BatchKey.spot_expr, spot), (BatchKey.niche_expr, niche)):
+            u = torch.rand(n, v, generator=gm)[sl].to(expr_ref.device)  # drawn for both views, used or not
+            if x is not None:
+                out[key] = _renormalise(torch.where(u >= frac, x, torch.zeros_like(x))).to(x.dtype)
     return out
