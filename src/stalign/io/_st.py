@@ -216,6 +216,12 @@ def read_st(
         msg = f"{what}: labels must be a pandas Series indexed by spot id, got {type(labels).__name__}."
         raise TypeError(msg)
     ad = _read_counts(counts, what=what)
+    if ad is not None:  # before anything is derived from the positions
+        obs_idx = pd.Index([str(o) for o in ad.obs_names])
+        if obs_idx.has_duplicates:
+            dups = obs_idx[obs_idx.duplicated()].unique()[:5].tolist()
+            msg = f"{what}: duplicate spot ids {dups} in the counts; each spot must appear once."
+            raise ValueError(msg)
     pos = _read_spots(spots, what=what)
     if microns_per_pixel is None:
         arr_xy = pos[["x", "y"]].to_numpy(dtype=float) if {"x", "y"} <= set(pos.columns) else None
@@ -231,11 +237,6 @@ def read_st(
             raise ValueError(msg)
     X = var_names = var = None
     if ad is not None:
-        obs_idx = pd.Index([str(o) for o in ad.obs_names])
-        if obs_idx.has_duplicates:
-            dups = obs_idx[obs_idx.duplicated()].unique()[:5].tolist()
-            msg = f"{what}: duplicate spot ids {dups} in the counts; each spot must appear once."
-            raise ValueError(msg)
         has_pos = obs_idx.isin(pos.index)
         if not has_pos.any():
             msg = (
