@@ -39,6 +39,16 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
     Returns
     -------
     SpatialData (AnnData for ``.h5ad``).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.load("stutility_mob:MOB1")  # "<dataset>:<section>", as on the command line
+    >>> sdata.tables["table"].n_obs
+    379
+    >>> sta.io.to_anndata(sdata).write_h5ad("MOB1.h5ad")
+    >>> sta.io.load("MOB1.h5ad")  # a path: .h5ad, .zarr or a Space Ranger outs folder
+    AnnData object with n_obs × n_vars = 379 × 1000...
     """
     if not isinstance(spec, str | os.PathLike):
         msg = f"spec must be a dataset spec such as 'dlpfc:151673' or a path, got {type(spec).__name__}."
@@ -105,6 +115,18 @@ def to_anndata(sdata: Any, *, table_key: str = Key.table, max_side: int = HIRES_
     Returns
     -------
     AnnData with ``obsm["spatial"]`` (full-resolution pixels) and ``uns["spatial"]``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> adata = sta.io.to_anndata(sdata)
+    >>> adata.obsm["spatial"].shape
+    (3639, 2)
+    >>> list(adata.uns["spatial"])
+    ['151673']
+    >>> import scanpy as sc
+    >>> ax = sc.pl.spatial(adata, color="annotation", show=False)  # scanpy and squidpy read it as any Visium AnnData
     """
     from .._section import get_section
 

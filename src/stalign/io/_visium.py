@@ -273,6 +273,18 @@ def dlpfc(sample: str | int, *, data_dir: str | os.PathLike | None = None):
     -------
     SpatialData with table ``"table"``, image ``"<sample>_image"`` and circles ``"<sample>_spots"``;
     µm per full-resolution pixel = 55 / ``spot_diameter_fullres``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> table = sdata.tables["table"]
+    >>> table.n_obs, table.n_vars
+    (3639, 5000)
+    >>> list(sdata.images), list(sdata.shapes)
+    (['151673_image'], ['151673_spots'])
+    >>> sorted(table.obs["annotation"].dropna().unique())
+    ['L1', 'L2', 'L3', 'L4', 'L5', 'L6', 'WM']
     """
     root = resolve_root(data_dir)
     sample = str(sample)
@@ -373,6 +385,20 @@ def read_visium(
     SpatialData with table ``"table"`` (raw counts, symbols as ``var_names``, ``var["gene_ids"]``), image
     ``"<dataset_id>_image"`` and circles ``"<dataset_id>_spots"``; µm per full-resolution pixel = 55 /
     ``spot_diameter_fullres``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.read_visium("spaceranger_run/outs")  # doctest: +SKIP
+
+    The shared DLPFC data keep Space Ranger's spatial files (positions, scale factors, H&E) without a count matrix;
+    they read the same way, with a table of 0 genes:
+
+    >>> import os
+    >>> folder = os.path.join(os.environ["STALIGN_DATA_DIR"], "dlpfc_humanpilot", "10X", "151673")
+    >>> sdata = sta.io.read_visium(folder)
+    >>> sdata.tables["table"].shape
+    (3639, 0)
     """
     if not isinstance(path, str | os.PathLike):
         msg = f"path must be the Space Ranger `outs` folder (a str or Path), got {type(path).__name__}."

@@ -80,6 +80,14 @@ def save(model, path: str | os.PathLike) -> Path:
     Returns
     -------
     The directory.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> model = sta.models.load("stalign-base")
+    >>> path = sta.models.save(model, "my_model")
+    >>> sorted(p.name for p in path.iterdir())
+    ['config.json', 'model.safetensors']
     """
     from safetensors.torch import save_file
 
@@ -203,6 +211,16 @@ def load(
         ``trust_unverified``), do not match a recorded sha256, cannot be parsed, or do not fit the config.
     FileNotFoundError
         The name is not registered and the path does not exist, or a file is missing.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> model = sta.models.load("stalign-base")  # bundled; its sha256 is checked
+    >>> len(model.genes), model.config.embed_dim
+    (19360, 128)
+    >>> path = sta.models.save(model, "my_model")
+    >>> sta.models.load(path).config == model.config
+    True
     """
     if not isinstance(name_or_path, str | os.PathLike):
         msg = (

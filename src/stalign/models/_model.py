@@ -46,11 +46,17 @@ class STAlign(nn.Module):
 
     Examples
     --------
-    >>> cfg = STAlignConfig.base(["CD3E", "MS4A1", "KRT19"])
-    >>> model = STAlign(cfg)
-    >>> emb = model.embed(batch)  # doctest: +SKIP
-    >>> out = model.loss(batch)  # doctest: +SKIP
-    >>> out.loss.backward()  # doctest: +SKIP
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> genes = sta.pp.build_vocabulary([sdata])
+    >>> model = sta.models.STAlign(sta.models.STAlignConfig.base(genes, spot_size=32, niche_size=32))
+    >>> ds = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)
+    >>> batch = ds[0]
+    >>> emb = model.embed(batch)
+    >>> emb["fused"].shape
+    torch.Size([32, 128])
+    >>> out = model.loss(batch)
+    >>> out.loss.backward()
     """
 
     def __init__(self, config: STAlignConfig, *, load_encoder_weights: bool = True):

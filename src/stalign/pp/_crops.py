@@ -291,6 +291,17 @@ def read_crops(
     -------
     uint8 array ``(B, 3, out_px, out_px)``; parts outside the image are white. With ``return_inside=True``, also
     a float32 ``(B,)`` array of inside fractions.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> from stalign._section import get_section
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> section = get_section(sdata)
+    >>> centres = sdata.tables["table"].obsm["spatial"][:8]  # full-resolution pixels
+    >>> crops = sta.pp.read_crops(section, centres, size_um=100, out_px=32)
+    >>> crops.shape, crops.dtype
+    ((8, 3, 32, 32), dtype('uint8'))
     """
     _check_size(size_um, out_px)
     centres = np.asarray(centers_fullres, dtype=np.float64).reshape(-1, 2)
@@ -340,6 +351,15 @@ def spatial_order(coords: np.ndarray, *, cell: float | None = None, offset: Sequ
     Returns
     -------
     ``int64`` permutation of ``range(n)``: ``coords[order]`` walks the spots along the curve.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> xy = sdata.tables["table"].obsm["spatial"]
+    >>> order = sta.pp.spatial_order(xy)
+    >>> sorted(order) == list(range(len(xy)))  # a permutation of the spots
+    True
     """
     c = np.asarray(coords, dtype=np.float64)
     n = len(c)
@@ -382,6 +402,14 @@ def crop_boxes(
     Returns
     -------
     float64 array ``(n_obs, 4)``: ``(x0, y0, x1, y1)`` in intrinsic pixel coordinates of the chosen level.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> boxes = sta.pp.crop_boxes(sdata, size_um=100, out_px=32)
+    >>> boxes.shape
+    (3639, 4)
     """
     _check_size(size_um, out_px)
     section = get_section(data, table_key=table_key, image_key=image_key, library_id=library_id, require_image=True)
@@ -456,6 +484,14 @@ def spot_crops(
 
     - ``obsm[key_added]``: float ``(n_obs, 4)`` boxes ``(x0, y0, x1, y1)`` in the finest image level's pixels;
     - ``uns[key_added]["params"]``: ``size_um``, the level's name and scale, and how many boxes cross the border.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> sta.pp.spot_crops(sdata, size_um=100)
+    >>> sdata.tables["table"].obsm["stalign_spot_bbox"].shape
+    (3639, 4)
     """
     return _store_boxes(
         data, size_um=size_um, key_added=key_added, table_key=table_key, image_key=image_key,
@@ -492,6 +528,14 @@ def niche_crops(
     -------
     ``None``, or a copy of ``data`` if ``copy=True``. Writes ``obsm[key_added]`` (``(n_obs, 4)`` level-0 pixel
     boxes) and ``uns[key_added]["params"]``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> sta.pp.niche_crops(sdata, size_um=200)
+    >>> sdata.tables["table"].obsm["stalign_niche_bbox"].shape
+    (3639, 4)
     """
     return _store_boxes(
         data, size_um=size_um, key_added=key_added, table_key=table_key, image_key=image_key,

@@ -160,7 +160,12 @@ def annotate(
 
     Examples
     --------
-    >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1"], "neurons": ["SNAP25", "NRGN"]})  # doctest: +SKIP
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> sta.tl.embed(sdata, show_progress_bar=False)
+    >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1", "MOBP"], "GM": ["SNAP25", "SYT1", "NRGN"]})
+    >>> sorted(sdata.tables["table"].obs["stalign_label"].cat.categories)
+    ['GM', 'WM']
     """
     if (markers is None) == (reference is None):
         msg = "Pass exactly one of `markers` (zero-shot prompts) or `reference` (+ `labels_key`, label transfer)."

@@ -125,7 +125,12 @@ def domains(
     Examples
     --------
     >>> import stalign as sta
-    >>> sta.tl.domains(sdata, n_domains=7)  # doctest: +SKIP
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> sta.tl.embed(sdata, show_progress_bar=False)
+    >>> sta.tl.domains(sdata, n_domains=7)
+    >>> sdata.tables["table"].obs["stalign_domain"].cat.categories.size
+    7
+    >>> sta.tl.domains(sdata, n_domains=7, use_rep="X_stalign_image", key_added="image_domain")  # H&E only
     """
     from ._common import check_key, check_positive
 

@@ -115,9 +115,12 @@ def predict_expression(
 
     Examples
     --------
-    >>> pred = sta.tl.predict_expression(
-    ...     sta.io.her2st("C6"), [sta.io.her2st(s) for s in ("C2", "C3")]
-    ... )  # doctest: +SKIP
+    >>> import stalign as sta
+    >>> reference = sta.io.stutility_mob("MOB1")  # H&E + expression
+    >>> query = sta.io.stutility_mob("MOB2")  # its H&E is all the prediction uses
+    >>> pred = sta.tl.predict_expression(query, [reference], n_top_genes=50)
+    >>> pred.shape  # query spots x genes, log1p-normalised scale
+    (..., 50)
     """
     if method not in _METHODS:
         msg = f"method must be one of {_METHODS}, got {method!r}."
