@@ -198,6 +198,19 @@ def read_st(
     -------
     SpatialData with table ``"table"`` (spots with both counts and a position), image ``"<sample>_image"`` and
     circles ``"<sample>_spots"``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> import os
+    >>> base = os.path.join(os.environ["STALIGN_DATA_DIR"], "her2st", "data")
+    >>> sdata = sta.io.read_st(
+    ...     os.path.join(base, "ST-cnts", "C2.tsv.gz"),  # spots x genes counts
+    ...     os.path.join(base, "ST-spotfiles", "C2_selection.tsv"),  # pixel positions of the spots
+    ...     sample="C2",
+    ... )
+    >>> sdata.tables["table"].n_obs
+    187
     """
     if not isinstance(sample, str) or not sample:
         msg = f"sample must be a non-empty string naming the section, got {sample!r}."
@@ -322,6 +335,16 @@ def her2st(section: str, *, data_dir: str | os.PathLike | None = None, load_imag
     Returns
     -------
     SpatialData (no image element when the section has no image).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.her2st("C2")
+    >>> table = sdata.tables["table"]
+    >>> table.n_obs, list(sdata.images)
+    (187, ['C2_image'])
+    >>> len(sta.io.her2st("A2").images)  # an expression-only section: no image element
+    0
     """
     root = resolve_root(data_dir)
     base = root / "her2st" / "data"
@@ -365,6 +388,14 @@ def stutility_mob(section: str | int, *, data_dir: str | os.PathLike | None = No
     Returns
     -------
     SpatialData.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> table = sdata.tables["table"]
+    >>> table.n_obs, table.n_vars, list(sdata.images)
+    (379, 1000, ['MOB1_image'])
     """
     root = resolve_root(data_dir)
     base = root / "stutility_mob" / "inst" / "extdata" / "counts"
@@ -499,6 +530,16 @@ def stahl_mob(replicate: str | int, *, data_dir: str | os.PathLike | None = None
     Returns
     -------
     SpatialData.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stahl_mob(11)
+    >>> table = sdata.tables["table"]
+    >>> table.n_obs, list(sdata.images)
+    (262, ['11_image'])
+    >>> sorted(table.obs["annotation"].dropna().unique())
+    ['Glomerular layer', 'Granular Cell Layer', 'Mitral Cell Layer', 'Olfactory nerve layer', 'Outer Plexiform Layer']
     """
     root = resolve_root(data_dir)
     paths = _stahl_paths(root)

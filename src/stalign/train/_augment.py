@@ -53,6 +53,15 @@ class AugmentConfig:
     gene_dropout
         Largest fraction of the measured genes zeroed per spot (the fraction is drawn in ``[0, gene_dropout]``);
         each of the spot and niche profiles loses its own random genes (independent masks) and is renormalised to 1e4 counts.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> aug = sta.train.AugmentConfig(hed=0.02, gene_dropout=0.1)
+    >>> aug.flip, aug.hed
+    (True, 0.02)
+    >>> sta.train.AugmentConfig.from_any({"rotate": False}).rotate
+    False
     """
 
     flip: bool = True
@@ -221,6 +230,17 @@ def augment_batch(
     Returns
     -------
     A new batch dict with augmented ``spot_image``, ``niche_image``, ``spot_expr`` and ``niche_expr``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> import torch
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> genes = sta.pp.build_vocabulary([sdata])
+    >>> batch = sta.pp.SpotDataset([sdata], genes=genes, spot_px=32, niche_px=32, batch_size=16)[0]
+    >>> aug = sta.train.augment_batch(batch, sta.train.AugmentConfig(), generator=torch.Generator().manual_seed(0))
+    >>> aug["spot_image"].shape == batch["spot_image"].shape
+    True
     """
     out = dict(batch)
     ref = next(v for v in batch.values() if isinstance(v, torch.Tensor))
