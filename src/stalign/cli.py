@@ -108,9 +108,16 @@ def _write(data, out: str, *, overwrite: bool) -> None:
                 msg = "An AnnData input can only be written as .h5ad."
                 raise ValueError(msg)
             data.write(tmp)
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
+        old = None
+        if path.is_dir():  # os.replace cannot replace a non-empty folder: move the old one aside first
+            old = tmp.parent / f"{path.name}.old"
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)  # atomic for a file, even over an existing one
+        except OSError:
+            if old is not None:
+                os.replace(old, path)  # put the previous output back
+            raise
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 

@@ -101,19 +101,28 @@ def save(model, path: str | os.PathLike) -> Path:
         msg = f"{str(d)!r} exists and is not a directory; pass a directory path to save the model into."
         raise FileExistsError(msg)
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{WEIGHTS_NAME}.tmp"
-    save_file(_unique_state(model), str(tmp), metadata={"format": "pt", "stalign_version": _version()})
-    os.replace(tmp, d / WEIGHTS_NAME)
-    digest = sha256_file(d / WEIGHTS_NAME)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "architecture": "STAlign",
-        "stalign_version": _version(),
-        "weights_file": WEIGHTS_NAME,
-        "weights_sha256": digest,
-        "config": model.config.to_dict(),
-    }
-    (d / CONFIG_NAME).write_text(json.dumps(meta, indent=1))
+    # Both files are written under temporary names and moved into place (weights first): an interrupted save
+    # leaves the previous model intact, or at worst new weights next to the old config.json, which load()
+    # refuses because the recorded sha256 differs. Never a half-written file under the final name.
+    tmp_w = d / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
+    tmp_c = d / f".{CONFIG_NAME}.tmp-{os.getpid()}"
+    try:
+        save_file(_unique_state(model), str(tmp_w), metadata={"format": "pt", "stalign_version": _version()})
+        digest = sha256_file(tmp_w)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "architecture": "STAlign",
+            "stalign_version": _version(),
+            "weights_file": WEIGHTS_NAME,
+            "weights_sha256": digest,
+            "config": model.config.to_dict(),
+        }
+        tmp_c.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp_w, d / WEIGHTS_NAME)
+        os.replace(tmp_c, d / CONFIG_NAME)
+    finally:
+        for tmp in (tmp_w, tmp_c):
+            tmp.unlink(missing_ok=True)
     logger.info("Saved STAlign to %s (sha256 %s)", d, digest)
     return d
 
