@@ -21,6 +21,16 @@ def test_symbols_fast_path():
     assert list(gene_index(["Mbp", "Gfap", "XYZ"], ["GFAP", "MBP"])) == [1, 0, -1]
 
 
+def test_gene_index_repeats_are_cached_copies():
+    names, vocab = ["Mbp", "Gfap", "XYZ"], ["GFAP", "MBP", "PLP1"]
+    first = gene_index(names, vocab)
+    first[:] = 7  # the caller owns its array: the cached result is unaffected
+    assert list(gene_index(names, vocab)) == [1, 0, -1]
+    assert list(gene_index(names, ["MBP", "GFAP"])) == [0, 1, -1]  # another vocabulary, another result
+    with pytest.raises(ValueError, match="duplicate"):
+        gene_index(names, ["MBP", "mbp"])
+
+
 def test_ensembl_human_and_mouse(data_dir):
     ids = ["ENSG00000123560", "ENSMUSG00000041607.3", "Mbp", "ENSG99999999999"]
     out = ensembl_to_symbol(ids, data_dir=data_dir)
@@ -30,9 +40,10 @@ def test_ensembl_human_and_mouse(data_dir):
 
 
 def test_ensembl_without_reference_warns(tmp_path):
-    with pytest.warns(UserWarning, match="no reference table is reachable"):
-        idx = gene_index(["ENSG00000123560"], ["PLP1"], data_dir=tmp_path)
-    assert list(idx) == [-1]
+    for _ in range(2):  # Ensembl ids are never served from the cache: the warning comes every time
+        with pytest.warns(UserWarning, match="no reference table is reachable"):
+            idx = gene_index(["ENSG00000123560"], ["PLP1"], data_dir=tmp_path)
+        assert list(idx) == [-1]
 
 
 def test_coverage_and_vocabulary(data_dir, caplog):

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import warnings
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -184,6 +184,10 @@ def to_vocabulary_symbols(var_names: Sequence[str], *, data_dir: str | os.PathLi
     return normalize_symbol(names)
 
 
+#: Recent :func:`gene_index` results for symbol-only panels: (names, vocabulary, data_dir, env) -> indices.
+_INDEX_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+
 def gene_index(
     var_names: Sequence[str], vocabulary: Sequence[str], *, data_dir: str | os.PathLike | None = None
 ) -> np.ndarray:
@@ -208,11 +212,21 @@ def gene_index(
     >>> sta.pp.gene_index(["Mbp", "ENSG00000132639", "not-a-gene"], ["MBP", "PLP1", "SNAP25"])
     array([ 0,  2, -1])
     """
-    vocab = pd.Index(normalize_symbol(vocabulary))
+    names = tuple(str(v) for v in var_names)
+    key = (names, tuple(str(g) for g in vocabulary), str(data_dir), os.environ.get("STALIGN_DATA_DIR"))
+    if key in _INDEX_CACHE:  # tl.embed maps the same panel several times per call (~0.1 s each on 30k genes)
+        _INDEX_CACHE.move_to_end(key)
+        return _INDEX_CACHE[key].copy()
+    vocab = pd.Index(normalize_symbol(key[1]))
     if vocab.has_duplicates:
         msg = "The vocabulary has duplicate symbols after upper-casing; deduplicate it (build_vocabulary does)."
         raise ValueError(msg)
-    return vocab.get_indexer(to_vocabulary_symbols(var_names, data_dir=data_dir)).astype(np.int64)
+    idx = vocab.get_indexer(to_vocabulary_symbols(names, data_dir=data_dir)).astype(np.int64)
+    if not is_ensembl(names).any():  # symbols only: no reference lookup (nor its warning) that a cache would hide
+        _INDEX_CACHE[key] = idx.copy()
+        while len(_INDEX_CACHE) > 8:
+            _INDEX_CACHE.popitem(last=False)
+    return idx
 
 
 def _var_names_of(obj: Any) -> list[str]:
