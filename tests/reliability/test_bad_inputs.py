@@ -1,4 +1,4 @@
-"""Catalogue of bad inputs across io, tl, models, train and the CLI.
+"""Catalogue of bad inputs across io, pp, tl, models, train and the CLI.
 
 Every case asserts three things: the error type; that the message names the problem *and* the fix (two regexes);
 and that every input the user handed over (SpatialData, AnnData, DataFrames, arrays, files on disk) is unchanged,
@@ -326,6 +326,61 @@ def _(ctx):
 def _(ctx):
     sd = ctx.sdata(20)
     return [sd], lambda: sta.io.to_anndata(sd, max_side=0)
+
+
+# ---------------------------------------------------------------------------------------------------- pp
+
+
+def _no_image(ctx):
+    a = ctx.ad.copy()
+    a.uns["spatial"]["MOB1"]["images"] = {}
+    return a
+
+
+@case("pp-crops-without-image", ValueError, r"Section 'MOB1' has no image", r"Pass a SpatialData with an image")
+def _(ctx):
+    a = _no_image(ctx)
+    return [a], lambda: sta.pp.spot_crops(a, copy=True)
+
+
+@case("pp-negative-crop-size", ValueError, r"size_um=-5", r"positive number of micrometres \(e.g. 100\)")
+def _(ctx):
+    a = ctx.ad.copy()
+    return [a], lambda: sta.pp.niche_crops(a, size_um=-5, copy=True)
+
+
+@case("pp-zero-crop-pixels", ValueError, r"out_px=0", r"positive integer number of pixels")
+def _(ctx):
+    a = ctx.ad.copy()
+    return [a], lambda: sta.pp.crop_boxes(a, size_um=50, out_px=0)
+
+
+@case("pp-negative-niche-radius", ValueError, r"radius_um=-1", r"non-negative number of micrometres")
+def _(ctx):
+    a = ctx.ad.copy()
+    return [a], lambda: sta.pp.niche_expression(a, radius_um=-1, copy=True)
+
+
+@case("pp-vocabulary-of-nothing", ValueError, r"got no sections", r"pass at least one table")
+def _(ctx):
+    return [], lambda: sta.pp.build_vocabulary([])
+
+
+@case("pp-vocabulary-min-sections-zero", ValueError, r"got 0", r"must be at least 1")
+def _(ctx):
+    a = ctx.ad.copy()
+    return [a], lambda: sta.pp.build_vocabulary([a], min_sections=0)
+
+
+@case("pp-dataset-zero-batch", ValueError, r"batch_size=0", r"positive integer")
+def _(ctx):
+    a = ctx.ad.copy()
+    return [a], lambda: sta.pp.SpotDataset([a], genes=list(a.var_names[:10]), batch_size=0)
+
+
+@case("pp-dataset-no-sections", ValueError, r"`sections` is empty", r"pass a list of SpatialData")
+def _(ctx):
+    return [], lambda: sta.pp.SpotDataset([], genes=["Actb"])
 
 
 # ------------------------------------------------------------------------------------ sections given to tl
@@ -814,7 +869,7 @@ def ctx(ctx_base, tmp_path):
 def test_catalogue_size():
     assert len(CASES) >= 40
     areas = {name.split("-")[0] for name in CASES}
-    assert {"io", "tl", "domains", "annotate", "predict", "models", "train", "cli"} <= areas
+    assert {"io", "pp", "tl", "domains", "annotate", "predict", "models", "train", "cli"} <= areas
 
 
 def _message(e: BaseException) -> str:
