@@ -137,6 +137,15 @@ def niche_expression(
     - ``obsm[key_added]``: CSR float32 ``(n_obs, n_vars)`` mean raw counts of the niche, columns as ``var_names``;
     - ``uns[key_added]["params"]``: ``radius_um``, ``radius_px`` (full resolution), ``include_self``,
       ``aggregation`` and the mean number of spots per niche.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.dlpfc("151673")
+    >>> sta.pp.niche_expression(sdata)
+    >>> table = sdata.tables["table"]
+    >>> table.obsm["stalign_niche"].shape
+    (3639, 5000)
     """
     radius = _check_radius(radius_um)
     section = get_section(data, table_key=table_key, library_id=library_id)
