@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version as _version
 from pathlib import Path
 
@@ -46,7 +46,7 @@ for _src in sorted((ROOT / "tutorials").glob("[0-9]*.py")):
 # -- project -----------------------------------------------------------------------------------------------------
 project = "stalign"
 author = "stalign developers"
-copyright = f"{datetime.now(tz=timezone.utc):%Y}, {author}"  # noqa: A001
+copyright = f"{datetime.now(tz=UTC):%Y}, {author}"
 release = _version("stalign")
 version = release
 
