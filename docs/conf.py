@@ -61,7 +61,8 @@ extensions = [
     "sphinx_copybutton",
 ]
 
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".py": "myst-nb"}
+# ".rst" first: autosummary writes its generated API pages (reStructuredText) with the first suffix
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb", ".py": "myst-nb"}
 exclude_patterns = ["_build", "conf.py", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute"]
 
 # -- MyST / myst-nb ----------------------------------------------------------------------------------------------
