@@ -3,7 +3,11 @@
     .venv/bin/python benchmarks/dev_eval.py --model stalign-base
     .venv/bin/python benchmarks/throughput.py                  # (+ --device cuda --tag gpu on a GPU machine)
     .venv/bin/python benchmarks/memory.py
+    .venv/bin/python benchmarks/embed_before_after.py --before <commit>
     .venv/bin/python benchmarks/make_docs.py
+
+profile.md (the pyinstrument summary of benchmarks/profile_embed.py) is written by hand from its output and has no
+JSON; it is copied as is.
 
 Every table in the page is copied from a result file; nothing is typed by hand. Missing results are listed.
 """
@@ -38,6 +42,12 @@ SECTIONS = [
         "Memory while embedding growing slides",
         "Peak RSS of `tl.embed` on lazily backed synthetic slides with a fixed number of spots.",
     ),
+    (
+        "embed_before_after",
+        "tl.embed before and after the speed work",
+        "The same `tl.embed` calls timed on two commits in alternating worker processes of one run.",
+    ),
+    ("profile", "Where tl.embed spends its time", "A pyinstrument profile of `tl.embed`, summarised."),
 ]
 
 
@@ -52,10 +62,10 @@ def main() -> int:
     missing = []
     for stem, title, blurb in SECTIONS:
         js, md = RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"
-        if not js.exists() or not md.exists():
+        if not md.exists() or (not js.exists() and stem != "profile"):
             missing.append(stem)
             continue
-        meta = json.loads(js.read_text()).get("meta", {})
+        meta = json.loads(js.read_text()).get("meta", {}) if js.exists() else {}
         parts += [f"## {title}", "", blurb, ""]
         if meta.get("command"):
             parts += [f"Command: `{meta['command']}`", ""]

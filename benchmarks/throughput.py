@@ -153,8 +153,9 @@ def markdown(res) -> str:
         f"· torch threads {m['torch_threads']} · model: {m['model']}",
         "",
         "| section | spots | tl.embed base spots/s | squidpy summary spots/s | squidpy summary+histogram+texture "
-        "spots/s | large preset spots/s | crops/s | base ÷ summary | base ÷ full | base ÷ large |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "spots/s | large preset spots/s | crops/s | base ÷ summary | base ÷ full | base ÷ large | "
+        "base ÷ summary per CPU-s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in res["sections"].items():
         g = r["ratios"]
@@ -167,12 +168,17 @@ def markdown(res) -> str:
             + f" | {r['crops']['crops_per_s']:.0f} | {g['embed_base_vs_squidpy_summary']:.1f}× | "
             f"{g['embed_base_vs_squidpy_full']:.1f}× | "
             + (f"{g['embed_base_vs_large']:.0f}×" if "embed_base_vs_large" in g else "–")
-            + " |"
+            + f" | {r['embed_base']['spots_per_cpu_s'] / r['squidpy_summary']['spots_per_cpu_s']:.1f}× "
+            f"({r['embed_base']['spots_per_cpu_s']:.0f} vs {r['squidpy_summary']['spots_per_cpu_s']:.0f}) |"
         )
     if "training" in res:
         t = res["training"]
         lines += ["", f"Training (base preset, batch {t['batch_size']}): {t['pairs_per_s']:.0f} pairs/s."]
-    lines += ["", f"Peak RSS of the run: {m['peak_rss_mb']:.0f} MB."]
+    lines += [
+        "",
+        f"Peak RSS of the run: {m['peak_rss_mb']:.0f} MB. Spots per CPU-second count this process's CPU time "
+        "(all its threads), so they are less sensitive than wall-clock rates to other jobs on a shared machine.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -188,6 +194,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-batch", type=int, default=64)
     p.add_argument("--tag", default=None, help="suffix of the output files (e.g. gpu)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--shared", action="store_true", help="say in the results that other jobs loaded the machine")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -211,7 +218,8 @@ def main(argv=None) -> int:
     dev = next(model.parameters()).device
     res["meta"] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or 'cpu'})",
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or 'cpu'}"
+        + (", shared with other jobs)" if args.shared else ")"),
         "device": str(dev),
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
