@@ -15,6 +15,7 @@ Every table in the page is copied from a result file; nothing is typed by hand. 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def main() -> int:
         parts += [f"## {title}", "", blurb, ""]
         if meta.get("command"):
             parts += [f"Command: `{meta['command']}`", ""]
-        parts += [md.read_text().rstrip(), ""]  # its "###" headings sit under this "##": no level skipped (MyST)
+        # its "###" headings sit under this "##" (no level skipped); a table right after a list item needs a blank
+        # line, or Markdown reads the table as part of the item
+        parts += [re.sub(r"^(- .*)\n(?=\|)", r"\1\n\n", md.read_text().rstrip(), flags=re.M), ""]
     if missing:
         parts += ["## Not run yet", "", *[f"- `{m}`" for m in missing], ""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
