@@ -93,8 +93,12 @@ def test_domains_end_to_end(dlpfc_small, tiny_model):
     res = ev.eval_domains(dlpfc_small, model=tiny_model, image_features=FAST_IMAGE)
     sec = res["sections"]["dlpfc:151673[300]"]
     assert sec["n_domains"] == 7
-    assert set(sec["methods"]) == {"stalign", "random_init", "pca", "pca_niche", "squidpy"}
+    assert set(sec["methods"]) == {
+        "stalign", "stalign_no_niche", "stalign_no_fusion", "random_init", "pca", "pca_niche", "squidpy",
+    }  # fmt: skip
     assert sec["methods"]["stalign"]["use"] == "fused"
+    assert sec["methods"]["stalign_no_niche"]["use"] == "fused_spot"
+    assert sec["methods"]["stalign_no_fusion"]["use"] == "image+gene"
     for m in sec["methods"].values():
         assert -1 <= m["ari"] <= 1 and 0 <= m["nmi"] <= 1
     assert (set(t.obsm), set(t.obs.columns)) == before  # the user's data is untouched

@@ -214,10 +214,11 @@ def eval_domains(
     model
         Registry name, saved-model path or :class:`~stalign.models.STAlign`.
     baselines
-        Also compute PCA and niche-smoothed PCA of expression, squidpy image features + PCA, and the random-init
-        model.
+        Also compute PCA and niche-smoothed PCA of expression, squidpy image features + PCA, the random-init
+        model, and two inference-time ablations of ``model``: ``stalign_no_niche`` (the fused spot embedding
+        alone) and ``stalign_no_fusion`` (image and gene embeddings averaged instead of ABFN-fused).
     ablations
-        ``{name: model or path}`` evaluated like ``model``.
+        ``{name: model or path}`` evaluated like ``model`` (e.g. models trained with a loss term switched off).
     use
         Embedding clustered: ``"auto"`` (fused when the section has image and expression, else image, else gene),
         or ``"fused"``, ``"image"``, ``"gene"``.
@@ -259,6 +260,16 @@ def eval_domains(
             if u is None:
                 continue
             reps[mname], uses[mname] = emb[u], u
+        if baselines and use in ("auto", "fused"):
+            # inference-time ablations of the main model (no retraining): the spot-level fused embedding alone
+            # ("no niche"), and the unimodal image and gene embeddings averaged instead of ABFN-fused ("no fusion")
+            emb = models.embeddings(MAIN, name, data)
+            if "fused_spot" in emb:
+                reps["stalign_no_niche"], uses["stalign_no_niche"] = emb["fused_spot"], "fused_spot"
+            if "image" in emb and "gene" in emb:
+                both = emb["image"] + emb["gene"]
+                both /= np.linalg.norm(both, axis=1, keepdims=True).clip(1e-12)
+                reps["stalign_no_fusion"], uses["stalign_no_fusion"] = both, "image+gene"
         if baselines:
             if sec.has_expression:
                 P = expression_pca(table, random_state=random_state)

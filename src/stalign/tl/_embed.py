@@ -17,8 +17,9 @@ from .._utils import copy_data, get_table, resolve_device, save_data, track, uns
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stalign-base"
-#: model outputs kept: spot image, spot gene, fused (spot + niche, re-normalised) and fused niche
-_OUTPUTS = ("image", "gene", "fused", "niche")
+#: model outputs kept: spot image, spot gene, fused (spot + niche, re-normalised), fused niche and fused spot
+#: (the last is not written by :func:`embed`; the evaluation's "no niche" ablation uses it)
+_OUTPUTS = ("image", "gene", "fused", "niche", "fused_spot")
 
 
 #: Models loaded from a name or path in this process: key (files and their stat) -> (model, tensor fingerprint).
@@ -187,6 +188,7 @@ def embed_arrays(
                 f = torch.nn.functional.normalize(f, dim=-1).numpy(force=True)
                 out["fused"][idx[both]] = f[both]
                 out["niche"][idx[both]] = emb["niche"].float().numpy(force=True)[both]
+                out["fused_spot"][idx[both]] = emb["fused"].float().numpy(force=True)[both]
     return {k: v for k, v in out.items() if not np.isnan(v).all()}
 
 
