@@ -237,8 +237,9 @@ def eval_domains(
 
     Returns
     -------
-    ``{"sections": {name: {"n_spots", "n_labelled", "n_domains", "methods": {method: {"ari", "nmi", ...}}}},
-    "pooled": {method: mean over sections}}``.
+    dict
+        ``{"sections": {name: {"n_spots", "n_labelled", "n_domains", "methods": {method: {"ari", "nmi", ...}}}},
+        "pooled": {method: mean over sections}}``.
     """
     from ..tl import domains as tl_domains
 
@@ -420,9 +421,10 @@ def eval_genes(
 
     Returns
     -------
-    ``{"sections": {query: {"reference", "patient_overlap", "genes", "methods": {method: {"pearson", "mse"}}}},
-    "pooled": ...}``; methods ``<model>_retrieval``, ``<model>_ridge``, ``ref_mean``, ``squidpy_ridge``,
-    ``pixels_retrieval``, ``color_hist_retrieval``.
+    dict
+        ``{"sections": {query: {"reference", "patient_overlap", "genes", "methods": {method: {"pearson", "mse"}}}},
+        "pooled": ...}``; methods ``<model>_retrieval``, ``<model>_ridge``, ``ref_mean``, ``squidpy_ridge``,
+        ``pixels_retrieval``, ``color_hist_retrieval``.
     """
     from ..tl import predict_expression
 
@@ -568,8 +570,9 @@ def eval_annotate(
 
     Returns
     -------
-    ``{"sections": {name: {"labels", "excluded_labels", "methods": {method: {"accuracy", "macro_f1"}}}},
-    "pooled": {method: scores over all scored spots of all sections}}``.
+    dict
+        ``{"sections": {name: {"labels", "excluded_labels", "methods": {method: {"accuracy", "macro_f1"}}}},
+        "pooled": {method: scores over all scored spots of all sections}}``.
     """
     from ..tl import annotate as tl_annotate
 
@@ -656,7 +659,8 @@ def eval_retrieval(
 
     Returns
     -------
-    ``{"sections": {name: {"n_spots", "methods": {method: {"i2g_R@1", ..., "g2i_R@10"}}}}, "pooled": ...}``.
+    dict
+        ``{"sections": {name: {"n_spots", "methods": {method: {"i2g_R@1", ..., "g2i_R@10"}}}}, "pooled": ...}``.
     """
     store = _store or _Sections(data_dir)
     names = store.add(sections)
