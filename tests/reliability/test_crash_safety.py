@@ -70,6 +70,53 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     _no_temporaries(tmp_path)
 
 
+_KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+import torch
+from stalign.train import _checkpoint
+
+def stuck(tensors, path, metadata=None):
+    Path(path).write_bytes(b"\\0" * 64)  # some bytes reach the disk, then the process is killed
+    print("writing", flush=True)
+    time.sleep(600)
+
+_checkpoint.save_file = stuck
+_checkpoint.save_checkpoint(_checkpoint.checkpoint_path(sys.argv[1], 8), {"model/w": torch.zeros(2)}, {"step": 8})
+"""
+
+
+def test_sigkilled_checkpoint_write_is_cleaned_by_the_next_save(tmp_path):
+    """SIGKILL skips every ``finally``: the stray ``.tmp-PID`` file goes on the next save, a live writer's stays."""
+    _checkpoint.save_checkpoint(_checkpoint.checkpoint_path(tmp_path, 4), {"model/w": torch.arange(2.0)}, {"step": 4})
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "writing", child.stderr.read()[-2000:]
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    stray = tmp_path / f".step-00000008.safetensors.tmp-{child.pid}"
+    assert child.returncode == -signal.SIGKILL and stray.is_file()
+    assert [p.name for p in _checkpoint.list_checkpoints(tmp_path)] == ["step-00000004.safetensors"]
+    # the temporary file of a write in progress (a live pid, newer than this process) is left alone
+    live = tmp_path / f".step-00000012.safetensors.tmp-{os.getppid()}"
+    live.write_bytes(b"\0")
+    _checkpoint.save_checkpoint(_checkpoint.checkpoint_path(tmp_path, 16), {"model/w": torch.ones(2)}, {"step": 16})
+    assert not stray.exists()
+    assert live.exists()
+    names = [p.name for p in _checkpoint.list_checkpoints(tmp_path)]
+    assert names == ["step-00000004.safetensors", "step-00000016.safetensors"]
+    # a stray file older than this process is stale whatever its pid (pids are reused, e.g. by a restarted container)
+    os.utime(live, (0, 0))
+    assert _checkpoint.remove_stale_temporaries(tmp_path) == [live]
+    _no_temporaries(tmp_path)
+
+
 def test_model_save_is_atomic(tmp_path, monkeypatch, tiny_model):
     import safetensors.torch
 

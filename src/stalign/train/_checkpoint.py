@@ -8,16 +8,20 @@ Layout of ``checkpoints/step-XXXXXXXX.safetensors``:
   the GradScaler and schedule state, the python RNG state and the run arguments.
 
 Files are written to a temporary name in the same folder and moved into place with :func:`os.replace`, so a
-crash never leaves a half-written checkpoint behind.
+crash never leaves a half-written checkpoint behind. A process killed outright (SIGKILL, OOM killer) during a write
+leaves its temporary file ``.step-XXXXXXXX.safetensors.tmp-<pid>``; the next :func:`save_checkpoint` in that folder
+removes it (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,9 @@ FORMAT = "stalign-checkpoint"
 VERSION = 1
 _META_KEY = "stalign_checkpoint"
 _NAME = re.compile(r"^step-(\d{8,})\.safetensors$")
+_TMP = re.compile(r"^\.step-\d{8,}\.safetensors\.tmp-(\d+)$")
+#: When this module was imported: no temporary file older than this was written by this process.
+_IMPORTED_AT = time.time()
 
 
 def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
@@ -189,10 +196,63 @@ def restore_rng(meta: dict, tensors: dict[str, torch.Tensor], *, rank: int = 0) 
         torch.cuda.set_rng_state(tensors[ckey].to(torch.uint8))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):  # alive under another user, or not a valid pid here
+        return pid > 0
+    return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that were killed before they could clean up.
+
+    A temporary file ``.step-XXXXXXXX.safetensors.tmp-<pid>`` is stale when process ``<pid>`` is not alive, or when
+    it is older than this process (the pid was reused, e.g. by a restarted container). Only the process that writes
+    checkpoints (DDP rank 0, through :func:`save_checkpoint`) calls this, and it writes one checkpoint at a time, so
+    no temporary file still being written is removed.
+
+    Parameters
+    ----------
+    directory
+        Folder of ``step-XXXXXXXX.safetensors`` checkpoints.
+
+    Returns
+    -------
+    The paths removed (empty when ``directory`` does not exist or holds none).
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in d.iterdir():
+        m = _TMP.match(p.name)
+        if m is None:
+            continue
+        try:
+            old = p.stat().st_mtime < _IMPORTED_AT
+        except FileNotFoundError:  # pragma: no cover - removed meanwhile
+            continue
+        if old or not _pid_alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    if removed:
+        logger.info("Removed %d stale temporary checkpoint file(s) of killed writes: %s", len(removed), removed)
+    return removed
+
+
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], state: dict) -> Path:
-    """Write ``tensors`` and the JSON ``state`` atomically to ``path``."""
+    """Write ``tensors`` and the JSON ``state`` atomically to ``path``.
+
+    Temporary files left in the same folder by earlier writes that were killed are removed first
+    (:func:`remove_stale_temporaries`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     header = {"format": FORMAT, "version": VERSION, **state}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
