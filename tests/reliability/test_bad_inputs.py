@@ -372,6 +372,35 @@ def _(ctx):
     return [a], lambda: sta.pp.build_vocabulary([a], min_sections=0)
 
 
+@case("pp-vocabulary-min-sections-above-sections", ValueError, r"min_sections=3 exceeds", r"between 1 and 2")
+def _(ctx):
+    a, b = ctx.ad.copy(), ctx.ad[:, :10].copy()
+    return [a, b], lambda: sta.pp.build_vocabulary([a, b], min_sections=3)
+
+
+@case("pp-vocabulary-min-sections-bool", TypeError, r"got bool True", r"must be an integer \(at least 1\)")
+def _(ctx):
+    a = ctx.ad.copy()
+    return [a], lambda: sta.pp.build_vocabulary([a], min_sections=True)
+
+
+@case("pp-ensembl-to-symbol-of-an-int", TypeError, r"`ids` .* got int 5", r"sequence of gene names.*list\(adata")
+def _(ctx):
+    return [], lambda: sta.pp.ensembl_to_symbol(5)
+
+
+@case("pp-gene-index-of-none", TypeError, r"`var_names` .* got NoneType None", r"sequence of gene names")
+def _(ctx):
+    vocab = ["MBP", "PLP1"]
+    return [vocab], lambda: sta.pp.gene_index(None, vocab)
+
+
+@case("pp-gene-index-of-one-string", TypeError, r"got a single string 'Mbp'", r"wrap a single name in a list")
+def _(ctx):
+    vocab = ["MBP", "PLP1"]
+    return [vocab], lambda: sta.pp.gene_index("Mbp", vocab)
+
+
 @case("pp-dataset-zero-batch", ValueError, r"batch_size=0", r"positive integer")
 def _(ctx):
     a = ctx.ad.copy()

@@ -63,6 +63,20 @@ def is_ensembl(ids: Sequence[str]) -> np.ndarray:
     return np.asarray([bool(_ENSEMBL.match(str(i).strip().upper())) for i in ids], dtype=bool)
 
 
+def _check_names(names: Any, *, arg: str, func: str) -> None:
+    """Raise a clear TypeError unless ``names`` is a sequence (list, array, Index...) of gene names."""
+    if isinstance(names, str | bytes) or not isinstance(names, Iterable):
+        if isinstance(names, str | bytes):
+            got, fix = f"a single string {names!r}", "wrap a single name in a list"
+        else:
+            got, fix = f"{type(names).__name__} {names!r}", "pass e.g. list(adata.var_names)"
+        msg = (
+            f"{func}: `{arg}` must be a sequence of gene names (a list, array or pandas Index such as "
+            f"adata.var_names), got {got}; {fix}."
+        )
+        raise TypeError(msg)
+
+
 def _species_of(gene_id: str) -> str:
     return "mouse" if gene_id.upper().startswith("ENSMUSG") else "human"
 
@@ -125,6 +139,7 @@ def ensembl_to_symbol(ids: Sequence[str], *, data_dir: str | os.PathLike | None 
     >>> sta.pp.ensembl_to_symbol(["ENSG00000197971", "ENSG00000132639", "MBP"])
     array(['MBP', 'SNAP25', 'MBP'], dtype=object)
     """
+    _check_names(ids, arg="ids", func="ensembl_to_symbol")
     ids = np.asarray([str(i) for i in ids], dtype=object)
     out = ids.copy()
     mask = is_ensembl(ids)
@@ -212,6 +227,8 @@ def gene_index(
     >>> sta.pp.gene_index(["Mbp", "ENSG00000132639", "not-a-gene"], ["MBP", "PLP1", "SNAP25"])
     array([ 0,  2, -1])
     """
+    _check_names(var_names, arg="var_names", func="gene_index")
+    _check_names(vocabulary, arg="vocabulary", func="gene_index")
     names = tuple(str(v) for v in var_names)
     key = (names, tuple(str(g) for g in vocabulary), str(data_dir), os.environ.get("STALIGN_DATA_DIR"))
     if key in _INDEX_CACHE:  # tl.embed maps the same panel several times per call (~0.1 s each on 30k genes)
@@ -245,8 +262,9 @@ def _var_names_of(obj: Any) -> list[str]:
             msg = f"SpatialData has no table {Key.table!r}; available: {', '.join(obj.tables) or 'none'}."
             raise KeyError(msg)
         return [str(v) for v in obj.tables[Key.table].var_names]
-    if isinstance(obj, str | bytes):
-        msg = "Expected AnnData, SpatialData or a sequence of gene names per section, got a single string."
+    if isinstance(obj, str | bytes) or not isinstance(obj, Iterable):
+        got = "a single string" if isinstance(obj, str | bytes) else f"{type(obj).__name__} {obj!r}"
+        msg = f"Expected AnnData, SpatialData or a sequence of gene names per section, got {got}."
         raise TypeError(msg)
     return [str(v) for v in obj]
 
@@ -329,9 +347,18 @@ def build_vocabulary(
     >>> "MBP" in genes and "ERBB2" in genes
     True
     """
+    if isinstance(min_sections, bool) or not isinstance(min_sections, int | np.integer):
+        msg = f"min_sections must be an integer (at least 1), got {type(min_sections).__name__} {min_sections!r}."
+        raise TypeError(msg)
     if min_sections < 1:
         msg = f"min_sections must be at least 1, got {min_sections}."
         raise ValueError(msg)
+    if isinstance(tables, str | bytes) or not isinstance(tables, Iterable):
+        msg = (
+            f"build_vocabulary: `tables` must be a list with one entry per section (AnnData, SpatialData or a list "
+            f"of gene names), got {type(tables).__name__} {tables!r}."
+        )
+        raise TypeError(msg)
     counts: Counter[str] = Counter()
     n = 0
     for t in tables:
@@ -340,5 +367,11 @@ def build_vocabulary(
         counts.update(s for s in syms if s)
     if n == 0:
         msg = "build_vocabulary got no sections; pass at least one table or gene list."
+        raise ValueError(msg)
+    if min_sections > n:
+        msg = (
+            f"min_sections={min_sections} exceeds the number of sections ({n}): no gene can be kept. "
+            f"Pass min_sections between 1 and {n}."
+        )
         raise ValueError(msg)
     return sorted(s for s, c in counts.items() if c >= min_sections)
