@@ -46,12 +46,23 @@ WHITE = 255.0
 
 
 def _check_size(size_um: float, out_px: int | None = None) -> None:
-    if not (isinstance(size_um, int | float) and np.isfinite(size_um) and size_um > 0):
+    if isinstance(size_um, bool) or not (isinstance(size_um, int | float) and np.isfinite(size_um) and size_um > 0):
         msg = f"size_um={size_um!r}; the crop side must be a positive number of micrometres (e.g. 100)."
         raise ValueError(msg)
-    if out_px is not None and (not isinstance(out_px, int | np.integer) or out_px < 1):
+    if out_px is not None and (isinstance(out_px, bool) or not isinstance(out_px, int | np.integer) or out_px < 1):
         msg = f"out_px={out_px!r}; the crop size must be a positive integer number of pixels (e.g. 64)."
         raise ValueError(msg)
+
+
+def _check_key(key_added: Any) -> str:
+    """``key_added`` if it is a non-empty string (checked before any work), else a clear error."""
+    if not isinstance(key_added, str) or not key_added:
+        msg = (
+            f"key_added={key_added!r}; it must be a non-empty string (the obsm/uns key the result is stored "
+            "under), e.g. key_added='my_boxes'."
+        )
+        raise TypeError(msg) if not isinstance(key_added, str) else ValueError(msg)
+    return key_added
 
 
 def choose_level(section: Section, *, size_um: float, out_px: int | None) -> ImageLevel:
@@ -430,6 +441,8 @@ def _store_boxes(
     data: Any, *, size_um: float, key_added: str, table_key: str, image_key: str | None, library_id: str | None,
     copy: bool, kind: str,
 ) -> Any:  # fmt: skip
+    _check_key(key_added)
+    _check_size(size_um)
     section = get_section(data, table_key=table_key, image_key=image_key, library_id=library_id, require_image=True)
     boxes = crop_boxes(data, size_um=size_um, table_key=table_key, image_key=image_key, library_id=library_id)
     inside = inside_fraction(section, boxes_fullres(section, section.coords, size_um=size_um))

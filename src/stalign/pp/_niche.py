@@ -11,7 +11,7 @@ from scipy import sparse
 from .._constants import NICHE_UM, Key
 from .._section import Section, get_section
 from .._utils import save_data
-from ._crops import _writable_table
+from ._crops import _check_key, _writable_table
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,15 @@ def niche_expression(
     (3639, 5000)
     """
     radius = _check_radius(radius_um)
+    _check_key(key_added)
     section = get_section(data, table_key=table_key, library_id=library_id)
+    if not section.has_expression:  # raises for NaN, infinite or negative counts
+        what = "no genes (0 columns)" if section.table.n_vars == 0 else "only zero counts"
+        msg = (
+            f"Section {section.library_id!r} has no expression: its table has {what}; niche expression averages "
+            "raw counts. Pass a table with raw counts in `X` (image-only sections need no niche expression)."
+        )
+        raise ValueError(msg)
     if radius is None:
         radius = default_radius_um(section)
     G = niche_graph(section, radius_um=radius)
