@@ -446,6 +446,24 @@ def _(ctx):
     return [a], lambda: sta.pp.SpotDataset([a], genes=list(a.var_names[:10]), batch_size=0)
 
 
+@case("pp-dataset-batch-size-bool", ValueError, r"batch_size=True", r"positive integer")
+def _(ctx):
+    a = ctx.ad.copy()
+    return [a], lambda: sta.pp.SpotDataset([a], genes=list(a.var_names[:10]), batch_size=True)
+
+
+@case("pp-dataset-empty-genes-with-expression", ValueError, r"genes is empty but use_expr=True", r"use_expr=False")
+def _(ctx):
+    a = ctx.ad.copy()
+    return [a], lambda: sta.pp.SpotDataset([a], genes=[])
+
+
+@case("pp-dataset-genes-none", TypeError, r"got NoneType None", r"sequence of gene symbols .*model.genes")
+def _(ctx):
+    a = ctx.ad.copy()
+    return [a], lambda: sta.pp.SpotDataset([a], genes=None)
+
+
 @case("pp-dataset-no-sections", ValueError, r"`sections` is empty", r"pass a list of SpatialData")
 def _(ctx):
     return [], lambda: sta.pp.SpotDataset([], genes=["Actb"])
@@ -586,6 +604,11 @@ def _(ctx):
 @case("tl-zero-batch-size", ValueError, r"batch_size=0", r"positive integer")
 def _(ctx):
     return _embed(ctx, _ad(ctx), batch_size=0)
+
+
+@case("tl-batch-size-bool", ValueError, r"batch_size=True", r"positive integer")
+def _(ctx):
+    return _embed(ctx, _ad(ctx), batch_size=True)
 
 
 @case("tl-key-added-not-a-string", TypeError, r"got 3", r"non-empty string")

@@ -8,7 +8,7 @@ or :meth:`SpotDataset.dataloader`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,8 +128,8 @@ class SpotDataset(torch.utils.data.Dataset):
     sections
         SpatialData objects (with a table) and/or AnnData in the squidpy Visium convention. They are not modified.
     genes
-        The model's gene vocabulary (``V`` symbols); each section's genes are mapped onto it with
-        :func:`stalign.pp.gene_index` (counts of genes mapping to the same entry are summed).
+        The model's gene vocabulary (``V`` symbols, at least one unless ``use_expr=False``); each section's genes are
+        mapped onto it with :func:`stalign.pp.gene_index` (counts of genes mapping to the same entry are summed).
     spot_um, niche_um
         Sides of the spot and niche crops in micrometres.
     spot_px, niche_px
@@ -232,7 +232,7 @@ class SpotDataset(torch.utils.data.Dataset):
         _check_size(spot_um, spot_px)
         _check_size(niche_um, niche_px)
         radius = _check_radius(niche_radius_um)
-        if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
             msg = f"batch_size={batch_size!r}; it must be a positive integer."
             raise ValueError(msg)
         if not (isinstance(world_size, int | np.integer) and world_size >= 1 and 0 <= rank < world_size):
@@ -244,9 +244,19 @@ class SpotDataset(torch.utils.data.Dataset):
         if clusters is not None and len(clusters) != len(sections):
             msg = f"clusters has {len(clusters)} entries for {len(sections)} sections; pass one array (or None) each."
             raise ValueError(msg)
+        if isinstance(genes, str | bytes) or not isinstance(genes, Iterable):
+            msg = (
+                f"genes must be a sequence of gene symbols (the model's vocabulary, e.g. model.genes), got "
+                f"{type(genes).__name__} {genes!r}."
+            )
+            raise TypeError(msg)
         genes = [str(g) for g in genes]
         if len(genes) == 0 and use_expr:
-            logger.info("Empty gene vocabulary: expression tensors have 0 columns.")
+            msg = (
+                "genes is empty but use_expr=True: no expression could reach the batches. Pass the model's gene "
+                "vocabulary (e.g. genes=model.genes), or use_expr=False for image-only batches."
+            )
+            raise ValueError(msg)
         self.genes = genes
         self.spot_um, self.niche_um = float(spot_um), float(niche_um)
         self.spot_px, self.niche_px = int(spot_px), int(niche_px)
