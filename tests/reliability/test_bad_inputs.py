@@ -825,6 +825,44 @@ def _(ctx):
     return _load(d / "model.pt")
 
 
+def _trunk_weights(ctx, name: str, corrupt: bytes) -> Path:
+    """A trunk weights file of the tiny model's spot encoder, then overwritten by ``corrupt`` bytes."""
+    f = ctx.tmp / name
+    trunk = ctx.model.spot_image_encoder.trunk
+    if f.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in trunk.state_dict().items()}, str(f))
+    else:
+        torch.save(trunk.state_dict(), f)
+    raw = f.read_bytes()
+    f.write_bytes(corrupt + raw[len(corrupt) : len(raw) // 2])
+    return f
+
+
+def _with_encoder_weights(ctx, f: Path, **kw):
+    cfg = sta.models.STAlignConfig.from_dict({**ctx.model.config.to_dict(), "spot_encoder_weights": str(f), **kw})
+    return [f], lambda: sta.models.STAlign(cfg)
+
+
+@case("models-corrupt-encoder-safetensors", ValueError, r"trunk\.safetensors' is not a readable safetensors", r"re-")
+def _(ctx):
+    return _with_encoder_weights(ctx, _trunk_weights(ctx, "trunk.safetensors", b"\xff" * 8))
+
+
+@case("models-truncated-encoder-pt", ValueError, r"trunk\.pt' could not be read", r"Convert trusted weights")
+def _(ctx):
+    return _with_encoder_weights(ctx, _trunk_weights(ctx, "trunk.pt", b""), allow_torch_load=True)
+
+
+@case("models-corrupt-trunk-weights-direct", ValueError, r"bad\.safetensors' is not a readable", r"truncated or")
+def _(ctx):
+    f = ctx.tmp / "bad.safetensors"
+    f.write_bytes(b"not a safetensors file at all")
+    trunk = torch.nn.Linear(2, 2)
+    return [f], lambda: sta.models.nn.load_trunk_weights(trunk, f)
+
+
 @case("models-save-onto-a-file", FileExistsError, r"exists and is not a directory", r"pass a directory path")
 def _(ctx):
     f = ctx.tmp / "taken"

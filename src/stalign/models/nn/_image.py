@@ -38,16 +38,26 @@ def create_trunk(name: str, *, img_size: int, **kwargs: Any) -> nn.Module:
 def load_trunk_weights(trunk: nn.Module, path: str | os.PathLike, *, allow_torch_load: bool = False) -> None:
     """Load user-supplied trunk weights from a local file (safetensors, or ``torch.load(weights_only=True)``).
 
-    Classifier-head keys in the file are ignored; a file that matches none of the trunk's keys is an error.
+    Classifier-head keys in the file are ignored; a file that matches none of the trunk's keys is an error, and so
+    is a file that cannot be read (truncated, corrupted, or a pickle holding more than tensors): a ``ValueError``
+    that names the file.
     """
     p = Path(path).expanduser()
     if not p.is_file():
         msg = f"Encoder weights file {str(p)!r} does not exist; pass the path of a local .safetensors file."
         raise FileNotFoundError(msg)
     if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(p))
+        try:
+            state = load_file(str(p))
+        except (SafetensorError, OSError) as e:
+            msg = (
+                f"Encoder weights file {str(p)!r} is not a readable safetensors file ({e}); it is truncated or "
+                "corrupted. Re-download or re-export it (safetensors.torch.save_file of the trunk's state_dict())."
+            )
+            raise ValueError(msg) from e
     else:
         if not allow_torch_load:
             msg = (
@@ -55,7 +65,17 @@ def load_trunk_weights(trunk: nn.Module, path: str | os.PathLike, *, allow_torch
                 "`allow_torch_load=True` in the config to read it with torch.load(weights_only=True)."
             )
             raise ValueError(msg)
-        state = torch.load(str(p), map_location="cpu", weights_only=True)
+        import pickle
+
+        try:
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as e:
+            msg = (
+                f"Encoder weights file {str(p)!r} could not be read with torch.load(weights_only=True) "
+                f"({type(e).__name__}): it is corrupted or holds objects other than tensors (it was not unpickled). "
+                "Convert trusted weights to .safetensors."
+            )
+            raise ValueError(msg) from e
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
