@@ -903,6 +903,108 @@ def _(ctx):
     return _pretrain(ctx, [ctx.sdata(40)], gene_dropout=2)
 
 
+def _pretrain_nothing_written(ctx, sections, **kw):
+    """:func:`_pretrain`, and the output folder must not have been created (validation comes before any work)."""
+    inputs, call = _pretrain(ctx, [] if sections is None else sections, **kw)
+    if sections is None:
+        kw = {"output_dir": ctx.tmp / "run", "device": "cpu", "show_progress_bar": False, **kw}
+        call = lambda: sta.train.pretrain(None, "base", **kw)  # noqa: E731
+    out = Path(kw.get("output_dir", ctx.tmp / "run"))
+    existed = out.exists()
+
+    def checked():
+        try:
+            return call()
+        finally:
+            assert out.exists() == existed, f"{out} was created by a call that failed"
+
+    return inputs, checked
+
+
+@case("train-sections-none", TypeError, r"`sections` is None", r"pass a list of SpatialData/AnnData sections")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, None)
+
+
+@case("train-section-of-wrong-type", TypeError, r"sections\[1\] is a int", r"SpatialData, an AnnData or a loader")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40), 5])
+
+
+@case("train-negative-lr", ValueError, r"lr=-1", r"finite positive number or None \(e.g. 5e-4\)")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40)], lr=-1)
+
+
+@case("train-nan-lr", ValueError, r"lr=nan", r"finite positive number")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40)], lr=float("nan"))
+
+
+@case("train-output-dir-is-a-file", FileExistsError, r"run.txt'.* exists and is not a directory", r"directory path")
+def _(ctx):
+    f = ctx.tmp / "run.txt"
+    f.write_text("keep me")
+    sd = ctx.sdata(40)
+    return [f, sd], _pretrain(ctx, [sd], output_dir=f)[1]
+
+
+@case("train-output-dir-under-a-file", FileExistsError, r"a parent of output_dir", r"pass a directory path")
+def _(ctx):
+    f = ctx.tmp / "plain"
+    f.write_text("keep me")
+    sd = ctx.sdata(40)
+    return [f, sd], _pretrain(ctx, [sd], output_dir=f / "run")[1]
+
+
+@case("train-negative-warmup", ValueError, r"warmup_epochs=-1", r"finite non-negative number \(e.g. 2.0\)")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40)], warmup_epochs=-1)
+
+
+@case("train-checkpoint-every-zero", ValueError, r"checkpoint_every=0", r"positive integer or None")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40)], checkpoint_every=0)
+
+
+@case("train-epochs-bool", TypeError, r"epochs=True \(bool\)", r"positive integer")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40)], epochs=True)
+
+
+@case("train-batch-size-float", TypeError, r"batch_size=64.0 \(float\)", r"integer >= 2")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40)], batch_size=64.0)
+
+
+def _bad_counts(ctx, value):
+    sd = ctx.sdata(40)
+    t = sd.tables["table"]
+    X = t.X.toarray()
+    X[3, 5] = value
+    t.X = sparse.csr_matrix(X)
+    return sd
+
+
+@case("train-nan-counts", ValueError, r"counts of section 'MOB1' contain NaN", r"put the raw counts in `X`")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [_bad_counts(ctx, np.nan)])
+
+
+@case("train-negative-counts", ValueError, r"contain negative values", r"Put the raw counts")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40), _bad_counts(ctx, -2.0)])
+
+
+@case("finetune-nan-counts", ValueError, r"contain NaN or infinite values", r"raw counts")
+def _(ctx):
+    sd = _bad_counts(ctx, np.inf)
+    out = ctx.tmp / "ft"
+    kw = {"output_dir": out, "device": "cpu", "show_progress_bar": False, "epochs": 1}
+    model = copy.deepcopy(ctx.model)  # finetune trains a given module in place
+    return [sd], lambda: sta.train.finetune(model, [sd], **kw)
+
+
 # -------------------------------------------------------------------------------------------------- CLI
 
 

@@ -25,6 +25,92 @@ BASE_LR = 5e-4
 FINETUNE_LR = 1e-4
 
 
+def _check_sections(sections: Any) -> list[Any]:
+    """``sections`` as a list, each a SpatialData, an AnnData or a loader spec string; else a clear TypeError."""
+    if sections is None:
+        msg = (
+            "`sections` is None; pass a list of SpatialData/AnnData sections or loader specs such as "
+            "['dlpfc:151673', 'her2st:B1']."
+        )
+        raise TypeError(msg)
+    if isinstance(sections, str | bytes) or not isinstance(sections, Sequence):
+        sections = [sections]
+    for i, s in enumerate(sections):
+        if not (isinstance(s, str) or hasattr(s, "tables") or hasattr(s, "var_names")):
+            msg = (
+                f"sections[{i}] is a {type(s).__name__}; each section must be a SpatialData, an AnnData or a loader "
+                "spec string such as 'dlpfc:151673'."
+            )
+            raise TypeError(msg)
+    if not sections:
+        msg = "`sections` is empty; pass at least one SpatialData/AnnData object or loader spec."
+        raise ValueError(msg)
+    return list(sections)
+
+
+def _check_int(value: Any, name: str, *, minimum: int, allow_none: bool = False, why: str = "") -> None:
+    """Refuse anything but an integer >= ``minimum`` (bools included: ``True`` is an int)."""
+    if value is None and allow_none:
+        return
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    what += " or None" if allow_none else ""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        msg = f"{name}={value!r} ({type(value).__name__}); it must be {what}{why}."
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"{name}={value!r}; it must be {what}{why}."
+        raise ValueError(msg)
+
+
+def _check_real(value: Any, name: str, *, positive: bool, allow_none: bool = False, example: str = "") -> None:
+    """Refuse anything but a finite number > 0 (``positive``) or >= 0 (bools and strings included)."""
+    if value is None and allow_none:
+        return
+    what = "a finite positive number" if positive else "a finite non-negative number"
+    what += " or None" if allow_none else ""
+    what += f" (e.g. {example})" if example else ""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        msg = f"{name}={value!r} ({type(value).__name__}); it must be {what}."
+        raise TypeError(msg)
+    if not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
+        msg = f"{name}={value!r}; it must be {what}."
+        raise ValueError(msg)
+
+
+def _check_output_dir(output_dir: Any) -> Path:
+    """``output_dir`` as a Path, refused when it (or a parent) is an existing file; nothing is created."""
+    if not isinstance(output_dir, str | os.PathLike) or not str(output_dir):
+        msg = f"output_dir={output_dir!r}; pass the path of a folder for checkpoints, metrics and the model."
+        raise TypeError(msg)
+    path = Path(output_dir).expanduser()
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "output_dir" if p == path else f"{str(p)!r}, a parent of output_dir,"
+                msg = (
+                    f"output_dir {str(path)!r}: {what} exists and is not a directory; pass a directory path (an "
+                    "existing folder, or a new one to be created)."
+                )
+                raise FileExistsError(msg)
+            break
+    return path
+
+
+def _check_counts(sections: list[Any], dataset_kwargs: dict) -> None:
+    """Raise, as tl.embed does, when a section's counts hold NaN, infinite or negative values."""
+    from .._constants import Key
+    from .._section import get_section
+
+    for data in sections:
+        sec = get_section(
+            data,
+            table_key=dataset_kwargs.get("table_key", Key.table),
+            image_key=dataset_kwargs.get("image_key"),
+            library_id=dataset_kwargs.get("library_id"),
+        )
+        sec.has_expression  # noqa: B018 - raises for counts that are not raw counts
+
+
 def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None) -> list[Any]:
     """Turn ``sections`` into a list of SpatialData / AnnData objects.
 
@@ -52,8 +138,7 @@ def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None
     """
     from .. import io
 
-    if isinstance(sections, str | bytes) or not isinstance(sections, Sequence):
-        sections = [sections]
+    sections = _check_sections(sections)
     out = []
     for i, s in enumerate(sections):
         if not isinstance(s, str):
@@ -199,22 +284,41 @@ def _train_sections(
 ):
     from ..pp import SpotDataset
 
-    if not isinstance(epochs, int | np.integer) or epochs < 1:
-        msg = f"epochs={epochs!r}; it must be a positive integer."
-        raise ValueError(msg)
-    if not isinstance(batch_size, int | np.integer) or batch_size < 2:
-        msg = f"batch_size={batch_size!r}; it must be an integer >= 2 (in-batch negatives need several spots)."
-        raise ValueError(msg)
-    if isinstance(weight_decay, int | float):
-        weight_decay = (float(weight_decay), float(weight_decay))
-    if len(weight_decay) != 2:
+    # every argument is checked before any work: no section is loaded and no folder is created for a bad call
+    _check_int(epochs, "epochs", minimum=1)
+    _check_int(batch_size, "batch_size", minimum=2, why=" (in-batch negatives need several spots)")
+    _check_real(lr, "lr", positive=True, allow_none=True, example="5e-4")
+    _check_real(min_lr, "min_lr", positive=False, example="1e-6")
+    _check_int(num_workers, "num_workers", minimum=0)
+    _check_int(seed, "seed", minimum=0)
+    _check_int(checkpoint_every, "checkpoint_every", minimum=1, allow_none=True, why=" (None: epoch ends only)")
+    _check_int(keep_checkpoints, "keep_checkpoints", minimum=0, why=" (0 keeps all)")
+    _check_real(warmup_epochs, "warmup_epochs", positive=False, example="2.0")
+    _check_int(hard_negatives, "hard_negatives", minimum=0)
+    _check_int(n_clusters, "n_clusters", minimum=1)
+    _check_real(grad_clip, "grad_clip", positive=True, allow_none=True, example="3.0")
+    _check_int(max_steps, "max_steps", minimum=1, allow_none=True)
+    _check_int(log_every, "log_every", minimum=1)
+    if dataset_kwargs is not None and not isinstance(dataset_kwargs, dict):
+        msg = f"dataset_kwargs must be a dict of SpotDataset arguments or None, got {type(dataset_kwargs).__name__}."
+        raise TypeError(msg)
+    if isinstance(weight_decay, int | float | np.integer | np.floating):
+        weight_decay = (weight_decay, weight_decay)
+    if not isinstance(weight_decay, list | tuple) or len(weight_decay) != 2:
         msg = f"weight_decay={weight_decay!r}; pass one float or a (start, end) pair."
         raise ValueError(msg)
-    aug = AugmentConfig.from_any(augment)
-    if aug is not None and gene_dropout is not None:
+    for wd in weight_decay:
+        _check_real(wd, "weight_decay", positive=False, example="0.04")
+    weight_decay = (float(weight_decay[0]), float(weight_decay[1]))
+    if gene_dropout is not None:
+        _check_real(gene_dropout, "gene_dropout", positive=False)
         if not 0 <= gene_dropout < 1:
             msg = f"gene_dropout={gene_dropout!r}; it must be in [0, 1)."
             raise ValueError(msg)
+    sections = _check_sections(sections)
+    _check_output_dir(output_dir)
+    aug = AugmentConfig.from_any(augment)
+    if aug is not None and gene_dropout is not None:
         aug = AugmentConfig(**{**aug.to_dict(), "gene_dropout": float(gene_dropout)})
 
     device = resolve_device(device)
@@ -227,6 +331,7 @@ def _train_sections(
             )
             raise ValueError(msg)
         sections = resolve_sections(sections, data_dir=data_dir)
+        _check_counts(sections, dataset_kwargs or {})
         model = model_factory(sections)
         config = model.config
         clusters = section_clusters(sections, n_clusters=n_clusters, seed=seed) if hard_negatives > 0 else None
