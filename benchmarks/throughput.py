@@ -46,8 +46,14 @@ def subset(sdata, n, seed=0):
     return SpatialData(images=dict(sdata.images), shapes=dict(sdata.shapes), tables={"table": t[keep].copy()})
 
 
+#: torch threads to time with; squidpy's calculate_image_features resets torch's thread count (to the number of
+#: cores), so it is set again before every timed call
+THREADS = [2]
+
+
 def timed(fn, n):
     """(spots/s wall, spots/s per CPU-second, seconds) of ``fn()`` over ``n`` spots."""
+    torch.set_num_threads(THREADS[0])
     w0, c0 = time.perf_counter(), time.process_time()
     fn()
     w, c = time.perf_counter() - w0, time.process_time() - c0
@@ -79,6 +85,7 @@ def bench_section(name, sdata, model, large, args):
     sec = get_section(sdata)
     res["microns_per_pixel"] = sec.microns_per_pixel
     # warm-up (torch kernels, first image read)
+    torch.set_num_threads(THREADS[0])
     sta.tl.embed(subset(sdata, 64), model=model, device=args.device, show_progress_bar=False, copy=True)
     res["embed_base"] = timed(
         lambda: sta.tl.embed(sdata, model=model, device=args.device, show_progress_bar=False, copy=True), n
@@ -104,6 +111,7 @@ def bench_section(name, sdata, model, large, args):
         )
     if large is not None:
         sub = subset(sdata, min(n, args.large_spots))
+        torch.set_num_threads(THREADS[0])
         sta.tl.embed(subset(sdata, 2), model=large, device=args.device, show_progress_bar=False, copy=True)
         res["embed_large"] = timed(
             lambda: sta.tl.embed(sub, model=large, device=args.device, show_progress_bar=False, copy=True),
@@ -123,6 +131,7 @@ def bench_section(name, sdata, model, large, args):
 def bench_training(sections, model, args):
     from stalign.train import pretrain
 
+    torch.set_num_threads(THREADS[0])
     with tempfile.TemporaryDirectory() as tmp:
         pretrain(
             sections,
@@ -197,6 +206,7 @@ def main(argv=None) -> int:
     p.add_argument("--shared", action="store_true", help="say in the results that other jobs loaded the machine")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    THREADS[0] = args.threads
     torch.set_num_threads(args.threads)
 
     import stalign as sta
@@ -222,7 +232,7 @@ def main(argv=None) -> int:
         + (", shared with other jobs)" if args.shared else ")"),
         "device": str(dev),
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": THREADS[0],
         "model": model_desc,
         "stalign_version": sta.__version__,
         "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
