@@ -313,7 +313,101 @@ def _targets(f) -> dict[str, tuple[Callable, list, object]]:
             [sd],
             st.one_of(st.floats(min_value=1.0), st.floats(max_value=-1e-9), st.sampled_from([NAN, INF, -INF])),
         ),
+        # issue #7 follow-up: bools (an int subclass), keys, gene lists and the other training arguments
+        "pp.spot_crops(size_um, bools too)": (
+            lambda v: sta.pp.spot_crops(ad, size_um=v, copy=True),
+            [ad],
+            BAD_POSITIVE,
+        ),
+        "pp.spot_crops(key_added)": (lambda v: sta.pp.spot_crops(ad, key_added=v, copy=True), [ad], BAD_KEY),
+        "pp.niche_crops(key_added)": (lambda v: sta.pp.niche_crops(ad, key_added=v, copy=True), [ad], BAD_KEY),
+        "pp.niche_expression(key_added)": (
+            lambda v: sta.pp.niche_expression(ad, key_added=v, copy=True),
+            [ad],
+            BAD_KEY,
+        ),
+        "pp.SpotDataset(batch_size)": (
+            lambda v: sta.pp.SpotDataset([ad], genes=list(ad.var_names[:20]), batch_size=v),
+            [ad],
+            BAD_POSITIVE_INT,
+        ),
+        "pp.SpotDataset(genes)": (
+            lambda v: sta.pp.SpotDataset([ad], genes=v),
+            [ad],
+            st.one_of(st.just([]), st.none(), st.integers(), st.floats(), st.text(max_size=5)),
+        ),
+        "pp.gene_index(var_names)": (
+            lambda v: sta.pp.gene_index(v, GENES),
+            [],
+            st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=8), st.sampled_from([object(), b"x"])),
+        ),
+        "pp.ensembl_to_symbol(ids)": (
+            lambda v: sta.pp.ensembl_to_symbol(v),
+            [],
+            st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=8), st.sampled_from([object(), b"x"])),
+        ),
+        "pp.build_vocabulary(min_sections)": (
+            lambda v: sta.pp.build_vocabulary([ad, emb], min_sections=v),
+            [ad, emb],
+            st.one_of(st.integers(max_value=0), st.integers(min_value=3), st.sampled_from([True, 1.0, "2", None])),
+        ),
+        "tl.embed(batch_size, bools)": (
+            lambda v: sta.tl.embed(ad, batch_size=v, **emb_kw),
+            [ad],
+            st.booleans(),
+        ),
+        "train.pretrain(sections)": (
+            lambda v: _pretrain_nothing_made(v),
+            [sd],
+            st.sampled_from([None, [], 5, [sd, None], [sd, 5], {"a": sd}, object(), [b"dlpfc:151673"]]),
+        ),
+        "train.pretrain(epochs, bools)": (
+            lambda v: _pretrain_nothing_made([sd], epochs=v),
+            [sd],
+            BAD_POSITIVE_INT,
+        ),
+        "train.pretrain(lr)": (
+            lambda v: _pretrain_nothing_made([sd], lr=v),
+            [sd],
+            BAD_POSITIVE,
+        ),
+        "train.pretrain(warmup_epochs)": (
+            lambda v: _pretrain_nothing_made([sd], warmup_epochs=v),
+            [sd],
+            st.one_of(st.floats(max_value=-1e-9), st.sampled_from([NAN, INF, True, False]), _WRONG_TYPES),
+        ),
+        "train.pretrain(checkpoint_every)": (
+            lambda v: _pretrain_nothing_made([sd], checkpoint_every=v),
+            [sd],
+            BAD_POSITIVE_INT,
+        ),
+        "train.pretrain(grad_clip)": (
+            lambda v: _pretrain_nothing_made([sd], grad_clip=v),
+            [sd],
+            BAD_POSITIVE,
+        ),
+        "train.pretrain(min_lr)": (
+            lambda v: _pretrain_nothing_made([sd], min_lr=v),
+            [sd],
+            st.one_of(st.floats(max_value=-1e-9), st.sampled_from([NAN, INF, True, None]), _WRONG_TYPES),
+        ),
+        "train.pretrain(output_dir)": (
+            lambda v: sta.train.pretrain([sd], "base", output_dir=v, **cpu),
+            [sd],
+            st.one_of(st.none(), st.integers(), st.floats(), st.just(""), st.sampled_from([[1], {"a": 1}])),
+        ),
     }
+
+
+#: output_dir of the training targets: every value is refused before any folder is made (checked after each call)
+_NEVER_CREATED = Path(tempfile.gettempdir()) / "stalign-fuzz-output-never-created"
+
+
+def _pretrain_nothing_made(sections, **kw):
+    try:
+        return sta.train.pretrain(sections, "base", output_dir=_NEVER_CREATED, device="cpu", **kw)
+    finally:
+        assert not _NEVER_CREATED.exists(), f"pretrain({kw}) created its output folder before failing"
 
 
 TARGETS = list(_targets(dict.fromkeys(("model", "ad", "emb", "sd", "counts", "spots"))))
