@@ -27,7 +27,7 @@ REGISTRY: dict[str, RegistryEntry] = {
     "stalign-base": {
         "file": "weights/stalign-base/model.safetensors",
         "config": "weights/stalign-base/config.json",
-        "sha256": "c0a5f71327fa2b09d5f6c67c91b87f7e07112fd857271913d2e303b79046f229",
+        "sha256": "189f813d43d3cf21df6d5270dcb370ccc97777f63a814be7784421ada6303bc5",
         "version": "0.1.0.dev0",
         "description": "STAlignConfig.base pretrained from scratch on the public sections of the shared data.",
     },
