@@ -35,12 +35,13 @@ def log_normalise(counts: sparse.spmatrix, vocab_map: sparse.spmatrix, totals: n
     ``totals`` are the per-spot library sizes over the whole panel; genes mapping to the same vocabulary entry are
     summed.
     """
-    Xv = (sparse.csr_matrix(counts, dtype=np.float32) @ vocab_map).tocsr()
+    Xv = (sparse.csr_matrix(counts, dtype=np.float32) @ vocab_map).tocsr().astype(np.float32, copy=False)
     scale = np.divide(TARGET_SUM, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
-    Xv = (sparse.diags(scale.astype(np.float32)) @ Xv).tocsr()
-    Xv.data = np.log1p(Xv.data).astype(np.float32)
+    # row scaling in place on the stored values (a diagonal-matrix product built a third matrix: ~10 % of tl.embed)
+    Xv.data *= np.repeat(scale.astype(np.float32), np.diff(Xv.indptr))
+    np.log1p(Xv.data, out=Xv.data)
     Xv.eliminate_zeros()
-    return Xv.astype(np.float32)
+    return Xv
 
 
 @dataclass
