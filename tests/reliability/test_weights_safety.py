@@ -14,28 +14,18 @@ import pytest
 import torch
 
 import stalign as sta
-from stalign.models import STAlign, STAlignConfig, load, save
+from stalign.models import STAlign, load, save
 from stalign.models import _io as mio
 from stalign.models._registry import REGISTRY
+
+from .conftest import tiny_config
 
 GENES = [f"GENE{i}" for i in range(40)]
 
 
 def _tiny(genes=GENES) -> STAlign:
     torch.manual_seed(0)
-    cfg = STAlignConfig.base(
-        list(genes),
-        spot_size=16,
-        niche_size=16,
-        spot_encoder_kwargs={"channels": [8, 8, 8, 8], "stem_width": 8},
-        niche_encoder_kwargs={"channels": [8, 8, 8, 8], "stem_width": 8},
-        n_tokens=2,
-        token_dim=8,
-        n_heads=2,
-        gene_dim=8,
-        embed_dim=8,
-    )
-    return STAlign(cfg).eval()
+    return STAlign(tiny_config(genes)).eval()
 
 
 @pytest.fixture(scope="module")
