@@ -32,6 +32,16 @@ SECTIONS = [
         "same run. `random_init` is an untrained model of the same architecture.",
     ),
     (
+        "ablations",
+        "Ablations (issue 6)",
+        "Zero-shot domains of the bundled model next to a model trained with `L_spot` as the only cross-modal term "
+        "(`recipes/ablation_spot_only.toml`, same data and steps) and two inference-time ablations of the bundled "
+        "weights: the fused spot embedding alone (`stalign_no_niche`) and image + gene embeddings averaged instead of "
+        "fused (`stalign_no_fusion`). Command: `stalign evaluate --task domains --sections dlpfc:151674 stahl_mob:11 "
+        "dlpfc:151508 dlpfc:151670 --ablation spot_only_loss=runs/ablation-spot-only/model --image-features summary "
+        "--out benchmarks/results/ablations.json`.",
+    ),
+    (
         "throughput",
         "Throughput (CPU)",
         "`tl.embed` end to end (crop reading, niche expression, forward) vs squidpy `calculate_image_features` on the "
