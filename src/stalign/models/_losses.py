@@ -87,7 +87,9 @@ def gather_negatives(
     >>> import stalign as sta
     >>> import torch
     >>> model = sta.models.load("stalign-base")
-    >>> ds = sta.pp.SpotDataset([sta.io.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=8)
+    >>> ds = sta.pp.SpotDataset(
+    ...     [sta.io.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=8
+    ... )
     >>> emb = model.embed(ds[0])
     >>> index = torch.tensor([[1, 2], [0, -1], [3, 0], [2, 1], [5, 6], [4, 7], [7, 4], [6, -1]])  # -1: no negative
     >>> neg = sta.models.gather_negatives(emb, index, exclude_self=True)
@@ -217,9 +219,13 @@ def contrastive_loss(
     --------
     >>> import stalign as sta
     >>> model = sta.models.load("stalign-base")
-    >>> ds = sta.pp.SpotDataset([sta.io.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)
+    >>> ds = sta.pp.SpotDataset(
+    ...     [sta.io.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=32
+    ... )
     >>> emb = model.embed(ds[0])  # L2-normalised embeddings and has_image / has_expr masks
-    >>> out = sta.models.contrastive_loss(emb, weights={"spot": 0.3, "niche": 0.3, "ns": 0.4}, logit_scale=model.logit_scale)
+    >>> out = sta.models.contrastive_loss(
+    ...     emb, weights={"spot": 0.3, "niche": 0.3, "ns": 0.4}, logit_scale=model.logit_scale
+    ... )
     >>> sorted(out.components), out.loss.ndim
     (['niche', 'ns', 'spot'], 0)
     """

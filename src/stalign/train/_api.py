@@ -520,8 +520,13 @@ def pretrain(
 
     >>> sdata = sta.io.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
-    ...     [sdata], {"preset": "base", "spot_size": 32, "niche_size": 32},
-    ...     output_dir="run", epochs=1, max_steps=4, batch_size=32, show_progress_bar=False,
+    ...     [sdata],
+    ...     {"preset": "base", "spot_size": 32, "niche_size": 32},
+    ...     output_dir="run",
+    ...     epochs=1,
+    ...     max_steps=4,
+    ...     batch_size=32,
+    ...     show_progress_bar=False,
     ... )
     >>> sorted(p.name for p in __import__("pathlib").Path("run").iterdir())
     ['checkpoints', 'metrics.jsonl', 'model', 'run.json']
@@ -621,7 +626,13 @@ def finetune(
     >>> import stalign as sta
     >>> sdata = sta.io.stutility_mob("MOB1")
     >>> model = sta.train.finetune(
-    ...     "stalign-base", [sdata], output_dir="finetuned", epochs=1, max_steps=4, batch_size=32, show_progress_bar=False
+    ...     "stalign-base",
+    ...     [sdata],
+    ...     output_dir="finetuned",
+    ...     epochs=1,
+    ...     max_steps=4,
+    ...     batch_size=32,
+    ...     show_progress_bar=False,
     ... )
     >>> sta.tl.embed(sdata, model=model, show_progress_bar=False)
     >>> sta.models.load("finetuned/model").genes == model.genes  # the vocabulary is kept

@@ -281,7 +281,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     --------
     >>> import stalign as sta
     >>> sdata = sta.io.stutility_mob("MOB1")
-    >>> model = sta.train.pretrain([sdata], output_dir="run", epochs=1, max_steps=2, batch_size=32, show_progress_bar=False)
+    >>> model = sta.train.pretrain(
+    ...     [sdata], output_dir="run", epochs=1, max_steps=2, batch_size=32, show_progress_bar=False
+    ... )
     >>> tensors, state = sta.train.load_checkpoint(sta.train.latest_checkpoint("run/checkpoints"))
     >>> state["step"]
     2
