@@ -19,6 +19,7 @@ from anndata import AnnData
 from .._constants import Key
 from .._section import get_section
 from .._utils import get_table
+from ..tl._common import l2n
 from ._baselines import (
     SQUIDPY_FEATURES,
     expression_pca,
@@ -268,9 +269,8 @@ def eval_domains(
             if "fused_spot" in emb:
                 reps["stalign_no_niche"], uses["stalign_no_niche"] = emb["fused_spot"], "fused_spot"
             if "image" in emb and "gene" in emb:
-                both = emb["image"] + emb["gene"]
-                both /= np.linalg.norm(both, axis=1, keepdims=True).clip(1e-12)
-                reps["stalign_no_fusion"], uses["stalign_no_fusion"] = both, "image+gene"
+                reps["stalign_no_fusion"] = l2n(emb["image"] + emb["gene"])
+                uses["stalign_no_fusion"] = "image+gene"
         if baselines:
             if sec.has_expression:
                 P = expression_pca(table, random_state=random_state)
