@@ -35,24 +35,27 @@ def _check_radius(radius_um: Any) -> float | None:
     return float(radius_um)
 
 
-def spot_pitch_um(section: Section) -> float:
-    """Median distance (µm) from each spot to its nearest neighbour (Visium ~100 µm, legacy ST ~200 µm); NaN if < 2."""
+def spot_pitch_um(section: Section, *, tree: Any = None) -> float:
+    """Median distance (µm) from each spot to its nearest neighbour (Visium ~100 µm, legacy ST ~200 µm); NaN if < 2.
+
+    ``tree``: a :class:`scipy.spatial.cKDTree` of ``section.coords`` already built by the caller.
+    """
     from scipy.spatial import cKDTree
 
     if section.coords.shape[0] < 2:
         return float("nan")
-    dist, _ = cKDTree(section.coords).query(section.coords, k=2)
+    dist, _ = (tree if tree is not None else cKDTree(section.coords)).query(section.coords, k=2)
     return float(np.median(dist[:, 1]) * section.microns_per_pixel)
 
 
-def default_radius_um(section: Section) -> float:
+def default_radius_um(section: Section, *, tree: Any = None) -> float:
     """The default niche radius of a section: ``max(NICHE_RADIUS_UM, PITCH_FACTOR * spot pitch)``.
 
     110 µm on Visium (the spot and its six neighbours, the 200 µm niche of the ST-Align paper); on legacy ST, whose
     spots lie 200 µm apart, 220 µm, so that the niche holds the first ring of neighbours instead of the spot alone
     (the paper's 200 µm square would hold only the spot there, making the niche a copy of it).
     """
-    pitch = spot_pitch_um(section)
+    pitch = spot_pitch_um(section, tree=tree)
     return NICHE_RADIUS_UM if not np.isfinite(pitch) else max(NICHE_RADIUS_UM, PITCH_FACTOR * pitch)
 
 
@@ -67,12 +70,12 @@ def niche_graph(section: Section, *, radius_um: float | None = None) -> sparse.c
     from scipy.spatial import cKDTree
 
     radius_um = _check_radius(radius_um)
-    if radius_um is None:
-        radius_um = default_radius_um(section)
     n = section.table.n_obs
+    tree = cKDTree(section.coords) if n > 1 else None  # one tree for the default radius and the graph
+    if radius_um is None:
+        radius_um = default_radius_um(section, tree=tree)
     radius_px = radius_um / section.microns_per_pixel
     if n > 1 and radius_px > 0:
-        tree = cKDTree(section.coords)
         pairs = tree.query_pairs(r=float(radius_px), output_type="ndarray")
         i = np.concatenate([pairs[:, 0], pairs[:, 1]])
         j = np.concatenate([pairs[:, 1], pairs[:, 0]])
