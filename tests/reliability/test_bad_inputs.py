@@ -611,6 +611,11 @@ def _(ctx):
     return _embed(ctx, _ad(ctx), batch_size=True)
 
 
+@case("tl-negative-num-workers", ValueError, r"num_workers=-1", r"integer >= 0")
+def _(ctx):
+    return _embed(ctx, _ad(ctx), num_workers=-1)
+
+
 @case("tl-key-added-not-a-string", TypeError, r"got 3", r"non-empty string")
 def _(ctx):
     return _embed(ctx, _ad(ctx), key_added=3)

@@ -137,7 +137,9 @@ class _Models:
         if key not in self._emb:
             from ..tl._embed import embed_arrays
 
-            self._emb[key] = embed_arrays(data, self.models[name], device=self.device, show_progress_bar=False)
+            self._emb[key] = embed_arrays(
+                data, self.models[name], device=self.device, show_progress_bar=False, fused_spot=True
+            )
         return self._emb[key]
 
 

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "stalign-base"
 #: model outputs kept: spot image, spot gene, fused (spot + niche, re-normalised), fused niche and fused spot
 #: (the last is not written by :func:`embed`; the evaluation's "no niche" ablation uses it)
-_OUTPUTS = ("image", "gene", "fused", "niche", "fused_spot")
+_OUTPUTS = ("image", "gene", "fused", "niche")
 
 
 #: Models loaded from a name or path in this process: key (files and their stat) -> (model, tensor fingerprint).
@@ -132,8 +132,13 @@ def embed_arrays(
     image_key: str | None = None,
     library_id: str | None = None,
     show_progress_bar: bool = True,
+    fused_spot: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", ...}`` arrays (n_obs, d)."""
+    """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", ...}`` arrays (n_obs, d).
+
+    ``fused_spot=True`` also returns the fused spot embedding alone (``"fused_spot"``, the evaluation's no-niche
+    ablation); ``tl.embed`` does not store it, so it is off by default.
+    """
     import torch
 
     from ..pp import SpotDataset
@@ -169,7 +174,8 @@ def embed_arrays(
     loader = ds.dataloader(num_workers=num_workers)
     dev = next(model.parameters()).device
     n = sec.table.n_obs
-    out = {k: np.full((n, cfg.embed_dim), np.nan, dtype=np.float32) for k in _OUTPUTS}
+    names = (*_OUTPUTS, "fused_spot") if fused_spot else _OUTPUTS
+    out = {k: np.full((n, cfg.embed_dim), np.nan, dtype=np.float32) for k in names}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         for batch in track(loader, desc="embedding", total=len(ds), disable=not show_progress_bar):
@@ -188,7 +194,8 @@ def embed_arrays(
                 f = torch.nn.functional.normalize(f, dim=-1).numpy(force=True)
                 out["fused"][idx[both]] = f[both]
                 out["niche"][idx[both]] = emb["niche"].float().numpy(force=True)[both]
-                out["fused_spot"][idx[both]] = emb["fused"].float().numpy(force=True)[both]
+                if fused_spot:
+                    out["fused_spot"][idx[both]] = emb["fused"].float().numpy(force=True)[both]
     return {k: v for k, v in out.items() if not np.isnan(v).all()}
 
 
@@ -263,6 +270,13 @@ def embed(
     from ._common import check_key
 
     check_key(key_added)
+    # checked before the model is loaded (a ~1 s first load): a typo fails at once
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        msg = f"batch_size={batch_size!r}; it must be a positive integer (spots per forward pass, e.g. 256)."
+        raise ValueError(msg)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int | np.integer) or num_workers < 0:
+        msg = f"num_workers={num_workers!r}; it must be an integer >= 0 (0 reads crops in the main process)."
+        raise ValueError(msg)
     m, dev = resolve_model(model, device=device)
     arrays = embed_arrays(
         data,
