@@ -32,6 +32,8 @@ class Key:
 
 #: Physical spot diameter (µm) of the technologies we read.
 VISIUM_SPOT_UM = 55.0
+#: Visium centre-to-centre spot distance (µm): the hardware fact that calibrates µm per pixel.
+VISIUM_PITCH_UM = 100.0
 ST_SPOT_UM = 100.0
 ST_PITCH_UM = 200.0
 

@@ -155,7 +155,19 @@ def _scalar(sf: dict, key: str, library_id: Any) -> float | None:
         raise ValueError(msg) from None
 
 
-def _microns_per_pixel(sf: dict, library_id: Any) -> tuple[float, float]:
+def _grid_microns_per_pixel(table: AnnData | None) -> float | None:
+    """µm/px from ``obs["array_row"/"array_col"]`` (Visium, 100 µm pitch) and ``obsm["spatial"]``, if both exist."""
+    if table is None or Key.spatial not in table.obsm or not {"array_row", "array_col"} <= set(table.obs.columns):
+        return None
+    from .io._common import visium_microns_per_pixel
+
+    xy = np.asarray(table.obsm[Key.spatial])
+    if xy.ndim != 2 or xy.shape[1] < 2:
+        return None
+    return visium_microns_per_pixel(xy[:, :2], table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy())
+
+
+def _microns_per_pixel(sf: dict, library_id: Any, table: AnnData | None = None) -> tuple[float, float]:
     mpp = _scalar(sf, Key.microns_per_pixel, library_id)
     diam = _scalar(sf, Key.spot_diameter_fullres, library_id)
     if diam is not None and not (np.isfinite(diam) and diam > 0):
@@ -168,8 +180,12 @@ def _microns_per_pixel(sf: dict, library_id: Any) -> tuple[float, float]:
                 "`uns['spatial'][library_id]['scalefactors']`; set one of them (Visium: 55 µm spots)."
             )
             raise ValueError(msg)
-        mpp = VISIUM_SPOT_UM / float(diam)
-        logger.info("microns_per_pixel of %r derived from a 55 µm Visium spot: %.4f", library_id, mpp)
+        mpp = _grid_microns_per_pixel(table)
+        if mpp is not None:
+            logger.info("microns_per_pixel of %r from the 100 µm Visium array pitch: %.4f", library_id, mpp)
+        else:
+            mpp = VISIUM_SPOT_UM / float(diam)
+            logger.info("microns_per_pixel of %r derived from a 55 µm Visium spot: %.4f", library_id, mpp)
     if not (np.isfinite(mpp) and mpp > 0):
         msg = f"scalefactors['microns_per_pixel'] of {library_id!r} is {mpp!r}; it must be a positive number."
         raise ValueError(msg)
@@ -311,7 +327,7 @@ def get_section(
     if lib is None:
         samples = table.obs[Key.sample].unique() if Key.sample in table.obs else []
         lib = str(samples[0]) if len(samples) == 1 else "section"
-    mpp, diam = _microns_per_pixel(sf, lib)
+    mpp, diam = _microns_per_pixel(sf, lib, table)
     if require_image and not levels:
         msg = (
             f"Section {lib!r} has no image. Pass a SpatialData with an image element, or an AnnData with "

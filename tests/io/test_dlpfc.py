@@ -40,10 +40,18 @@ def test_every_sample_loads(data_dir, sample):
     np.testing.assert_allclose(t.obsm["spatial"][:, 1], pos.loc[t.obs_names, 4].to_numpy())
     assert (pos.loc[t.obs_names, 1] == 1).all()
     sec = get_section(sdata)
-    assert sec.microns_per_pixel == pytest.approx(55 / sf["spot_diameter_fullres"])
-    assert sec.microns_per_pixel == pytest.approx(0.57, rel=0.05)
-    # lowres PNG ≈ 12.7 µm/px
-    assert sec.images[0].fullres_per_px * sec.microns_per_pixel == pytest.approx(12.7, rel=0.05)
+    # calibrated on the 100 µm array pitch: a least-squares fit of the pixel positions on the array grid gives the
+    # pixels per 50 µm column step and per 86.6 µm row step; the calibration lies between the two directions' values
+    pos = pos.loc[t.obs_names]
+    A = np.column_stack([pos[3], pos[2], np.ones(len(pos))]).astype(float)  # array_col, array_row, 1
+    coef = np.linalg.lstsq(A, pos[[5, 4]].to_numpy(float), rcond=None)[0]
+    per_dir = [50 / np.linalg.norm(coef[0]), 50 * np.sqrt(3) / np.linalg.norm(coef[1])]
+    assert min(per_dir) * 0.998 <= sec.microns_per_pixel <= max(per_dir) * 1.002
+    assert sec.microns_per_pixel == pytest.approx(0.724, rel=0.01)
+    # the nominal 55 µm spot_diameter_fullres would be 22 % off: that diameter spans ~70 µm
+    assert sf["spot_diameter_fullres"] * sec.microns_per_pixel == pytest.approx(70, rel=0.03)
+    # the lowres PNG is ~16 µm/px
+    assert sec.images[0].fullres_per_px * sec.microns_per_pixel == pytest.approx(16.1, rel=0.03)
     assert t.obs["sample"].unique().tolist() == [sample]
     assert t.obs["annotation"].notna().sum() > 0.9 * t.n_obs
     assert set(t.obs["annotation"].dropna().unique()) <= {"L1", "L2", "L3", "L4", "L5", "L6", "WM"}

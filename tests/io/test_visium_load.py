@@ -96,7 +96,8 @@ def test_read_visium_layouts(tmp_path, data_dir, dlpfc_sdata, images, positions,
     assert r.obs["sample"].unique().tolist() == ["run"]  # the parent of outs
     sec = get_section(sdata, require_image=True)
     ref = get_section(dlpfc_sdata)
-    assert sec.microns_per_pixel == pytest.approx(ref.microns_per_pixel)
+    # calibrated on the grid of the table's spots: 200 spots give the full section's value within 0.1 %
+    assert sec.microns_per_pixel == pytest.approx(ref.microns_per_pixel, rel=1e-3)
     res = "hires" if "hires" in images else "lowres"
     assert r.uns["spatial"]["run"]["metadata"]["image_resolution"] == res
     if counts is None:
@@ -143,3 +144,52 @@ def test_to_anndata_downsamples_large_images():
     assert max(lib["images"]["hires"].shape[:2]) <= 2000
     h = lib["images"]["hires"].shape[0]
     assert lib["scalefactors"]["tissue_hires_scalef"] == pytest.approx(h / 4500, rel=0.01)
+
+
+# ---------------------------------------------------------------- calibration: µm per pixel from the array grid
+
+
+def _hex_grid(n_rows=6, n_cols=12, px_per_um=1.37, angle=0.2):
+    """A Visium-like array: odd rows shifted by one column, 100 µm between neighbours, rotated and scaled."""
+    rows, cols = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
+    cols = 2 * cols + rows % 2
+    um = np.stack([cols.ravel() * 50.0, rows.ravel() * 50.0 * np.sqrt(3)], 1)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return rows.ravel(), cols.ravel(), um @ rot.T * px_per_um + 500.0
+
+
+def test_grid_calibration_recovers_the_scale_of_a_rotated_hex_array():
+    rows, cols, xy = _hex_grid()
+    rng = np.random.default_rng(0)
+    jittered = xy + rng.normal(0, 0.5, xy.shape)  # detection noise of ~0.5 px
+    assert io._common.visium_microns_per_pixel(jittered, rows, cols) == pytest.approx(1 / 1.37, rel=0.01)
+    assert io._common.visium_microns_per_pixel(xy[:1], rows[:1], cols[:1]) is None  # one spot: no pitch
+    assert io._common.visium_microns_per_pixel(xy, ["a"] * len(rows), cols) is None  # not numeric
+
+
+def test_anndata_without_microns_per_pixel_is_calibrated_on_its_array_grid():
+    import anndata as ad
+
+    rows, cols, xy = _hex_grid(px_per_um=2.0)
+    a = ad.AnnData(np.ones((len(rows), 3), dtype=np.float32))
+    a.obsm["spatial"] = xy
+    a.obs["array_row"], a.obs["array_col"] = rows, cols
+    a.uns["spatial"] = {"s": {"scalefactors": {"spot_diameter_fullres": 140.0}}}  # a ~70 µm diameter, as DLPFC's
+    assert get_section(a, require_image=False).microns_per_pixel == pytest.approx(0.5, rel=1e-6)
+    b = a.copy()
+    del b.obs["array_row"]  # no grid: 55 µm / spot_diameter_fullres, the documented fallback
+    assert get_section(b, require_image=False).microns_per_pixel == pytest.approx(55 / 140)
+    assert "microns_per_pixel" not in a.uns["spatial"]["s"]["scalefactors"]  # the user's object is unchanged
+
+
+def test_read_visium_microns_per_pixel_override_and_grid_default(tmp_path, data_dir, dlpfc_sdata):
+    outs = _spaceranger(tmp_path, data_dir, dlpfc_sdata.tables["table"], counts=None)
+    with pytest.warns(UserWarning, match="0 genes"):
+        default = io.read_visium(outs)
+    assert get_section(default).microns_per_pixel == pytest.approx(get_section(dlpfc_sdata).microns_per_pixel)
+    with pytest.warns(UserWarning, match="0 genes"):
+        given = io.read_visium(outs, microns_per_pixel=0.5)
+    assert get_section(given).microns_per_pixel == 0.5
+    for bad, err in ((0, ValueError), (float("nan"), ValueError), ("0.5", TypeError), (True, TypeError)):
+        with pytest.raises(err, match="microns_per_pixel"):
+            io.read_visium(outs, microns_per_pixel=bad)

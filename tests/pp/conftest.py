@@ -90,6 +90,7 @@ def dlpfc_anndata(data_dir: Path, sample: str = "151673"):
     pos, sf, img = _dlpfc_files(data_dir, sample)
     adata = AnnData(shape=(len(pos), 0))
     adata.obs_names = pos.index
+    adata.obs[["in_tissue", "array_row", "array_col"]] = pos[["in_tissue", "array_row", "array_col"]]  # as scanpy
     adata.obsm["spatial"] = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(float)
     adata.uns["spatial"] = {sample: {"images": {"lowres": img}, "scalefactors": dict(sf)}}
     return adata

@@ -30,7 +30,7 @@ def test_box_centres_are_spot_centres_real(dlpfc_sdata, data_dir, helpers):
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2 * sec.images[0].fullres_per_px
     src = pos.loc[sec.table.obs_names, ["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(float)
     np.testing.assert_allclose(centres, src, atol=1e-6)
-    # 100 µm at ~0.57 µm/full-res px = ~175 full-res px; on the lowres level: times the scale factor
+    # 100 µm at ~0.72 µm/full-res px = ~138 full-res px; on the lowres level: times the scale factor
     side = boxes[:, 2] - boxes[:, 0]
     np.testing.assert_allclose(side, 100 / sec.microns_per_pixel * sf["tissue_lowres_scalef"], rtol=1e-5)
 

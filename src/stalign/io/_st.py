@@ -16,6 +16,7 @@ from scipy import sparse
 
 from .._constants import ST_PITCH_UM, ST_SPOT_UM
 from ._build import build_sdata
+from ._common import check_positive as _check_positive
 from ._common import image_array, nn_distance, read_rdata, require_file, resolve_root, unknown_sample
 from ._visium import _map_gene_ids
 
@@ -117,17 +118,6 @@ def _read_spots(spots: Any, *, what: str) -> pd.DataFrame:
         msg = f"{what}: duplicate spot ids {dups} in the spot table; each spot must appear once."
         raise ValueError(msg)
     return df
-
-
-def _check_positive(val: Any, *, name: str, what: str) -> float:
-    """``val`` as a float if it is a finite positive real number, else a clear error."""
-    if isinstance(val, bool) or not isinstance(val, int | float | np.integer | np.floating):
-        msg = f"{what}: {name} must be a positive number, got {type(val).__name__} {val!r}."
-        raise TypeError(msg)
-    if not (np.isfinite(val) and val > 0):
-        msg = f"{what}: {name} is {val!r}; it must be a finite positive number."
-        raise ValueError(msg)
-    return float(val)
 
 
 def _warn_odd_counts(X: sparse.spmatrix, *, what: str) -> None:

@@ -15,7 +15,17 @@ from scipy import sparse
 
 from .._constants import VISIUM_SPOT_UM
 from ._build import build_sdata
-from ._common import r_matrix, read_image, read_rdata, require_file, resolve_root, seurat_counts, unknown_sample
+from ._common import (
+    check_positive,
+    r_matrix,
+    read_image,
+    read_rdata,
+    require_file,
+    resolve_root,
+    seurat_counts,
+    unknown_sample,
+    visium_microns_per_pixel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +109,35 @@ def _positive(sf: dict, key: str, *, path: Any) -> float:
     return float(val)
 
 
+def _calibrate(positions: pd.DataFrame, diam: float, *, what: str) -> float:
+    """µm per full-resolution pixel: from the array grid (100 µm pitch), else 55 µm / ``spot_diameter_fullres``."""
+    cols = ["array_row", "array_col", "pxl_col_in_fullres", "pxl_row_in_fullres"]
+    mpp = None
+    if all(c in positions for c in cols):
+        # the section's own spots: the same grid an AnnData of this table calibrates on (scanpy convention)
+        mpp = visium_microns_per_pixel(
+            positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(),
+            positions["array_row"].to_numpy(),
+            positions["array_col"].to_numpy(),
+        )
+    if mpp is None:
+        mpp = VISIUM_SPOT_UM / diam
+        logger.warning(
+            "%s: no usable array grid in the positions; microns_per_pixel %.4f from a 55 µm spot_diameter_fullres "
+            "(approximate: pass microns_per_pixel= to the reader if you know it).",
+            what,
+            mpp,
+        )
+        return mpp
+    logger.info(
+        "%s: microns_per_pixel %.4f from the 100 µm array pitch (spot_diameter_fullres spans %.1f µm at it).",
+        what,
+        mpp,
+        diam * mpp,
+    )
+    return mpp
+
+
 def assemble_visium(
     *,
     sample: str,
@@ -113,6 +152,7 @@ def assemble_visium(
     var: pd.DataFrame | None = None,
     labels: pd.Series | None = None,
     what: str,
+    microns_per_pixel: float | None = None,
 ):
     """Join counts, positions, scale factors, image and labels of one Visium section and build the SpatialData.
 
@@ -163,7 +203,7 @@ def assemble_visium(
         sample=sample,
         coords_fullres=coords,
         obs_names=list(spots),
-        microns_per_pixel=VISIUM_SPOT_UM / diam,
+        microns_per_pixel=_calibrate(pos, diam, what=what) if microns_per_pixel is None else microns_per_pixel,
         spot_diameter_fullres=diam,
         counts=X,
         var_names=var_names,
@@ -272,7 +312,7 @@ def dlpfc(sample: str | int, *, data_dir: str | os.PathLike | None = None):
     Returns
     -------
     SpatialData with table ``"table"``, image ``"<sample>_image"`` and circles ``"<sample>_spots"``;
-    µm per full-resolution pixel = 55 / ``spot_diameter_fullres``.
+    µm per full-resolution pixel from the 100 µm array pitch (0.726 on these sections).
 
     Examples
     --------
@@ -361,6 +401,7 @@ def read_visium(
     *,
     dataset_id: str | None = None,
     fullres_image: str | os.PathLike | None = None,
+    microns_per_pixel: float | None = None,
 ):
     """Read a Space Ranger output folder into the package's SpatialData shape.
 
@@ -379,12 +420,15 @@ def read_visium(
         Also selects ``<dataset_id>_filtered_feature_bc_matrix.h5`` when several count files exist.
     fullres_image
         Optional full-resolution H&E image file (e.g. the TIFF given to Space Ranger); used instead of the PNGs.
+    microns_per_pixel
+        µm per full-resolution pixel, when known (e.g. from the scanner). Default: from the array grid, whose
+        neighbouring spots are 100 µm apart (``array_row``/``array_col`` against the pixel positions).
 
     Returns
     -------
     SpatialData with table ``"table"`` (raw counts, symbols as ``var_names``, ``var["gene_ids"]``), image
-    ``"<dataset_id>_image"`` and circles ``"<dataset_id>_spots"``; µm per full-resolution pixel = 55 /
-    ``spot_diameter_fullres``.
+    ``"<dataset_id>_image"`` and circles ``"<dataset_id>_spots"``; µm per full-resolution pixel from the 100 µm
+    array pitch (55 µm / ``spot_diameter_fullres`` only when the positions hold no usable grid).
 
     Examples
     --------
@@ -403,6 +447,8 @@ def read_visium(
     if not isinstance(path, str | os.PathLike):
         msg = f"path must be the Space Ranger `outs` folder (a str or Path), got {type(path).__name__}."
         raise TypeError(msg)
+    if microns_per_pixel is not None:
+        check_positive(microns_per_pixel, name="microns_per_pixel", what="read_visium")
     outs = Path(path).expanduser()
     if not outs.is_dir():
         msg = f"Space Ranger folder {str(outs)!r} does not exist; pass the `outs` folder of a Space Ranger run."
@@ -460,4 +506,5 @@ def read_visium(
         var=var,
         labels=None,
         what=f"Visium {dataset_id}",
+        microns_per_pixel=microns_per_pixel,
     )
