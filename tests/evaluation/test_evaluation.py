@@ -76,6 +76,9 @@ def test_niche_smoothed_pca_baseline_on_dlpfc(dlpfc73):
     assert P.shape == N.shape == (t.n_obs, 30)
     ari_n = ev.clustering_scores(t.obs["annotation"], cluster_embedding(N, n_domains=7, method="gmm"))["ari"]
     assert ari_n > 0.2
+    np.testing.assert_array_equal(ev.niche_smooth(P, dlpfc73), N)  # the SpatialData itself is accepted
+    with pytest.raises(ValueError, match="one row per spot"):
+        ev.niche_smooth(P[:10], dlpfc73)
 
 
 def test_pixel_features_shapes(dlpfc_small):

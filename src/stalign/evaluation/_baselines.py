@@ -38,6 +38,14 @@ def expression_pca(table, *, n_comps: int = 30, n_top_genes: int = 3000, random_
 
     The standard scanpy pipeline: normalise, log1p, highly variable genes (skipped when the panel is already at most
     ``n_top_genes`` genes), centred PCA without scaling.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> from stalign import evaluation
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> evaluation.expression_pca(sdata.tables["table"], n_comps=30).shape
+    (379, 30)
     """
     import scanpy as sc
     from anndata import AnnData
@@ -58,19 +66,56 @@ def expression_pca(table, *, n_comps: int = 30, n_top_genes: int = 3000, random_
     return sc.tl.pca(tmp.X, n_comps=n, random_state=random_state).astype(np.float32)
 
 
-def niche_smooth(X: np.ndarray, section: Section, *, radius_um: float | None = None) -> np.ndarray:
+def niche_smooth(X: np.ndarray, section: Any, *, radius_um: float | None = None) -> np.ndarray:
     """Average the rows of ``X`` over each spot's niche (every spot within ``radius_um``, itself included).
 
-    Uses the same neighbourhood as :func:`stalign.pp.niche_expression` (default radius 110 µm, half the 200 µm niche).
+    Uses the same neighbourhood as :func:`stalign.pp.niche_expression` (default: the model's niche radius,
+    ``max(110 µm, 1.1 x the spot pitch)``).
+
+    Parameters
+    ----------
+    X
+        ``(n_spots, d)`` features in the table's spot order.
+    section
+        The SpatialData or AnnData the spots come from (their positions and µm per pixel).
+    radius_um
+        Niche radius in µm.
+
+    Returns
+    -------
+    ``(n_spots, d)`` float32 niche means.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> from stalign import evaluation
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> pcs = evaluation.expression_pca(sdata.tables["table"])
+    >>> evaluation.niche_smooth(pcs, sdata).shape == pcs.shape
+    True
     """
     from ..pp._niche import niche_graph
 
+    if not isinstance(section, Section):
+        section = get_section(section)
     G = niche_graph(section, radius_um=radius_um)
+    if G.shape[0] != len(X):
+        msg = f"X has {len(X)} rows for a section of {G.shape[0]} spots; pass one row per spot of its table."
+        raise ValueError(msg)
     return np.asarray(G @ np.asarray(X, dtype=np.float32), dtype=np.float32)
 
 
 def standardized_pca(F: np.ndarray, *, n_comps: int = 30, random_state: int = 0) -> np.ndarray:
-    """Standardise features (constant columns dropped) and reduce to ``n_comps`` principal components."""
+    """Standardise features (constant columns dropped) and reduce to ``n_comps`` principal components.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> from stalign import evaluation
+    >>> features = evaluation.pixel_features(sta.io.stutility_mob("MOB1"))
+    >>> evaluation.standardized_pca(features["color_hist"], n_comps=10).shape
+    (379, 10)
+    """
     from sklearn.decomposition import PCA
 
     F = np.nan_to_num(np.asarray(F, dtype=np.float64))
@@ -134,6 +179,15 @@ def squidpy_features(
     Returns
     -------
     DataFrame (spots × features), indexed like the table.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> from stalign import evaluation
+    >>> sdata = sta.io.stahl_mob("11")
+    >>> df = evaluation.squidpy_features(sdata, features=["summary"])
+    >>> df.shape, df.index.equals(sdata.tables["table"].obs_names)
+    ((262, 15), True)
     """
     import squidpy as sq
 
@@ -165,6 +219,14 @@ def pixel_features(
     Returns
     -------
     ``{"pixels": (n, 3 * px * px) in [0, 1], "color_hist": (n, 3 * hist_bins) densities}``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> from stalign import evaluation
+    >>> features = evaluation.pixel_features(sta.io.stutility_mob("MOB1"))
+    >>> {k: v.shape for k, v in features.items()}
+    {'pixels': (379, 192), 'color_hist': (379, 48)}
     """
     from ..pp import read_crops, spatial_order
 

@@ -38,6 +38,12 @@ def clustering_scores(labels_true: Sequence, labels_pred: Sequence) -> dict[str,
     Returns
     -------
     ``{"ari": ..., "nmi": ..., "n": number of labelled spots}``.
+
+    Examples
+    --------
+    >>> from stalign import evaluation
+    >>> evaluation.clustering_scores(["L1", "L1", "L2", None], [0, 0, 1, 1])  # the unlabelled spot is not scored
+    {'ari': 1.0, 'nmi': 1.0, 'n': 3}
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
@@ -46,7 +52,14 @@ def clustering_scores(labels_true: Sequence, labels_pred: Sequence) -> dict[str,
 
 
 def classification_scores(labels_true: Sequence, labels_pred: Sequence) -> dict[str, float]:
-    """Accuracy and macro-F1 (over the true classes) on the spots that have a true label."""
+    """Accuracy and macro-F1 (over the true classes) on the spots that have a true label.
+
+    Examples
+    --------
+    >>> from stalign import evaluation
+    >>> evaluation.classification_scores(["a", "a", "b", "b"], ["a", "b", "b", "b"])
+    {'accuracy': 0.75, 'macro_f1': 0.733..., 'n': 4}
+    """
     from sklearn.metrics import accuracy_score, f1_score
 
     t, p = _labelled(labels_true, labels_pred)
@@ -59,7 +72,16 @@ def classification_scores(labels_true: Sequence, labels_pred: Sequence) -> dict[
 
 
 def pearson_per_gene(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Pearson r between predicted and measured values of each gene (column); NaN for constant columns."""
+    """Pearson r between predicted and measured values of each gene (column); NaN for constant columns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stalign import evaluation
+    >>> true = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])  # 3 spots x 2 genes; the second gene is constant
+    >>> evaluation.pearson_per_gene(2 * true + 1, true)
+    array([ 1., nan])
+    """
     pred = np.asarray(pred, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
     if pred.shape != true.shape:
@@ -75,7 +97,16 @@ def pearson_per_gene(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 def expression_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Mean Pearson r over genes (constant genes ignored) and MSE over all values, on the scale given."""
+    """Mean Pearson r over genes (constant genes ignored) and MSE over all values, on the scale given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stalign import evaluation
+    >>> true = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    >>> evaluation.expression_scores(2 * true + 1, true)
+    {'pearson': 1.0, 'mse': 5.333..., 'n_genes_scored': 1}
+    """
     r = pearson_per_gene(pred, true)
     ok = np.isfinite(r)
     return {
@@ -93,6 +124,17 @@ def recall_at_k(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5
     Returns
     -------
     ``{"R@1": ..., "R@5": ..., "R@10": ...}`` (fractions in ``[0, 1]``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stalign import evaluation
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.normal(size=(100, 16))
+    >>> evaluation.recall_at_k(image, image + 0.01 * rng.normal(size=image.shape), ks=(1, 5))
+    {'R@1': 1.0, 'R@5': 1.0}
+    >>> evaluation.recall_at_k(image, rng.normal(size=image.shape))["R@10"] < 0.3  # unrelated keys: about k / n
+    True
     """
     q = np.asarray(queries, dtype=np.float32)
     k_ = np.asarray(keys, dtype=np.float32)

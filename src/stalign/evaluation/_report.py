@@ -67,6 +67,17 @@ def format_markdown(results: Mapping) -> str:
     Returns
     -------
     Markdown text: a header with the run's metadata, then one table per task and metric.
+
+    Examples
+    --------
+    >>> from stalign import evaluation
+    >>> res = evaluation.evaluate("retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False)
+    >>> print(evaluation.format_markdown(res))  # doctest: +ELLIPSIS
+    Run ... · stalign ... · device cpu
+    - model `stalign`: stalign-base (4,702,392 parameters)
+    <BLANKLINE>
+    ### Cross-modal retrieval within held-out sections
+    ...
     """
     out = []
     meta = results.get("meta", {})

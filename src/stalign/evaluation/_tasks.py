@@ -47,7 +47,14 @@ def _dataset_of(name: str) -> str:
 
 
 def patient_of(name: str) -> str | None:
-    """Patient / donor of a section spec when known: her2st letter, DLPFC donor (pairs of slices), else ``None``."""
+    """Patient / donor of a section spec when known: her2st letter, DLPFC donor (pairs of slices), else ``None``.
+
+    Examples
+    --------
+    >>> from stalign import evaluation
+    >>> evaluation.patient_of("her2st:C6"), evaluation.patient_of("dlpfc:151674"), evaluation.patient_of("stahl_mob:11")
+    ('her2st:C', 'dlpfc:donor3', None)
+    """
     ds, _, sec = name.partition(":")
     sec = sec.split("[")[0]
     if ds == "her2st" and sec:
@@ -243,6 +250,16 @@ def eval_domains(
     dict
         ``{"sections": {name: {"n_spots", "n_labelled", "n_domains", "methods": {method: {"ari", "nmi", ...}}}},
         "pooled": {method: mean over sections}}``.
+
+    Examples
+    --------
+    >>> from stalign import evaluation
+    >>> res = evaluation.eval_domains(["stahl_mob:11"], model="stalign-base", baselines=False)
+    >>> sec = res["sections"]["stahl_mob:11"]
+    >>> sec["n_domains"], sorted(sec["methods"]), sec["methods"]["stalign"]["use"]
+    (5, ['stalign'], 'fused')
+    >>> 0 < res["pooled"]["stalign"]["ari"] <= 1
+    True
     """
     from ..tl import domains as tl_domains
 
@@ -306,6 +323,15 @@ def reference_hvgs(ref_tables: Sequence[AnnData], query_table: AnnData, *, n_top
     """Top ``n_top_genes`` HVGs of the references (seurat dispersion, one batch per reference).
 
     Only genes that every reference and the query measure are candidates.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> from stalign import evaluation
+    >>> c2, c3, c6 = (sta.io.her2st(s).tables["table"] for s in ("C2", "C3", "C6"))
+    >>> genes = evaluation.reference_hvgs([c2, c3], c6, n_top_genes=50)
+    >>> len(genes), all(g in c6.var_names and g in c2.var_names for g in genes)
+    (50, True)
     """
     import scanpy as sc
 
@@ -427,6 +453,16 @@ def eval_genes(
         ``{"sections": {query: {"reference", "patient_overlap", "genes", "methods": {method: {"pearson", "mse"}}}},
         "pooled": ...}``; methods ``<model>_retrieval``, ``<model>_ridge``, ``ref_mean``, ``squidpy_ridge``,
         ``pixels_retrieval``, ``color_hist_retrieval``.
+
+    Examples
+    --------
+    >>> from stalign import evaluation
+    >>> res = evaluation.eval_genes("her2st:C6", ["her2st:C2"], model="stalign-base", baselines=False)
+    >>> sec = res["sections"]["her2st:C6"]
+    >>> len(sec["genes"]), sorted(sec["methods"])
+    (50, ['stalign_retrieval', 'stalign_ridge'])
+    >>> sorted(res["pooled"]["stalign_ridge"])
+    ['mse', 'n_sections', 'pearson']
     """
     from ..tl import predict_expression
 
@@ -517,7 +553,19 @@ def _markers_for(name: str, markers: Mapping | None) -> dict[str, list[str]]:
 
 
 def score_genes_labels(table: AnnData, markers: Mapping[str, Sequence[str]], *, random_state: int = 0) -> np.ndarray:
-    """Baseline annotation: :func:`scanpy.tl.score_genes` per label on log-normalised counts, then argmax."""
+    """Baseline annotation: :func:`scanpy.tl.score_genes` per label on log-normalised counts, then argmax.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> from stalign import evaluation
+    >>> table = sta.io.dlpfc("151674").tables["table"]
+    >>> pred = evaluation.score_genes_labels(table, evaluation.DLPFC_LAYER_MARKERS)
+    >>> sorted(set(pred))
+    ['L1', 'L2', 'L3', 'L4', 'L5', 'L6', 'WM']
+    >>> 0.2 < evaluation.classification_scores(table.obs["annotation"], pred)["accuracy"] < 0.8
+    True
+    """
     import scanpy as sc
 
     from ..tl._common import check_genes_in, log_normalize
@@ -575,6 +623,16 @@ def eval_annotate(
     dict
         ``{"sections": {name: {"labels", "excluded_labels", "methods": {method: {"accuracy", "macro_f1"}}}},
         "pooled": {method: scores over all scored spots of all sections}}``.
+
+    Examples
+    --------
+    >>> from stalign import evaluation
+    >>> res = evaluation.eval_annotate(["her2st:A1"], model="stalign-base", baselines=False)
+    >>> sec = res["sections"]["her2st:A1"]
+    >>> sorted(sec["methods"])  # A1 has expression and no image: the gene embedding is scored
+    ['stalign_gene']
+    >>> 0 <= sec["methods"]["stalign_gene"]["accuracy"] <= 1
+    True
     """
     from ..tl import annotate as tl_annotate
 
@@ -663,6 +721,13 @@ def eval_retrieval(
     -------
     dict
         ``{"sections": {name: {"n_spots", "methods": {method: {"i2g_R@1", ..., "g2i_R@10"}}}}, "pooled": ...}``.
+
+    Examples
+    --------
+    >>> from stalign import evaluation
+    >>> res = evaluation.eval_retrieval(["stahl_mob:11"], model="stalign-base", baselines=False)
+    >>> sorted(res["pooled"]["stalign"])
+    ['g2i_R@1', 'g2i_R@10', 'g2i_R@5', 'i2g_R@1', 'i2g_R@10', 'i2g_R@5', 'n_sections']
     """
     store = _store or _Sections(data_dir)
     names = store.add(sections)
@@ -765,8 +830,18 @@ def evaluate(
 
     Examples
     --------
+    The dev-evaluation table of the docs (all four tasks with every baseline, several minutes on a CPU):
+
+    >>> import stalign as sta
     >>> res = sta.evaluation.evaluate("domains", model="stalign-base", sections=["dlpfc:151674"])  # doctest: +SKIP
     >>> print(sta.evaluation.format_markdown(res))  # doctest: +SKIP
+
+    One task on one small held-out section, without the baselines:
+
+    >>> from stalign import evaluation
+    >>> res = evaluation.evaluate("retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False)
+    >>> list(res), res["meta"]["models"]["stalign"]["spec"]
+    (['meta', 'retrieval'], 'stalign-base')
     """
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     bad = [t for t in tasks if t not in TASKS]
@@ -813,7 +888,15 @@ def evaluate(
 
 
 def write_results(results: Mapping, out: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``results`` as JSON to ``out`` and the markdown tables to ``out`` with suffix ``.md``."""
+    """Write ``results`` as JSON to ``out`` and the markdown tables to ``out`` with suffix ``.md``.
+
+    Examples
+    --------
+    >>> from stalign import evaluation
+    >>> res = evaluation.evaluate("retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False)
+    >>> evaluation.write_results(res, "retrieval.json")
+    (PosixPath('retrieval.json'), PosixPath('retrieval.md'))
+    """
     from ._report import format_markdown
 
     path = Path(out)
