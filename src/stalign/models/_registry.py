@@ -27,7 +27,7 @@ REGISTRY: dict[str, RegistryEntry] = {
     "stalign-base": {
         "file": "weights/stalign-base/model.safetensors",
         "config": "weights/stalign-base/config.json",
-        "sha256": "189f813d43d3cf21df6d5270dcb370ccc97777f63a814be7784421ada6303bc5",
+        "sha256": "64fe961c28d2589a8aaea7f05ecd8bcfd97ce13256a3c59c82107798493c44ee",
         "version": "0.1.0.dev0",
         "description": "STAlignConfig.base pretrained from scratch on the public sections of the shared data.",
     },
