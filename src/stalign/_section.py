@@ -174,18 +174,19 @@ def _microns_per_pixel(sf: dict, library_id: Any, table: AnnData | None = None) 
         msg = f"scalefactors['spot_diameter_fullres'] of {library_id!r} is {diam!r}; it must be a positive number."
         raise ValueError(msg)
     if mpp is None:
-        if diam is None:
-            msg = (
-                f"Section {library_id!r} records neither 'microns_per_pixel' nor 'spot_diameter_fullres' in "
-                "`uns['spatial'][library_id]['scalefactors']`; set one of them (Visium: 55 µm spots)."
-            )
-            raise ValueError(msg)
         mpp = _grid_microns_per_pixel(table)
         if mpp is not None:
             logger.info("microns_per_pixel of %r from the 100 µm Visium array pitch: %.4f", library_id, mpp)
-        else:
+        elif diam is not None:
             mpp = VISIUM_SPOT_UM / float(diam)
             logger.info("microns_per_pixel of %r derived from a 55 µm Visium spot: %.4f", library_id, mpp)
+        else:
+            msg = (
+                f"Section {library_id!r} records neither 'microns_per_pixel' nor 'spot_diameter_fullres' in "
+                "`uns['spatial'][library_id]['scalefactors']`, and has no Visium array grid (`obs['array_row']`, "
+                "`obs['array_col']`); set one of them (Visium: 55 µm spots)."
+            )
+            raise ValueError(msg)
     if not (np.isfinite(mpp) and mpp > 0):
         msg = f"scalefactors['microns_per_pixel'] of {library_id!r} is {mpp!r}; it must be a positive number."
         raise ValueError(msg)
@@ -260,9 +261,48 @@ def _to_uint8_rgb(arr: np.ndarray, *, name: str) -> np.ndarray:
     raise ValueError(msg)
 
 
-def _levels_from_sdata(sdata, image_key: str | None) -> list[ImageLevel]:
+def _region_elements(sdata, table: AnnData) -> list[Any]:
+    """The elements the table annotates (``uns["spatialdata_attrs"]["region"]``) that the SpatialData holds."""
+    region = (table.uns.get("spatialdata_attrs") or {}).get("region")
+    names = [region] if isinstance(region, str) else list(region) if region is not None else []
+    out = []
+    for name in names:
+        for kind in ("shapes", "points", "labels"):
+            elems = getattr(sdata, kind, {})
+            if name in elems:
+                out.append(elems[name])
+    return out
+
+
+def _image_to_fullres(sdata, key: str, elem, table: AnnData) -> np.ndarray:
+    """Affine ``(3, 3)`` matrix (x, y) from the pixels of image ``key`` to full-resolution pixels.
+
+    Full-resolution pixels are the frame of ``obsm["spatial"]``: the ``"global"`` coordinate system (stalign's and
+    spatialdata-io's readers put the spots there unscaled), or else the frame of the spots element the table
+    annotates, reached through a coordinate system the image shares with it (spatialdata-io keeps Visium's hires and
+    lowres PNGs only in ``"downscaled_hires"``/``"downscaled_lowres"``, next to the spots scaled into them).
+    """
     from spatialdata.transformations import get_transformation
 
+    axes = {"input_axes": ("x", "y"), "output_axes": ("x", "y")}
+    own = get_transformation(elem, get_all=True) or {}
+    if "global" in own:
+        return np.asarray(own["global"].to_affine_matrix(**axes), dtype=np.float64)
+    for region in _region_elements(sdata, table):
+        theirs = get_transformation(region, get_all=True) or {}
+        for cs in own:
+            if cs in theirs:
+                to_cs = np.asarray(own[cs].to_affine_matrix(**axes), dtype=np.float64)
+                spots_to_cs = np.asarray(theirs[cs].to_affine_matrix(**axes), dtype=np.float64)
+                return np.linalg.solve(spots_to_cs, to_cs)
+    msg = (
+        f"Image {key!r} is in coordinate system(s) {sorted(own)}, none of which holds the table's spots (full-"
+        "resolution pixels); give it a transformation to 'global' or to a coordinate system of the spots element."
+    )
+    raise ValueError(msg)
+
+
+def _levels_from_sdata(sdata, image_key: str | None, table: AnnData) -> list[ImageLevel]:
     keys = list(sdata.images.keys()) if image_key is None else [image_key]
     if image_key is not None and image_key not in sdata.images:
         msg = f"image_key {image_key!r} not in sdata.images; available: {', '.join(sdata.images.keys()) or 'none'}."
@@ -270,11 +310,7 @@ def _levels_from_sdata(sdata, image_key: str | None) -> list[ImageLevel]:
     levels: list[ImageLevel] = []
     for key in keys:
         elem = sdata.images[key]
-        t = get_transformation(elem, to_coordinate_system="global")
-        if isinstance(t, dict):  # no "global" system
-            msg = f"Image {key!r} has no transformation to the 'global' coordinate system (full-resolution pixels)."
-            raise ValueError(msg)
-        m = t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+        m = _image_to_fullres(sdata, key, elem, table)
         sx, sy = float(m[0, 0]), float(m[1, 1])
         if abs(m[0, 1]) > 1e-9 or abs(m[1, 0]) > 1e-9 or abs(sx - sy) > 1e-6 * max(sx, sy):
             msg = f"Image {key!r}: only isotropic scale (+ translation) transformations are supported."
@@ -311,7 +347,7 @@ def get_section(
             msg = f"table_key {table_key!r} not in sdata.tables; available: {', '.join(data.tables.keys()) or 'none'}."
             raise KeyError(msg)
         table = data.tables[table_key]
-        levels = _levels_from_sdata(data, image_key)
+        levels = _levels_from_sdata(data, image_key, table)
     elif isinstance(data, AnnData):
         table = data
         levels = None

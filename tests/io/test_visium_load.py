@@ -193,3 +193,60 @@ def test_read_visium_microns_per_pixel_override_and_grid_default(tmp_path, data_
     for bad, err in ((0, ValueError), (float("nan"), ValueError), ("0.5", TypeError), (True, TypeError)):
         with pytest.raises(err, match="microns_per_pixel"):
             io.read_visium(outs, microns_per_pixel=bad)
+
+
+def _spatialdata_io_like(sdata, data_dir):
+    """The same section shaped as spatialdata-io's Visium reader builds it: no ``uns["spatial"]``, the lowres PNG
+    only in a ``"downscaled_lowres"`` coordinate system, the spots in ``"global"`` and scaled into that system."""
+    from PIL import Image
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    src = data_dir / "dlpfc_humanpilot" / "10X" / SAMPLE
+    sf = json.loads((src / "scalefactors_json.json").read_text())
+    t = sdata.tables["table"].copy()
+    del t.uns["spatial"]
+    t.uns.pop("spatialdata_attrs", None)
+    t.obs = t.obs[["in_tissue", "array_row", "array_col"]].copy()
+    t.obs["spot_id"] = np.arange(t.n_obs)
+    t.obs["region"] = pd.Categorical([SAMPLE] * t.n_obs)
+    lowres = Scale([sf["tissue_lowres_scalef"]] * 2, axes=("y", "x"))
+    circles = ShapesModel.parse(
+        t.obsm["spatial"],
+        geometry=0,
+        radius=sf["spot_diameter_fullres"] / 2,
+        index=t.obs["spot_id"].copy(),
+        transformations={"global": Identity(), "downscaled_lowres": lowres},
+    )
+    img = np.asarray(Image.open(src / "tissue_lowres_image.png").convert("RGB")).transpose(2, 0, 1)
+    image = Image2DModel.parse(img, dims=("c", "y", "x"), transformations={"downscaled_lowres": Identity()})
+    table = TableModel.parse(t, region=SAMPLE, region_key="region", instance_key="spot_id")
+    return SpatialData(images={f"{SAMPLE}_lowres_image": image}, shapes={SAMPLE: circles}, tables={"table": table})
+
+
+def test_spatialdata_io_layout_reads_like_ours(data_dir, dlpfc_sdata):
+    """A Visium SpatialData from spatialdata-io (no uns['spatial'], images outside 'global') is read like ours."""
+    from stalign.pp import read_crops
+
+    other = _spatialdata_io_like(dlpfc_sdata, data_dir)
+    ours, theirs = get_section(dlpfc_sdata), get_section(other, require_image=True)
+    assert theirs.microns_per_pixel == ours.microns_per_pixel  # the same array grid
+    assert theirs.images[0].fullres_per_px == pytest.approx(ours.images[0].fullres_per_px, rel=1e-6)
+    xy = ours.coords[:32]
+    np.testing.assert_array_equal(
+        read_crops(theirs, xy, size_um=100, out_px=16), read_crops(ours, xy, size_um=100, out_px=16)
+    )
+    # the whole tl.embed: the same embeddings from either layout
+    import stalign as sta
+
+    a = sta.tl.embed(dlpfc_sdata, show_progress_bar=False, copy=True).tables["table"].obsm["X_stalign"]
+    b = sta.tl.embed(other, show_progress_bar=False, copy=True).tables["table"].obsm["X_stalign"]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # an image in no coordinate system of the spots is refused with the fix named
+    from spatialdata.transformations import Identity, set_transformation
+
+    img = other.images[f"{SAMPLE}_lowres_image"]
+    set_transformation(img, {"elsewhere": Identity()}, set_all=True)
+    with pytest.raises(ValueError, match="none of which holds the table's spots"):
+        get_section(other)
