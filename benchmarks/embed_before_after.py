@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_results  # benchmarks/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -159,9 +160,7 @@ def main(argv=None) -> int:
                 f"{row[f'{variant}_ratio']:.2f}× | {b['spots_per_cpu_s']:.0f} | {a['spots_per_cpu_s']:.0f} | "
                 f"{row[f'{variant}_cpu_ratio']:.2f}× |"
             )
-    out = HERE / "results" / "embed_before_after.json"
-    out.write_text(json.dumps(res, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results("embed_before_after", res, "\n".join(lines))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_results  # benchmarks/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 MPP = 0.5  # µm per full-resolution pixel
@@ -210,10 +211,7 @@ def main(argv=None) -> int:
         f"Growth of the {what} {first['size_px']:,}² → {last['size_px']:,}²: {100 * growth:+.1f} % "
         f"(largest over all sizes {100 * worst:+.1f} %; target < 10 %).",
     ]
-    out = HERE / "results" / "memory.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results("memory", res, "\n".join(lines))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_results  # benchmarks/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ["her2st:C2", "dlpfc:151673"]
@@ -238,10 +239,7 @@ def main(argv=None) -> int:
         "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    out = HERE / "results" / (f"throughput_{args.tag}.json" if args.tag else "throughput.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    out.with_suffix(".md").write_text(markdown(res))
+    out = write_results(f"throughput_{args.tag}" if args.tag else "throughput", res, markdown(res))
     log.info("wrote %s", out)
     sys.stdout.write(markdown(res))
     return 0

@@ -118,3 +118,14 @@ def copy_data(data: Any, *, table_key: str = "table"):
 def uns_key(key_added: str) -> str:
     """``uns`` key for an ``obsm`` key: ``X_stalign`` → ``stalign`` (scanpy's ``X_<name>`` pattern)."""
     return key_added[2:] if key_added.startswith("X_") else key_added
+
+
+def check_key(key_added: Any, *, name: str = "key_added") -> str:
+    """``key_added`` if it is a non-empty string (checked before any work is done), else a clear error."""
+    if not isinstance(key_added, str) or not key_added:
+        msg = (
+            f"{name}={key_added!r}; it must be a non-empty string (the obsm/uns key the result is stored under), "
+            f"e.g. {name}='my_result', got {key_added!r}."
+        )
+        raise TypeError(msg) if not isinstance(key_added, str) else ValueError(msg)
+    return key_added

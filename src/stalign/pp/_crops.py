@@ -29,7 +29,7 @@ import numpy as np
 
 from .._constants import NICHE_UM, SPOT_UM, Key
 from .._section import ImageLevel, Section, get_section
-from .._utils import save_data
+from .._utils import check_key, save_data
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +52,6 @@ def _check_size(size_um: float, out_px: int | None = None) -> None:
     if out_px is not None and (isinstance(out_px, bool) or not isinstance(out_px, int | np.integer) or out_px < 1):
         msg = f"out_px={out_px!r}; the crop size must be a positive integer number of pixels (e.g. 64)."
         raise ValueError(msg)
-
-
-def _check_key(key_added: Any) -> str:
-    """``key_added`` if it is a non-empty string (checked before any work), else a clear error."""
-    if not isinstance(key_added, str) or not key_added:
-        msg = (
-            f"key_added={key_added!r}; it must be a non-empty string (the obsm/uns key the result is stored "
-            "under), e.g. key_added='my_boxes'."
-        )
-        raise TypeError(msg) if not isinstance(key_added, str) else ValueError(msg)
-    return key_added
 
 
 def choose_level(section: Section, *, size_um: float, out_px: int | None) -> ImageLevel:
@@ -441,7 +430,7 @@ def _store_boxes(
     data: Any, *, size_um: float, key_added: str, table_key: str, image_key: str | None, library_id: str | None,
     copy: bool, kind: str,
 ) -> Any:  # fmt: skip
-    _check_key(key_added)
+    check_key(key_added)
     _check_size(size_um)
     section = get_section(data, table_key=table_key, image_key=image_key, library_id=library_id, require_image=True)
     boxes = crop_boxes(data, size_um=size_um, table_key=table_key, image_key=image_key, library_id=library_id)

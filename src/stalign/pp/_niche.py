@@ -10,8 +10,8 @@ from scipy import sparse
 
 from .._constants import NICHE_UM, Key
 from .._section import Section, get_section
-from .._utils import save_data
-from ._crops import _check_key, _writable_table
+from .._utils import check_key, save_data
+from ._crops import _writable_table
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +59,8 @@ def default_radius_um(section: Section, *, tree: Any = None) -> float:
     return NICHE_RADIUS_UM if not np.isfinite(pitch) else max(NICHE_RADIUS_UM, PITCH_FACTOR * pitch)
 
 
-def niche_graph(section: Section, *, radius_um: float | None = None) -> sparse.csr_matrix:
-    """Row-normalised ``(n, n)`` averaging matrix: row ``i`` weights equally every spot within ``radius_um`` of ``i``.
-
-    The spot itself is included. The graph is the radius graph of :func:`squidpy.gr.spatial_neighbors` with
-    ``coord_type="generic"`` (every pair within ``radius_um``, the boundary included), built directly with a
-    :class:`scipy.spatial.cKDTree` so that no AnnData is touched and squidpy's import (seconds) is not paid on every
-    call; a test checks that both graphs are identical.
-    """
+def _graph_and_radius(section: Section, radius_um: float | None) -> tuple[sparse.csr_matrix, float]:
+    """:func:`niche_graph` and the radius it used (the per-section default when ``radius_um`` is None)."""
     from scipy.spatial import cKDTree
 
     radius_um = _check_radius(radius_um)
@@ -85,7 +79,18 @@ def niche_graph(section: Section, *, radius_um: float | None = None) -> sparse.c
     A = (A + sparse.identity(n, dtype=np.float32, format="csr")).tocsr()
     A.data[:] = 1.0
     deg = np.asarray(A.sum(axis=1)).ravel()
-    return (sparse.diags(1.0 / deg) @ A).tocsr().astype(np.float32)
+    return (sparse.diags(1.0 / deg) @ A).tocsr().astype(np.float32), float(radius_um)
+
+
+def niche_graph(section: Section, *, radius_um: float | None = None) -> sparse.csr_matrix:
+    """Row-normalised ``(n, n)`` averaging matrix: row ``i`` weights equally every spot within ``radius_um`` of ``i``.
+
+    The spot itself is included. The graph is the radius graph of :func:`squidpy.gr.spatial_neighbors` with
+    ``coord_type="generic"`` (every pair within ``radius_um``, the boundary included), built directly with a
+    :class:`scipy.spatial.cKDTree` so that no AnnData is touched and squidpy's import (seconds) is not paid on every
+    call; a test checks that both graphs are identical.
+    """
+    return _graph_and_radius(section, radius_um)[0]
 
 
 def niche_counts(section: Section, *, radius_um: float | None = None, graph: sparse.spmatrix | None = None):
@@ -151,7 +156,7 @@ def niche_expression(
     (3639, 5000)
     """
     radius = _check_radius(radius_um)
-    _check_key(key_added)
+    check_key(key_added)
     section = get_section(data, table_key=table_key, library_id=library_id)
     if not section.has_expression:  # raises for NaN, infinite or negative counts
         what = "no genes (0 columns)" if section.table.n_vars == 0 else "only zero counts"
@@ -160,9 +165,7 @@ def niche_expression(
             "raw counts. Pass a table with raw counts in `X` (image-only sections need no niche expression)."
         )
         raise ValueError(msg)
-    if radius is None:
-        radius = default_radius_um(section)
-    G = niche_graph(section, radius_um=radius)
+    G, radius = _graph_and_radius(section, radius)  # one KD-tree for the default radius and the graph
     Xn = niche_counts(section, graph=G)
     params = {
         "radius_um": radius,

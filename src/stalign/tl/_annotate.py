@@ -177,7 +177,7 @@ def annotate(
     ):
         msg = f"temperature must be a finite positive number (e.g. 0.1), got {temperature!r}."
         raise ValueError(msg)
-    from ._common import check_key
+    from .._utils import check_key
 
     check_key(key_added)
     if markers is None and not (isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 1):

@@ -83,14 +83,6 @@ def check_genes_in(genes: Sequence[str], available: Sequence[str], *, what: str)
     return [lut[g] for g in normalize_symbol(genes) if g in lut]
 
 
-def check_key(key_added: Any, *, name: str = "key_added") -> str:
-    """``key_added`` if it is a non-empty string, else a clear error (before any work is done)."""
-    if not isinstance(key_added, str) or not key_added:
-        msg = f"{name} must be a non-empty string (the key results are stored under), got {key_added!r}."
-        raise TypeError(msg) if not isinstance(key_added, str) else ValueError(msg)
-    return key_added
-
-
 def check_positive(value: Any, *, name: str, integer: bool = False, allow_none: bool = False) -> Any:
     """``value`` if it is a finite positive number (an integer when ``integer``), else a clear error."""
     if value is None and allow_none:

@@ -132,7 +132,8 @@ def domains(
     7
     >>> sta.tl.domains(sdata, n_domains=7, use_rep="X_stalign_image", key_added="image_domain")  # H&E only
     """
-    from ._common import check_key, check_positive
+    from .._utils import check_key
+    from ._common import check_positive
 
     if method not in _METHODS:
         msg = f"method must be one of {_METHODS}, got {method!r}."

@@ -17,8 +17,8 @@ from .._utils import copy_data, get_table, resolve_device, save_data, track, uns
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stalign-base"
-#: model outputs kept: spot image, spot gene, fused (spot + niche, re-normalised), fused niche and fused spot
-#: (the last is not written by :func:`embed`; the evaluation's "no niche" ablation uses it)
+#: model outputs kept: spot image, spot gene, fused (spot + niche, re-normalised) and fused niche; the fused spot
+#: embedding alone is added by ``embed_arrays(fused_spot=True)`` for the evaluation's "no niche" ablation
 _OUTPUTS = ("image", "gene", "fused", "niche")
 
 
@@ -267,7 +267,7 @@ def embed(
     'stalign-base'
     """
     from .. import __version__
-    from ._common import check_key
+    from .._utils import check_key
 
     check_key(key_added)
     # checked before the model is loaded (a ~1 s first load): a typo fails at once
