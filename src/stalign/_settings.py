@@ -1,16 +1,35 @@
-"""Global settings (device, batch size, workers, seed)."""
+"""Global settings: the default device and the folder of the shared datasets."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
 class _Settings:
-    device: str | None = None
-    batch_size: int = 256
-    num_workers: int = 0
-    seed: int = 0
+    """Package-wide defaults (``stalign.settings``), each overridden by the argument of the same name.
 
+    Attributes
+    ----------
+    device
+        Default torch device of :func:`stalign.tl.embed` and training (``None``: CUDA when present, else CPU).
+    data_dir
+        Folder that holds the shared datasets read by the :mod:`stalign.io` loaders (``stalign.io.dlpfc`` etc.);
+        ``None``: ``$STALIGN_DATA_DIR``. Nothing is read relative to the working directory.
+    """
+
+    device: str | None = None
+    data_dir: str | os.PathLike | None = None
+
+    def resolved_data_dir(self) -> Path | None:
+        """``data_dir``, else ``$STALIGN_DATA_DIR``, else ``None``."""
+        value = self.data_dir if self.data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
+        return None if value is None else Path(value).expanduser()
+
+
+#: Environment variable naming the datasets folder.
+DATA_DIR_ENV = "STALIGN_DATA_DIR"
 
 settings = _Settings()

@@ -1,19 +1,15 @@
-"""Small shared helpers: device resolution, progress bars, logging writes, data directory."""
+"""Small shared helpers: device resolution, progress bars, logging writes, tables of SpatialData/AnnData."""
 
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from ._constants import Key
 
-DATA_DIR_ENV = "STALIGN_DATA_DIR"
-#: Fallback when neither ``data_dir=`` nor ``$STALIGN_DATA_DIR`` is given (relative to the working directory).
-DEFAULT_DATA_DIR = "../shared/data"
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: Any = None):
@@ -59,27 +55,6 @@ def save_data(adata, *, attr: str, key: str, data: Any) -> None:
     logger.info("Adding `adata.%s[%r]`", attr, key)
 
 
-def data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Resolve the real-data directory: the argument, else ``$STALIGN_DATA_DIR``, else ``../shared/data``."""
-    if data_dir is None:
-        env = os.environ.get(DATA_DIR_ENV)
-        if env:
-            data_dir = env
-        elif Path(DEFAULT_DATA_DIR).is_dir():
-            data_dir = DEFAULT_DATA_DIR
-        else:
-            msg = (
-                f"No data directory given: pass `data_dir=` or set the environment variable {DATA_DIR_ENV} "
-                f"to the folder that holds the datasets (the fallback {DEFAULT_DATA_DIR!r} does not exist here)."
-            )
-            raise ValueError(msg)
-    path = Path(data_dir).expanduser()
-    if not path.is_dir():
-        msg = f"Data directory {str(path)!r} does not exist; pass an existing `data_dir=` or fix ${DATA_DIR_ENV}."
-        raise FileNotFoundError(msg)
-    return path
-
-
 def get_table(data: Any, *, table_key: str = "table"):
     """The AnnData that results are written to: ``data`` itself, or ``data.tables[table_key]``."""
     from anndata import AnnData
@@ -120,12 +95,71 @@ def uns_key(key_added: str) -> str:
     return key_added[2:] if key_added.startswith("X_") else key_added
 
 
-def check_key(key_added: Any, *, name: str = "key_added") -> str:
-    """``key_added`` if it is a non-empty string (checked before any work is done), else a clear error."""
-    if not isinstance(key_added, str) or not key_added:
+def _records(table) -> dict[str, dict]:
+    """``uns`` entries written by ``tl.embed`` (they hold ``keys`` and ``weights_fingerprint``)."""
+    from collections.abc import Mapping
+
+    out = {}
+    for k, v in table.uns.items():
+        if isinstance(v, Mapping) and isinstance(v.get("keys"), Mapping) and "weights_fingerprint" in v:
+            out[str(k)] = v
+    return out
+
+
+def embedding_record(table, embed_key: str | None = None) -> dict | None:
+    """The record of the embeddings to use: ``tl.embed(key_added=embed_key)``'s, else the only one present.
+
+    ``None`` when the table holds no stalign embedding. Raises when ``embed_key`` names none, or when several
+    embeddings are present and ``embed_key`` is not given.
+    """
+    recs = _records(table)
+    if embed_key is not None:
+        uk = uns_key(embed_key)
+        if uk not in recs:
+            msg = (
+                f"embed_key={embed_key!r}: no embedding of tl.embed(key_added={embed_key!r}) in this table "
+                f"(embeddings present: {', '.join(f'X_{k}' for k in recs) or 'none'}); run tl.embed first or pass "
+                "the key_added it used."
+            )
+            raise KeyError(msg)
+        return recs[uk]
+    if not recs:
+        return None
+    if len(recs) > 1:
         msg = (
-            f"{name}={key_added!r}; it must be a non-empty string (the obsm/uns key the result is stored under), "
-            f"e.g. {name}='my_result', got {key_added!r}."
+            f"The table holds several stalign embeddings ({', '.join(f'X_{k}' for k in recs)}); pass embed_key= "
+            "(the key_added of tl.embed) to choose one."
         )
-        raise TypeError(msg) if not isinstance(key_added, str) else ValueError(msg)
-    return key_added
+        raise ValueError(msg)
+    return next(iter(recs.values()))
+
+
+#: obsm keys of ``tl.embed``'s defaults: used for embeddings that carry no ``uns`` record (written by hand).
+DEFAULT_EMBEDDING_KEYS = {"fused": Key.X, "image": Key.X_image, "gene": Key.X_gene, "niche": Key.X_niche}
+
+
+def embedding_keys(record: dict | None) -> dict[str, str]:
+    """``{"fused" | "image" | "gene" | "niche": obsm key}`` of an embedding record (default keys without one)."""
+    return dict(record["keys"]) if record is not None else dict(DEFAULT_EMBEDDING_KEYS)
+
+
+def default_rep(table, use_rep: str | None = None, *, embed_key: str | None = None) -> str:
+    """``use_rep`` if given (checked), else the fused embedding of ``tl.embed`` (else its image, else its gene one).
+
+    The keys come from the ``uns`` record of :func:`stalign.tl.embed` (``embed_key``: its ``key_added``, needed only
+    when the table holds several embeddings).
+    """
+    if use_rep is not None:
+        if use_rep not in table.obsm:
+            msg = (
+                f"use_rep {use_rep!r} not in obsm (available: {', '.join(table.obsm.keys()) or 'none'}); run "
+                "tl.embed first."
+            )
+            raise KeyError(msg)
+        return use_rep
+    keys = embedding_keys(embedding_record(table, embed_key))
+    for name in ("fused", "image", "gene"):
+        if keys.get(name) in table.obsm:
+            return keys[name]
+    msg = "No stalign embedding in obsm; run stalign.tl.embed first, or pass use_rep= (an obsm key)."
+    raise KeyError(msg)

@@ -67,18 +67,18 @@ def test_patient_of():
 # ------------------------------------------------------------------------------------------------ baselines
 def test_niche_smoothed_pca_baseline_on_dlpfc(dlpfc73):
     """Measured here: PCA 0.31, niche-smoothed PCA 0.38 ARI on 151673 (7-component GMM)."""
-    from stalign._section import get_section
+    from stalign.pp import spatial_smooth
     from stalign.tl._domains import cluster_embedding
 
     t = dlpfc73.tables["table"]
     P = ev.expression_pca(t)
-    N = ev.niche_smooth(P, get_section(dlpfc73))
+    N = spatial_smooth(dlpfc73, P, radius_um=None)  # the niche radius: 110 µm on Visium
     assert P.shape == N.shape == (t.n_obs, 30)
     ari_n = ev.clustering_scores(t.obs["annotation"], cluster_embedding(N, n_domains=7, method="gmm"))["ari"]
     assert ari_n > 0.2
-    np.testing.assert_array_equal(ev.niche_smooth(P, dlpfc73), N)  # the SpatialData itself is accepted
+    np.testing.assert_array_equal(spatial_smooth(dlpfc73, P, radius_um=110.0), N)
     with pytest.raises(ValueError, match="one row per spot"):
-        ev.niche_smooth(P[:10], dlpfc73)
+        spatial_smooth(dlpfc73, P[:10], radius_um=None)
 
 
 def test_pixel_features_shapes(dlpfc_small):

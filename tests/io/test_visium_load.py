@@ -12,7 +12,7 @@ from scipy import io as sio
 from scipy import sparse
 
 from stalign import io
-from stalign._section import get_section
+from stalign._section import get_section, visium_microns_per_pixel
 
 SAMPLE = "151673"
 
@@ -162,9 +162,9 @@ def test_grid_calibration_recovers_the_scale_of_a_rotated_hex_array():
     rows, cols, xy = _hex_grid()
     rng = np.random.default_rng(0)
     jittered = xy + rng.normal(0, 0.5, xy.shape)  # detection noise of ~0.5 px
-    assert io._common.visium_microns_per_pixel(jittered, rows, cols) == pytest.approx(1 / 1.37, rel=0.01)
-    assert io._common.visium_microns_per_pixel(xy[:1], rows[:1], cols[:1]) is None  # one spot: no pitch
-    assert io._common.visium_microns_per_pixel(xy, ["a"] * len(rows), cols) is None  # not numeric
+    assert visium_microns_per_pixel(jittered, rows, cols) == pytest.approx(1 / 1.37, rel=0.01)
+    assert visium_microns_per_pixel(xy[:1], rows[:1], cols[:1]) is None  # one spot: no pitch
+    assert visium_microns_per_pixel(xy, ["a"] * len(rows), cols) is None  # not numeric
 
 
 def test_anndata_without_microns_per_pixel_is_calibrated_on_its_array_grid():

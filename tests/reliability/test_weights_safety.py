@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import stalign as sta
+from stalign import _genes as genes_mod
 from stalign.models import STAlign, load, save
 from stalign.models import _io as mio
 from stalign.models._registry import REGISTRY
@@ -215,23 +216,23 @@ def test_malicious_pickle_never_runs(tmp_path, saved, kind, name, opts):
 
 
 def test_overlap_constant_documented():
-    assert 0 < mio.MIN_VOCABULARY_OVERLAP < 1
-    assert "MIN_VOCABULARY_OVERLAP" in mio.check_vocabulary.__doc__
+    assert 0 < genes_mod.MIN_VOCABULARY_OVERLAP < 1
+    assert "MIN_VOCABULARY_OVERLAP" in genes_mod.check_vocabulary.__doc__
 
 
 def test_vocabulary_overlap_reported_and_warned(caplog):
     vocab = [f"GENE{i}" for i in range(100)]
     with caplog.at_level(logging.INFO, logger="stalign"), warnings.catch_warnings():
         warnings.simplefilter("error")  # full overlap: no warning
-        n, frac = mio.check_vocabulary(vocab[:60], vocab, what="section 'a'")
+        n, frac = genes_mod.check_vocabulary(vocab[:60], vocab, what="section 'a'")
     assert (n, frac) == (60, 1.0)
     assert "Gene overlap of section 'a'" in caplog.text and "60 shared genes" in caplog.text
     low = [*vocab[:10], *(f"OTHER{i}" for i in range(90))]
     with pytest.warns(UserWarning, match=r"shares only 10 genes.*threshold 50%.*gene symbols"):
-        n, frac = mio.check_vocabulary(low, vocab, what="section 'b'")
+        n, frac = genes_mod.check_vocabulary(low, vocab, what="section 'b'")
     assert (n, frac) == (10, 0.1)
     with pytest.raises(ValueError, match="None of the 3 genes .* vocabulary.*ensembl_to_symbol"):
-        mio.check_vocabulary(["X1", "X2", "X3"], vocab)
+        genes_mod.check_vocabulary(["X1", "X2", "X3"], vocab)
 
 
 def test_embed_warns_on_low_overlap_and_reports(mob1, make_subset, caplog):

@@ -1,6 +1,6 @@
 """Evaluation harness: the protocol of DESIGN.md §4 (domains, genes, annotate, retrieval) with baselines."""
 
-from ._baselines import expression_pca, niche_smooth, pixel_features, squidpy_features, standardized_pca
+from ._baselines import expression_pca, pixel_features, squidpy_features, standardized_pca
 from ._markers import DLPFC_LAYER_MARKERS, HER2ST_REGION_MARKERS, MARKERS
 from ._metrics import (
     classification_scores,
@@ -18,7 +18,6 @@ from ._tasks import (
     eval_retrieval,
     evaluate,
     patient_of,
-    reference_hvgs,
     score_genes_labels,
     write_results,
 )
@@ -38,12 +37,10 @@ __all__ = [
     "expression_pca",
     "expression_scores",
     "format_markdown",
-    "niche_smooth",
     "patient_of",
     "pearson_per_gene",
     "pixel_features",
     "recall_at_k",
-    "reference_hvgs",
     "score_genes_labels",
     "squidpy_features",
     "standardized_pca",

@@ -20,7 +20,7 @@ SQUIDPY_FEATURES = ("summary", "histogram", "texture")
 
 def log_expression(table, genes: Sequence[str] | None = None) -> np.ndarray:
     """Dense ``log1p(normalize_total(1e4))`` expression of ``table`` (all genes, or ``genes`` in that order)."""
-    from ..tl._common import log_normalize
+    from ..pp import log_normalize
 
     X = log_normalize(table.X)
     if genes is not None:
@@ -50,7 +50,7 @@ def expression_pca(table, *, n_comps: int = 30, n_top_genes: int = 3000, random_
     import scanpy as sc
     from anndata import AnnData
 
-    from ..tl._common import log_normalize
+    from ..pp import log_normalize
 
     if table.n_vars == 0:
         msg = "Expression PCA needs counts; the section has no genes."
@@ -64,45 +64,6 @@ def expression_pca(table, *, n_comps: int = 30, n_top_genes: int = 3000, random_
         tmp = tmp[:, tmp.var["highly_variable"].to_numpy()]
     n = int(min(n_comps, tmp.n_obs - 1, tmp.n_vars - 1))
     return sc.tl.pca(tmp.X, n_comps=n, random_state=random_state).astype(np.float32)
-
-
-def niche_smooth(X: np.ndarray, section: Any, *, radius_um: float | None = None) -> np.ndarray:
-    """Average the rows of ``X`` over each spot's niche (every spot within ``radius_um``, itself included).
-
-    Uses the same neighbourhood as :func:`stalign.pp.niche_expression` (default: the model's niche radius,
-    ``max(110 µm, 1.1 x the spot pitch)``).
-
-    Parameters
-    ----------
-    X
-        ``(n_spots, d)`` features in the table's spot order.
-    section
-        The SpatialData or AnnData the spots come from (their positions and µm per pixel).
-    radius_um
-        Niche radius in µm.
-
-    Returns
-    -------
-    ``(n_spots, d)`` float32 niche means.
-
-    Examples
-    --------
-    >>> import stalign as sta
-    >>> from stalign import evaluation
-    >>> sdata = sta.io.stutility_mob("MOB1")
-    >>> pcs = evaluation.expression_pca(sdata.tables["table"])
-    >>> evaluation.niche_smooth(pcs, sdata).shape == pcs.shape
-    True
-    """
-    from ..pp._niche import niche_graph
-
-    if not isinstance(section, Section):
-        section = get_section(section)
-    G = niche_graph(section, radius_um=radius_um)
-    if G.shape[0] != len(X):
-        msg = f"X has {len(X)} rows for a section of {G.shape[0]} spots; pass one row per spot of its table."
-        raise ValueError(msg)
-    return np.asarray(G @ np.asarray(X, dtype=np.float32), dtype=np.float32)
 
 
 def standardized_pca(F: np.ndarray, *, n_comps: int = 30, random_state: int = 0) -> np.ndarray:

@@ -19,12 +19,12 @@ from anndata import AnnData
 from .._constants import Key
 from .._section import get_section
 from .._utils import get_table
+from ..pp import reference_hvgs, spatial_smooth
 from ..tl._common import l2n
 from ._baselines import (
     SQUIDPY_FEATURES,
     expression_pca,
     log_expression,
-    niche_smooth,
     pixel_features,
     squidpy_features,
     standardized_pca,
@@ -109,7 +109,7 @@ class _Models:
         import torch
 
         from ..models import STAlign
-        from ..tl._embed import resolve_model
+        from ..tl._common import resolve_model
 
         self.device = device
         self.models: dict[str, Any] = {}
@@ -130,11 +130,14 @@ class _Models:
         self._emb: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
     def _add(self, name: str, m, spec) -> None:
+        from ..models import weights_fingerprint
+
         self.models[name] = m
         self.info[name] = {
             "spec": spec if isinstance(spec, str) else (str(spec) if isinstance(spec, os.PathLike) else "instance"),
             "name": getattr(m, "name", None),
-            "weights_sha256": getattr(m, "sha256", None),
+            "weights_sha256": getattr(m, "weights_sha256", None),
+            "weights_fingerprint": weights_fingerprint(m),
             "n_parameters": int(sum(p.numel() for p in m.parameters())),
             "n_genes": len(m.config.genes),
         }
@@ -294,16 +297,15 @@ def eval_domains(
             if sec.has_expression:
                 P = expression_pca(table, random_state=random_state)
                 reps["pca"] = P
-                reps["pca_niche"] = niche_smooth(P, sec)
+                reps["pca_niche"] = spatial_smooth(data, P, radius_um=None)
             if sec.has_image and image_features:
                 F = squidpy_features(data, features=image_features)
                 reps["squidpy"] = standardized_pca(F.to_numpy(), random_state=random_state)
         shell = _shell(table, {f"X_{m}": v for m, v in reps.items()}, counts=False)
         methods = {}
         for m in reps:
-            tl_domains(
-                shell, n_domains=k, use_rep=f"X_{m}", method="gmm", key_added=f"d_{m}", random_state=random_state
-            )
+            tl_domains(shell, n_domains=k, use_rep=f"X_{m}", method="gmm", smooth_um=0, key_added=f"d_{m}",
+                       random_state=random_state)  # fmt: skip
             scores = clustering_scores(lab.to_numpy(), shell.obs[f"d_{m}"].to_numpy())
             methods[m] = {"ari": scores["ari"], "nmi": scores["nmi"]}
             if m in uses:
@@ -319,57 +321,6 @@ def eval_domains(
 
 
 # ---------------------------------------------------------------------------------------------- genes
-def reference_hvgs(ref_tables: Sequence[AnnData], query_table: AnnData, *, n_top_genes: int = 50) -> list[str]:
-    """Top ``n_top_genes`` HVGs of the references (seurat dispersion, one batch per reference).
-
-    Only genes that every reference and the query measure are candidates.
-
-    Examples
-    --------
-    >>> import stalign as sta
-    >>> from stalign import evaluation
-    >>> c2, c3, c6 = (sta.io.her2st(s).tables["table"] for s in ("C2", "C3", "C6"))
-    >>> genes = evaluation.reference_hvgs([c2, c3], c6, n_top_genes=50)
-    >>> len(genes), all(g in c6.var_names and g in c2.var_names for g in genes)
-    (50, True)
-    """
-    import scanpy as sc
-
-    from ..tl._common import log_normalize
-
-    common = pd.Index(query_table.var_names)
-    for t in ref_tables:
-        common = common.intersection(pd.Index(t.var_names))
-    if len(common) < n_top_genes:
-        msg = (
-            f"The query and the references share only {len(common)} genes (< {n_top_genes}); evaluate sections "
-            "measured on overlapping gene panels."
-        )
-        raise ValueError(msg)
-    parts = []
-    for i, t in enumerate(ref_tables):
-        sub = t[:, common]
-        parts.append(
-            AnnData(
-                log_normalize(sub.X),
-                obs=pd.DataFrame({"batch": str(i)}, index=[f"{i}_{o}" for o in sub.obs_names]),
-                var=pd.DataFrame(index=common),
-            )
-        )
-    import anndata as ad
-
-    tmp = ad.concat(parts) if len(parts) > 1 else parts[0]
-    tmp.var_names = common
-    kw = {"batch_key": "batch"} if len(parts) > 1 else {}
-    sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat", **kw)
-    var = tmp.var
-    if "highly_variable_nbatches" in var:
-        var = var.sort_values(["highly_variable_nbatches", "dispersions_norm"], ascending=False)
-    else:
-        var = var.sort_values("dispersions_norm", ascending=False)
-    return list(var.index[:n_top_genes])
-
-
 def _splits(query: list[str], reference: list[str], sections: list[str], split: str) -> list[tuple[str, list[str]]]:
     if query:
         if not reference:
@@ -491,7 +442,7 @@ def eval_genes(
         if not get_section(qdata).has_image:
             msg = f"Query {q!r} has no image; H&E-only prediction needs the query's H&E."
             raise ValueError(msg)
-        genes = reference_hvgs(rts, qt, n_top_genes=n_top_genes)
+        genes = reference_hvgs(rts, n_top_genes=n_top_genes, also_in=[qt])
         truth = log_expression(qt, genes)
         methods: dict[str, dict] = {}
         for mname in models.models:
@@ -568,7 +519,8 @@ def score_genes_labels(table: AnnData, markers: Mapping[str, Sequence[str]], *, 
     """
     import scanpy as sc
 
-    from ..tl._common import check_genes_in, log_normalize
+    from ..pp import log_normalize
+    from ..tl._common import check_genes_in
 
     tmp = AnnData(
         log_normalize(table.X), obs=pd.DataFrame(index=table.obs_names), var=pd.DataFrame(index=table.var_names)

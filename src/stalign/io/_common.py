@@ -13,14 +13,30 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._utils import data_dir as _data_dir
-
 logger = logging.getLogger(__name__)
 
 
 def resolve_root(data_dir: str | os.PathLike | None) -> Path:
-    """The data directory (argument, else ``$STALIGN_DATA_DIR``)."""
-    return _data_dir(data_dir)
+    """The datasets folder: the argument, else ``stalign.settings.data_dir``, else ``$STALIGN_DATA_DIR``.
+
+    Nothing is read relative to the working directory: without any of the three, a clear error says how to set it.
+    """
+    from .._settings import DATA_DIR_ENV, settings
+
+    path = Path(data_dir).expanduser() if data_dir is not None else settings.resolved_data_dir()
+    if path is None:
+        msg = (
+            "No datasets folder given: pass `data_dir=`, set `stalign.settings.data_dir`, or set the environment "
+            f"variable {DATA_DIR_ENV} to the folder that holds the datasets (e.g. export {DATA_DIR_ENV}=../shared/data)."
+        )
+        raise ValueError(msg)
+    if not path.is_dir():
+        msg = (
+            f"Datasets folder {str(path)!r} does not exist; pass an existing `data_dir=` or fix "
+            f"stalign.settings.data_dir / ${DATA_DIR_ENV}."
+        )
+        raise FileNotFoundError(msg)
+    return path
 
 
 def require_file(path: Path, *, root: Path | None = None, what: str = "file") -> Path:
@@ -86,17 +102,6 @@ def image_array(image: Any) -> np.ndarray | None:
     return np.asarray(image)
 
 
-def check_positive(val: Any, *, name: str, what: str) -> float:
-    """``val`` as a float if it is a finite positive real number, else a clear error."""
-    if isinstance(val, bool) or not isinstance(val, int | float | np.integer | np.floating):
-        msg = f"{what}: {name} must be a positive number, got {type(val).__name__} {val!r}."
-        raise TypeError(msg)
-    if not (np.isfinite(val) and val > 0):
-        msg = f"{what}: {name} is {val!r}; it must be a finite positive number."
-        raise ValueError(msg)
-    return float(val)
-
-
 def nn_distance(xy: np.ndarray, array_xy: np.ndarray | None = None) -> float:
     """Spot pitch in pixels: median pixel distance from each spot to its nearest neighbour.
 
@@ -120,39 +125,6 @@ def nn_distance(xy: np.ndarray, array_xy: np.ndarray | None = None) -> float:
         msg = "All spot positions coincide; cannot derive the spot pitch. Pass microns_per_pixel= explicitly."
         raise ValueError(msg)
     return float(np.median(nn))
-
-
-def visium_microns_per_pixel(xy: Any, array_row: Any, array_col: Any) -> float | None:
-    """µm per full-resolution pixel from the Visium array grid (100 µm between neighbouring spots).
-
-    The array is hexagonal: ``array_col`` steps are 50 µm across and ``array_row`` steps 50·√3 µm down, so each
-    spot's nearest array neighbour has a known distance in µm; the median of (µm / pixel distance) over the spots
-    calibrates the image. ``None`` when the array coordinates are missing, not numeric, or hold fewer than two
-    distinct spots.
-
-    ``spot_diameter_fullres`` is no substitute: on the DLPFC sections it spans ~70 µm at this calibration, so the
-    nominal 55 µm spot gives a µm/px 22 % too small (crops 78 % of their nominal size).
-    """
-    from scipy.spatial import cKDTree
-
-    from .._constants import VISIUM_PITCH_UM
-
-    try:
-        um = np.column_stack([np.asarray(array_col, dtype=np.float64), np.asarray(array_row, dtype=np.float64)])
-        xy = np.asarray(xy, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    um = um * [VISIUM_PITCH_UM / 2, VISIUM_PITCH_UM * np.sqrt(3) / 2]
-    ok = np.isfinite(um).all(1) & np.isfinite(xy).all(1)
-    um, xy = um[ok], xy[ok]
-    if len(np.unique(um, axis=0)) < 2:
-        return None
-    d_um, j = cKDTree(um).query(um, k=2)
-    d_px = np.linalg.norm(xy - xy[j[:, 1]], axis=1)
-    good = (d_um[:, 1] > 0) & (d_px > 0)
-    if not good.any():
-        return None
-    return float(np.median(d_um[good, 1] / d_px[good]))
 
 
 # --------------------------------------------------------------------------------------------------------- R data

@@ -15,8 +15,8 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import ST_PITCH_UM, ST_SPOT_UM
+from .._validators import check_number
 from ._build import build_sdata
-from ._common import check_positive as _check_positive
 from ._common import image_array, nn_distance, read_rdata, require_file, resolve_root, unknown_sample
 from ._visium import _map_gene_ids
 
@@ -214,7 +214,7 @@ def read_st(
     ):
         if val is None and name == "microns_per_pixel":
             continue
-        _check_positive(val, name=name, what=what)
+        check_number(val, f"{what}: {name}")
     if labels is not None and not isinstance(labels, pd.Series):
         msg = f"{what}: labels must be a pandas Series indexed by spot id, got {type(labels).__name__}."
         raise TypeError(msg)
@@ -253,7 +253,7 @@ def read_st(
         X = sparse.csr_matrix(ad.X)[keep]
         _warn_odd_counts(X, what=what)
         ids = list(obs_idx[keep])
-        var_names, var = _map_gene_ids([str(v) for v in ad.var_names], root=data_dir)
+        var_names, var = _map_gene_ids([str(v) for v in ad.var_names])
     else:
         ids = list(pos.index)
     p = pos.loc[ids]

@@ -14,9 +14,10 @@ import pandas as pd
 from scipy import sparse
 
 from .._constants import VISIUM_SPOT_UM
+from .._section import visium_microns_per_pixel
+from .._validators import check_number
 from ._build import build_sdata
 from ._common import (
-    check_positive,
     r_matrix,
     read_image,
     read_rdata,
@@ -24,7 +25,6 @@ from ._common import (
     resolve_root,
     seurat_counts,
     unknown_sample,
-    visium_microns_per_pixel,
 )
 
 logger = logging.getLogger(__name__)
@@ -224,18 +224,12 @@ def assemble_visium(
     return sdata
 
 
-def _map_gene_ids(gene_ids: list[str], *, root: Path | None) -> tuple[list[str], pd.DataFrame]:
-    from ..pp._genes import ensembl_to_symbol, is_ensembl
+def _map_gene_ids(gene_ids: list[str]) -> tuple[list[str], pd.DataFrame]:
+    """Symbols as ``var_names`` (Ensembl ids mapped through the bundled tables), the ids kept in ``var["gene_ids"]``."""
+    from .._genes import ensembl_to_symbol
 
     ids = [str(g) for g in gene_ids]
-    if is_ensembl(ids).any():
-        try:
-            symbols = list(ensembl_to_symbol(ids, data_dir=root))
-        except (FileNotFoundError, ValueError) as e:
-            warnings.warn(f"Gene ids stay Ensembl ids: {e}", UserWarning, stacklevel=3)
-            symbols = ids
-    else:
-        symbols = ids
+    symbols = [str(s) for s in ensembl_to_symbol(ids)]
     var = pd.DataFrame({"gene_ids": ids}, index=pd.Index(symbols))
     return symbols, var
 
@@ -359,7 +353,7 @@ def dlpfc(sample: str | int, *, data_dir: str | os.PathLike | None = None):
     if cpath is not None:
         obj = _pick_r_object(read_rdata(cpath), sample=sample, path=cpath)
         counts, barcodes, gene_ids = counts_from_r_object(obj, what=f"{what} counts {cpath.name}")
-        var_names, var = _map_gene_ids(gene_ids, root=root)
+        var_names, var = _map_gene_ids(gene_ids)
     else:
         logger.info("%s: no counts file; the table has 0 genes.", what)
     return assemble_visium(
@@ -448,7 +442,7 @@ def read_visium(
         msg = f"path must be the Space Ranger `outs` folder (a str or Path), got {type(path).__name__}."
         raise TypeError(msg)
     if microns_per_pixel is not None:
-        check_positive(microns_per_pixel, name="microns_per_pixel", what="read_visium")
+        check_number(microns_per_pixel, "microns_per_pixel", hint=" (µm per full-resolution pixel, e.g. 0.7245)")
     outs = Path(path).expanduser()
     if not outs.is_dir():
         msg = f"Space Ranger folder {str(outs)!r} does not exist; pass the `outs` folder of a Space Ranger run."

@@ -1,19 +1,44 @@
-"""The ST-Align model: configuration, module, losses, save/load and the registry of bundled weights."""
+"""The ST-Align model: configuration, module, losses, save/load and the registry of bundled weights.
 
+The torch-backed members load on first use, so ``import stalign`` does not import torch.
+"""
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 from ._config import STAlignConfig
-from ._io import load, save
-from ._losses import LossOutput, contrastive_loss, gather_negatives, sample_negatives
-from ._model import STAlign
 from ._registry import available_models
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._io import clear_cache, load, save, weights_fingerprint
+    from ._losses import LossOutput, contrastive_loss, gather_negatives, sample_negatives
+    from ._model import STAlign
+
+__getattr__, __dir__ = lazy_exports(
+    globals(),
+    {
+        "LossOutput": "._losses",
+        "STAlign": "._model",
+        "clear_cache": "._io",
+        "contrastive_loss": "._losses",
+        "gather_negatives": "._losses",
+        "load": "._io",
+        "sample_negatives": "._losses",
+        "save": "._io",
+        "weights_fingerprint": "._io",
+    },
+)
 
 __all__ = [
     "LossOutput",
     "STAlign",
     "STAlignConfig",
     "available_models",
+    "clear_cache",
     "contrastive_loss",
     "gather_negatives",
     "load",
     "sample_negatives",
     "save",
+    "weights_fingerprint",
 ]

@@ -29,7 +29,7 @@ GENE_POOL_NORMS = ("batch", "layer", "none")
 
 
 def _normalize_genes(genes: Sequence[str]) -> list[str]:
-    from stalign.pp._genes import normalize_symbol
+    from stalign._genes import normalize_symbol
 
     if isinstance(genes, str):
         msg = "`genes` must be a sequence of gene symbols, not one string; pass e.g. list(adata.var_names)."

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,6 @@ CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 #: Weights suffixes that ``allow_torch_load=True`` reads with ``torch.load(weights_only=True)``.
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
-#: :func:`check_vocabulary` warns when the genes shared by a section and the model vocabulary are fewer than this
-#: fraction of the smaller of the two gene sets.
-MIN_VOCABULARY_OVERLAP = 0.5
 
 
 def _version() -> str:
@@ -179,6 +177,94 @@ def _is_safetensors(path: Path) -> bool:
     return first == b"{"
 
 
+def _tensor_stamp(model) -> tuple:
+    """Storage and in-place version counter of every tensor: changes if anyone modifies or moves the weights."""
+    return tuple((t.data_ptr(), getattr(t, "_version", 0)) for t in model.state_dict(keep_vars=True).values())
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 of a model's weights as they are in memory (names, dtypes, shapes and bytes of every tensor).
+
+    It identifies the weights an embedding was computed with, also for a model trained in memory and never saved
+    (its file's sha256, if any, no longer describes it). Computed once per state of the weights: a model whose
+    tensors change (an optimiser step, ``.to()``) gets a new fingerprint.
+
+    Parameters
+    ----------
+    model
+        An :class:`~stalign.models.STAlign`.
+
+    Returns
+    -------
+    64-character hex digest.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> model = sta.models.load("stalign-base")
+    >>> fp = sta.models.weights_fingerprint(model)
+    >>> len(fp), fp == sta.models.weights_fingerprint(sta.models.load("stalign-base"))
+    (64, True)
+    """
+    import torch
+
+    stamp = _tensor_stamp(model)
+    cached = getattr(model, "_stalign_fingerprint", None)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    h = hashlib.sha256()
+    for name, t in sorted(_unique_state(model).items()):
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest = h.hexdigest()
+    model._stalign_fingerprint = (stamp, digest)
+    return digest
+
+
+#: Models loaded with ``cache=True`` in this process: key (files, their stat, registry sha256) -> (model, stamp).
+_CACHE: OrderedDict[tuple, tuple[Any, tuple]] = OrderedDict()
+#: Most models kept in the cache (least recently used dropped first).
+CACHE_SIZE = 4
+
+
+def _file_stamp(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _cache_key(name_or_path: Any, device: Any) -> tuple | None:
+    """Key of a model given by name or path: its files, their stat and the registry sha256 (``None``: don't cache).
+
+    A file that is replaced or rewritten changes its stamp, so it is loaded (and its sha256 verified) again.
+    """
+    name = str(name_or_path)
+    try:
+        if name in REGISTRY:
+            entry = REGISTRY[name]
+            root = resources.files("stalign.models")
+            weights, config = root.joinpath(entry["file"]), root.joinpath(entry["config"])
+            if not (isinstance(weights, Path) and isinstance(config, Path)):
+                return None  # e.g. a zipped install: no stable file to stamp
+            return ("registry", name, entry["sha256"], _file_stamp(weights), _file_stamp(config), str(device))
+        path = Path(name).expanduser()
+        if not path.exists():
+            return None
+        weights, config = _resolve_path(path)
+        return ("path", _file_stamp(weights), _file_stamp(config), str(device))
+    except (OSError, ValueError):
+        return None
+
+
+def clear_cache() -> None:
+    """Forget the models loaded with ``cache=True`` in this process (the next such load reads the files again).
+
+    Returns
+    -------
+    ``None``.
+    """
+    _CACHE.clear()
+
+
 def load(
     name_or_path: str | os.PathLike,
     *,
@@ -186,6 +272,7 @@ def load(
     sha256: str | None = None,
     allow_torch_load: bool = False,
     trust_unverified: bool = False,
+    cache: bool = False,
 ):
     """Load a model by registry name (see :func:`available_models`) or from a directory written by :func:`save`.
 
@@ -208,6 +295,10 @@ def load(
         Prefer converting such files with ``stalign.models.save``.
     trust_unverified
         Opt-in: accept a weights file whose sha256 is recorded neither in ``config.json`` nor given as ``sha256``.
+    cache
+        Reuse the model this process already loaded from the same, unchanged files onto the same device, as long as
+        its weights were not modified (what the :mod:`stalign.tl` functions do, saving ~1 s of building and hashing
+        per call). The returned module is then shared: don't train it; load without ``cache`` to get your own copy.
 
     Returns
     -------
@@ -240,6 +331,25 @@ def load(
     if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64):
         msg = f"sha256 must be the 64-character hex digest of the weights file, got {sha256!r}."
         raise ValueError(msg)
+    if cache:
+        from .._utils import resolve_device
+
+        dev = resolve_device(device)
+        key = _cache_key(name_or_path, dev) if sha256 is None and not (allow_torch_load or trust_unverified) else None
+        if key is not None and key in _CACHE:
+            m, stamp = _CACHE[key]
+            if _tensor_stamp(m) == stamp:
+                _CACHE.move_to_end(key)
+                logger.debug("Model %s from the per-process cache (files unchanged since verified).", name_or_path)
+                return m
+            del _CACHE[key]  # modified in place since it was verified: load it again
+        m = load(name_or_path, device=dev, sha256=sha256, allow_torch_load=allow_torch_load,
+                 trust_unverified=trust_unverified)  # fmt: skip
+        if key is not None:
+            _CACHE[key] = (m, _tensor_stamp(m))
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        return m
     name = str(name_or_path)
     expected = sha256
     source = name
@@ -387,69 +497,9 @@ def _load_files(
     model.load_state_dict(state, strict=False)
     if meta.get("stalign_version") not in (None, _version()):
         logger.info("Model %s was saved with stalign %s (running %s)", source, meta["stalign_version"], _version())
+    model = model.to(resolve_device(device)).eval()
     model.weights_sha256 = digest
     model.source = source
-    return model.to(resolve_device(device)).eval()
-
-
-def check_vocabulary(var_names, genes, *, what: str = "the section") -> tuple[int, float]:
-    """Report how a section's genes overlap a model's gene vocabulary; warn when the overlap is small.
-
-    The overlap is the number of vocabulary genes the section measures, as a fraction of the smaller of the two
-    gene sets (a 1,000-gene panel fully inside a 19,000-gene vocabulary overlaps 100 %). It is logged at INFO
-    level; a :class:`UserWarning` is raised below :data:`MIN_VOCABULARY_OVERLAP` (the gene-side embedding then
-    rests on few genes: Ensembl ids that did not map, another species, misspelt symbols), and a
-    :class:`ValueError` when no gene is shared.
-
-    Parameters
-    ----------
-    var_names
-        The section's gene names (symbols; Ensembl ids are mapped).
-    genes
-        The model's vocabulary (``model.config.genes``).
-    what
-        Name of the section for messages.
-
-    Returns
-    -------
-    ``(number of shared genes, overlap fraction)``.
-    """
-    import warnings
-
-    import numpy as np
-
-    from ..pp import gene_index
-
-    names = [str(v) for v in var_names]
-    if not names:
-        return 0, 0.0
-    idx = gene_index(names, list(genes))
-    n = len(np.unique(idx[idx >= 0]))
-    denom = max(min(len(set(names)), len(genes)), 1)
-    frac = n / denom
-    logger.info(
-        "Gene overlap of %s with the model vocabulary: %d shared genes (%.1f%% of the section's %d, %.1f%% of the "
-        "vocabulary's %d).",
-        what,
-        n,
-        100 * n / len(names),
-        len(names),
-        100 * n / max(len(genes), 1),
-        len(genes),
-    )
-    if n == 0:
-        msg = (
-            f"None of the {len(names)} genes of {what} (e.g. {', '.join(names[:3])}) is in the model's gene "
-            "vocabulary. Use gene symbols as var_names (Ensembl ids: stalign.pp.ensembl_to_symbol), or drop the genes "
-            "to embed the H&E only."
-        )
-        raise ValueError(msg)
-    if frac < MIN_VOCABULARY_OVERLAP:
-        warnings.warn(
-            f"{what} shares only {n} genes with the model's gene vocabulary ({100 * frac:.1f}% of the smaller gene "
-            f"set; threshold {100 * MIN_VOCABULARY_OVERLAP:.0f}%), so its gene embedding rests on few genes. Check "
-            "that var_names are gene symbols (Ensembl ids: stalign.pp.ensembl_to_symbol) of a species the model knows.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return n, frac
+    # what the file holds: tl.embed records the name and sha256 only while the weights still match it
+    model.loaded_fingerprint = weights_fingerprint(model)
+    return model

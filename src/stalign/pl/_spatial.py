@@ -279,7 +279,7 @@ def embedding(
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
-    from ..tl._domains import default_rep
+    from .._utils import default_rep
 
     table = get_table(data, table_key=table_key)
     rep = default_rep(table, use_rep)

@@ -1,8 +1,8 @@
 """Preprocessing: gene vocabulary, spot/niche crops in micrometres, niche expression and the batch dataset."""
 
-from ._crops import crop_boxes, niche_crops, read_crops, spatial_order, spot_crops
-from ._dataset import SpotDataset
-from ._genes import (
+from typing import TYPE_CHECKING
+
+from .._genes import (
     build_vocabulary,
     ensembl_to_symbol,
     gene_coverage,
@@ -10,7 +10,17 @@ from ._genes import (
     normalize_symbol,
     to_vocabulary_symbols,
 )
-from ._niche import niche_expression
+from .._lazy import lazy_exports
+from ._crops import crop_boxes, niche_crops, read_crops, spatial_order, spot_crops
+from ._hvg import reference_hvgs
+from ._niche import niche_expression, spatial_smooth
+from ._normalize import log_normalize
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._dataset import SpotDataset
+
+# the batch dataset is a torch Dataset: it loads on first use, so `import stalign` does not import torch
+__getattr__, __dir__ = lazy_exports(globals(), {"SpotDataset": "._dataset"})
 
 __all__ = [
     "SpotDataset",
@@ -19,11 +29,14 @@ __all__ = [
     "ensembl_to_symbol",
     "gene_coverage",
     "gene_index",
+    "log_normalize",
     "niche_crops",
     "niche_expression",
     "normalize_symbol",
     "read_crops",
+    "reference_hvgs",
     "spatial_order",
+    "spatial_smooth",
     "spot_crops",
     "to_vocabulary_symbols",
 ]

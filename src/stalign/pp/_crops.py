@@ -29,7 +29,8 @@ import numpy as np
 
 from .._constants import NICHE_UM, SPOT_UM, Key
 from .._section import ImageLevel, Section, get_section
-from .._utils import check_key, save_data
+from .._utils import save_data
+from .._validators import check_key
 
 logger = logging.getLogger(__name__)
 

@@ -14,34 +14,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from anndata import AnnData
 from scipy import sparse
 
 from .._batch import BatchKey
 from .._constants import NICHE_UM, SPOT_UM, Key
+from .._genes import gene_index
 from .._section import Section, get_section
 from ._crops import DEFAULT_PX, _check_size, check_centres_on_image, read_crops, spatial_order
-from ._genes import gene_index
 from ._niche import _check_radius, niche_counts
+from ._normalize import log_normalize
 
 logger = logging.getLogger(__name__)
-
-#: Target sum of :func:`scanpy.pp.normalize_total` before ``log1p``.
-TARGET_SUM = 1e4
-
-
-def log_normalise(counts: sparse.spmatrix, vocab_map: sparse.spmatrix, totals: np.ndarray) -> sparse.csr_matrix:
-    """``log1p(normalize_total(counts, 1e4))`` mapped onto the vocabulary (CSR float32 ``(n, V)``).
-
-    ``totals`` are the per-spot library sizes over the whole panel; genes mapping to the same vocabulary entry are
-    summed.
-    """
-    Xv = (sparse.csr_matrix(counts, dtype=np.float32) @ vocab_map).tocsr().astype(np.float32, copy=False)
-    scale = np.divide(TARGET_SUM, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
-    # row scaling in place on the stored values (a diagonal-matrix product built a third matrix: ~10 % of tl.embed)
-    Xv.data *= np.repeat(scale.astype(np.float32), np.diff(Xv.indptr))
-    np.log1p(Xv.data, out=Xv.data)
-    Xv.eliminate_zeros()
-    return Xv
 
 
 @dataclass
@@ -62,8 +46,8 @@ class _Prepared:
         return len(self.names)
 
 
-def _vocab_map(var_names: Sequence[str], genes: Sequence[str]) -> tuple[sparse.csr_matrix, int]:
-    idx = gene_index(var_names, genes)
+def _vocab_map(table: AnnData, genes: Sequence[str]) -> tuple[sparse.csr_matrix, int]:
+    idx = gene_index(table, genes)
     ok = idx >= 0
     rows = np.flatnonzero(ok)
     M = sparse.csr_matrix(
@@ -83,7 +67,7 @@ def _prepare(
     spot = niche = None
     has_expr = np.zeros(n, dtype=bool)
     if use_expr and table.n_vars > 0:
-        M, n_mapped = _vocab_map(table.var_names, genes)
+        M, n_mapped = _vocab_map(table, genes)
         if n_mapped == 0:
             logger.warning(
                 "Section %d (%r): none of its %d genes is in the vocabulary.", i, sec.library_id, table.n_vars
@@ -92,14 +76,14 @@ def _prepare(
             X = table.X if sparse.issparse(table.X) else sparse.csr_matrix(np.asarray(table.X))
             X = X.tocsr().astype(np.float32)
             totals = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
-            spot = log_normalise(X, M, totals)
+            spot = log_normalize(X, totals=totals, vocab_map=M)
             stored = table.obsm.get(niche_key) if niche_key in table.obsm else None
             if stored is not None and stored.shape == X.shape:
                 Xn = sparse.csr_matrix(stored, dtype=np.float32)
             else:
                 Xn = niche_counts(sec, radius_um=radius_um)  # on the side: the user's object is not modified
             ntot = np.asarray(Xn.sum(axis=1)).ravel().astype(np.float64)
-            niche = log_normalise(Xn, M, ntot)
+            niche = log_normalize(Xn, totals=ntot, vocab_map=M)
             has_expr = (totals > 0) & (np.diff(spot.indptr) > 0)
     if cluster is None:
         cl = np.full(n, -1, dtype=np.int64)
@@ -156,7 +140,9 @@ class SpotDataset(torch.utils.data.Dataset):
     gene_dropout
         Fraction of vocabulary genes zeroed per batch (same columns for spot and niche; training only).
     inference
-        Ordered, every spot exactly once, no dropout, incomplete batches kept.
+        Ordered, every spot exactly once, no dropout, incomplete batches kept; in a section with expression every
+        spot is marked ``has_expr`` (a spot without counts on the vocabulary is an empty profile,
+        :attr:`n_empty_spots`).
     drop_last
         Drop each section's incomplete last batch (training only).
     rank, world_size
@@ -331,6 +317,11 @@ class SpotDataset(torch.utils.data.Dataset):
         """Spots over all sections."""
         return sum(p.n for p in self._sections)
 
+    @property
+    def n_empty_spots(self) -> int:
+        """Spots of sections with expression that have no count on the vocabulary (all-zero or unmapped genes)."""
+        return sum(int((~p.has_expr).sum()) for p in self._sections if p.spot_expr is not None)
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (batches depend only on ``seed`` and ``epoch``); resets :meth:`set_start`."""
         self.epoch = int(epoch)
@@ -418,7 +409,9 @@ class SpotDataset(torch.utils.data.Dataset):
                 drop = rng.random(V) < self.gene_dropout
                 se[:, drop] = 0.0
                 ne[:, drop] = 0.0
-            has_expr = p.has_expr[rows]
+            # inference encodes every spot of a section with expression (an empty spot as an empty profile, so that
+            # no embedding is undefined); training leaves empty spots out of the expression terms
+            has_expr = np.ones(B, dtype=bool) if self.inference else p.has_expr[rows]
         else:
             se = np.zeros((B, V), dtype=np.float32)
             ne = np.zeros((B, V), dtype=np.float32)

@@ -6,11 +6,13 @@ import logging
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
 from .._constants import NICHE_UM, Key
 from .._section import Section, get_section
-from .._utils import check_key, save_data
+from .._utils import save_data
+from .._validators import check_key
 from ._crops import _writable_table
 
 logger = logging.getLogger(__name__)
@@ -180,3 +182,105 @@ def niche_expression(
     save_data(table, attr="obsm", key=key_added, data=Xn)
     save_data(table, attr="uns", key=key_added, data={"params": params})
     return ret
+
+
+def _library_sections(data: Any, *, library_key: str | None, table_key: str) -> list[tuple[np.ndarray, Section]]:
+    """``(rows, section)`` of each section of ``data``: one section, or one per value of ``obs[library_key]``."""
+    from .._utils import get_table
+
+    table = get_table(data, table_key=table_key)
+    if library_key is None:
+        return [(np.arange(table.n_obs), get_section(data, table_key=table_key))]
+    if library_key not in table.obs:
+        msg = (
+            f"library_key={library_key!r} is not a column of obs (columns: {', '.join(map(str, table.obs.columns))}); "
+            "pass the obs column that names each spot's section (e.g. 'sample')."
+        )
+        raise KeyError(msg)
+    libs = table.obs[library_key]
+    if libs.isna().any():
+        msg = f"obs[{library_key!r}] has missing values; every spot must name its section."
+        raise ValueError(msg)
+    spatial = table.uns.get(Key.spatial, {})
+    out = []
+    for lib in pd.unique(libs.astype(str)):
+        rows = np.flatnonzero((libs.astype(str) == lib).to_numpy())
+        sub = table[rows]
+        lib_id = lib if lib in spatial else (None if len(spatial) <= 1 else lib)
+        out.append((rows, get_section(sub, library_id=lib_id)))
+    return out
+
+
+def spatial_smooth(
+    data: Any,
+    values: Any,
+    *,
+    radius_um: float | None,
+    library_key: str | None = None,
+    table_key: str = Key.table,
+) -> np.ndarray:
+    """Average ``values`` over each spot's neighbourhood: every spot within ``radius_um`` (itself included).
+
+    The neighbourhood of :func:`niche_graph` (a disc in micrometres, so one radius means the same tissue on Visium,
+    legacy ST and any scan resolution). With ``library_key``, each section is smoothed on its own: a neighbourhood
+    never crosses sections. This is the smoothing :func:`stalign.tl.domains` and :func:`stalign.tl.annotate` apply,
+    and that the evaluation gives every baseline.
+
+    Parameters
+    ----------
+    data
+        SpatialData (its table) or AnnData with spot positions (``obsm["spatial"]``) and µm/px.
+    values
+        ``(n_spots, d)`` array (dense or sparse) in the table's spot order, or an ``obsm`` key.
+    radius_um
+        Neighbourhood radius in µm; ``0`` returns the values unchanged (as float32); ``None``: each section's niche
+        radius (:func:`default_radius_um`, what :func:`niche_expression` averages over).
+    library_key
+        ``obs`` column naming each spot's section, for an AnnData holding several (squidpy's convention); each
+        library needs its µm/px in ``uns["spatial"][library]["scalefactors"]``.
+    table_key
+        Table of a SpatialData.
+
+    Returns
+    -------
+    ``(n_spots, d)`` float32 array (sparse input gives a CSR matrix).
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> table = sdata.tables["table"]
+    >>> smooth = sta.pp.spatial_smooth(sdata, table.X, radius_um=250)
+    >>> smooth.shape == table.shape
+    True
+    """
+    from .._utils import get_table
+    from .._validators import check_number
+
+    check_number(radius_um, "radius_um", strict=False, allow_none=True, hint=" (µm; 0 turns smoothing off)")
+    table = get_table(data, table_key=table_key)
+    X = table.obsm[values] if isinstance(values, str) else values
+    if isinstance(values, str) and values not in table.obsm:
+        msg = f"values={values!r} is not in obsm (keys: {', '.join(table.obsm)}); pass an array or an obsm key."
+        raise KeyError(msg)
+    is_sparse = sparse.issparse(X)
+    X = X.tocsr().astype(np.float32) if is_sparse else np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[0] != table.n_obs:
+        msg = f"values has shape {X.shape}; it must hold one row per spot ({table.n_obs} rows)."
+        raise ValueError(msg)
+    if radius_um == 0:
+        return X.copy()
+    parts = _library_sections(data, library_key=library_key, table_key=table_key)
+    if len(parts) == 1:
+        return (niche_graph(parts[0][1], radius_um=radius_um) @ X).astype(np.float32)
+    blocks, order = [], []
+    for rows, sec in parts:
+        blocks.append(niche_graph(sec, radius_um=radius_um))
+        order.append(rows)
+    G = sparse.block_diag(blocks, format="csr")
+    perm = np.concatenate(order)
+    sm = G @ X[perm]
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(len(perm))
+    out = sm[inv]
+    return out.tocsr().astype(np.float32) if is_sparse else np.asarray(out, dtype=np.float32)

@@ -11,25 +11,26 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
-from .._utils import copy_data, get_table, save_data
-from ._common import get_embedding, l2n, log_normalize, model_name_from, prompt_embeddings
-from ._embed import DEFAULT_MODEL, resolve_model
+from .._utils import copy_data, embedding_keys, embedding_record, get_table, save_data
+from .._validators import check_int, check_key, check_number
+from ..pp import log_normalize
+from ._common import get_embedding, knn_average, l2n, model_of, prompt_embeddings
 
 logger = logging.getLogger(__name__)
 
 _USES = ("auto", "image", "gene", "fused")
 
 
-def _pick_use(data, table, use: str, *, order: tuple[str, ...], table_key: str) -> str:
+def _pick_use(data, table, use: str, *, order: tuple[str, ...], table_key: str, record: dict | None) -> str:
     """Resolve ``use="auto"``: the first of ``order`` already in ``obsm``, else the first the section allows."""
     if use not in _USES:
         msg = f"use must be one of {_USES}, got {use!r}."
         raise ValueError(msg)
     if use != "auto":
         return use
-    keys = {"fused": Key.X, "image": Key.X_image, "gene": Key.X_gene}
+    keys = embedding_keys(record)
     for name in order:
-        if keys[name] in table.obsm:
+        if keys.get(name) in table.obsm:
             return name
     from .._section import get_section
 
@@ -109,6 +110,7 @@ def annotate(
     labels_key: str | None = None,
     use: Literal["auto", "image", "gene", "fused"] = "auto",
     model: Any = None,
+    embed_key: str | None = None,
     k: int = 15,
     temperature: float = 0.1,
     key_added: str = Key.label,
@@ -138,7 +140,12 @@ def annotate(
         Embedding to match: ``"image"`` (H&E only), ``"gene"``, ``"fused"``; ``"auto"`` picks gene, else image for
         marker prompts, and fused, else image, else gene for label transfer.
     model
-        Model for prompts / missing embeddings; default the one recorded by ``tl.embed``, else ``"stalign-base"``.
+        Model for prompts and missing embeddings. Default: the model that computed the stored embeddings (recorded
+        by :func:`~stalign.tl.embed` in ``uns``), else ``"stalign-base"``. A model other than the one that computed
+        the stored embeddings is refused: two models' spaces cannot be mixed.
+    embed_key
+        ``key_added`` of the :func:`~stalign.tl.embed` call whose embeddings to use, when the table holds several;
+        default the only one present.
     k
         Neighbours for label transfer.
     temperature
@@ -170,41 +177,34 @@ def annotate(
     if (markers is None) == (reference is None):
         msg = "Pass exactly one of `markers` (zero-shot prompts) or `reference` (+ `labels_key`, label transfer)."
         raise ValueError(msg)
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float | np.integer | np.floating)
-        or not (np.isfinite(temperature) and temperature > 0)
-    ):
-        msg = f"temperature must be a finite positive number (e.g. 0.1), got {temperature!r}."
-        raise ValueError(msg)
-    from .._utils import check_key
-
+    check_number(temperature, "temperature", hint=" (e.g. 0.1)")
     check_key(key_added)
-    if markers is None and not (isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 1):
-        msg = f"k must be a positive integer, got {k!r}."
-        raise ValueError(msg)
+    if markers is None:
+        check_int(k, "k", hint=" (reference neighbours that vote)")
     table = get_table(data, table_key=table_key)
     # prompts are gene profiles: match them to gene embeddings when there is expression, else to H&E
     order = ("gene", "image", "fused") if markers is not None else ("fused", "image", "gene")
-    use_ = _pick_use(data, table, use, order=order, table_key=table_key)
-    model_spec = model if model is not None else model_name_from(table, DEFAULT_MODEL)
+    rec = embedding_record(table, embed_key)
+    use_ = _pick_use(data, table, use, order=order, table_key=table_key, record=rec)
 
     if markers is not None:
-        m, _ = resolve_model(model_spec, device=device)
-        Z = l2n(get_embedding(data, use=use_, model=m, table_key=table_key, device=device))
+        m = model_of([rec], model, device=device)
+        Z = l2n(get_embedding(data, use=use_, model=m, table_key=table_key, record=rec, device=device))
         from ..pp import gene_index
 
         genes = list(m.config.genes)
         background = None
         if table.n_vars:
-            idx = gene_index(table.var_names, genes)
+            idx = gene_index(table, genes)
             ok = idx >= 0
             if ok.any():
                 background = np.zeros(len(genes))
                 background[idx[ok]] = np.asarray(table.X[:, np.flatnonzero(ok)].mean(axis=0)).ravel()
         profiles, used = marker_profiles(markers, genes, background=background)
         P = l2n(prompt_embeddings(m, profiles))
-        sims = Z @ P.T
+        logits = (Z @ P.T) / temperature
+        prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
         labels_ = list(used)
         params = {"mode": "markers", "markers": used, "use": use_, "temperature": temperature}
     else:
@@ -215,15 +215,11 @@ def annotate(
         if labels_key not in ref_table.obs:
             msg = f"labels_key {labels_key!r} not in reference.obs (columns: {', '.join(ref_table.obs.columns)})."
             raise KeyError(msg)
-        if not (isinstance(k, int | np.integer) and k >= 1):
-            msg = f"k must be a positive integer, got {k!r}."
-            raise ValueError(msg)
-        key = {"fused": Key.X, "image": Key.X_image, "gene": Key.X_gene}[use_]
-        m = None
-        if key not in table.obsm or key not in ref_table.obsm:
-            m, _ = resolve_model(model_spec, device=device)
-        Z = l2n(get_embedding(data, use=use_, model=m, table_key=table_key, device=device))
-        R = l2n(get_embedding(reference, use=use_, model=m, table_key=table_key, device=device))
+        ref_rec = embedding_record(ref_table, embed_key)
+        stored = [embedding_keys(r).get(use_) in t.obsm for r, t in ((rec, table), (ref_rec, ref_table))]
+        m = model_of([rec, ref_rec], model, device=device, need_model=not all(stored))
+        Z = get_embedding(data, use=use_, model=m, table_key=table_key, record=rec, device=device)
+        R = get_embedding(reference, use=use_, model=m, table_key=table_key, record=ref_rec, device=device)
         lab = ref_table.obs[labels_key]
         keep = lab.notna().to_numpy()
         if not keep.any():
@@ -232,18 +228,10 @@ def annotate(
         R, lab = R[keep], lab[keep].astype(str).to_numpy()
         labels_ = sorted(np.unique(lab).tolist())
         kk = min(int(k), len(R))
-        S = Z @ R.T
-        nn_idx = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
-        nn_sim = np.take_along_axis(S, nn_idx, axis=1)
-        w = np.exp((nn_sim - nn_sim.max(axis=1, keepdims=True)) / temperature)
-        onehot = (lab[nn_idx][..., None] == np.asarray(labels_)[None, None, :]).astype(np.float32)
-        votes = (w[..., None] * onehot).sum(axis=1)
-        sims = np.log(np.maximum(votes / votes.sum(axis=1, keepdims=True), 1e-12)) * temperature
+        onehot = (lab[:, None] == np.asarray(labels_)[None, :]).astype(np.float32)
+        prob = knn_average(Z, R, onehot, k=kk, temperature=temperature)
         params = {"mode": "reference", "labels_key": labels_key, "use": use_, "k": kk, "temperature": temperature}
 
-    logits = sims / temperature
-    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
-    prob /= prob.sum(axis=1, keepdims=True)
     scores = pd.DataFrame(prob.astype(np.float32), index=table.obs_names, columns=labels_)
     labels = np.asarray(labels_, dtype=object)[prob.argmax(axis=1)]
     target = copy_data(data, table_key=table_key) if copy else data

@@ -1,4 +1,4 @@
-"""Helpers shared by the ``tl`` functions: normalised expression, prompt embeddings, embeddings on demand."""
+"""Helpers shared by the ``tl`` functions: the model of an embedding, prompt embeddings, embeddings on demand."""
 
 from __future__ import annotations
 
@@ -6,31 +6,133 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 
-from .._constants import Key
-from .._utils import get_table
+from .._utils import embedding_keys, get_table, resolve_device
 
-TARGET_SUM = 1e4
-
-
-def log_normalize(X: Any, *, target_sum: float = TARGET_SUM) -> sparse.csr_matrix:
-    """``log1p(normalize_total(X, target_sum))`` as CSR float32; all-zero rows stay zero."""
-    X = sparse.csr_matrix(X, dtype=np.float32)
-    totals = np.asarray(X.sum(axis=1)).ravel()
-    scale = np.divide(target_sum, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
-    X = sparse.diags(scale.astype(np.float32)) @ X
-    X.data = np.log1p(X.data)
-    return X.tocsr()
+#: The model ``tl.embed`` uses when none is given.
+DEFAULT_MODEL = "stalign-base"
+#: Embedding kinds and the suffix of their ``obsm`` key (``tl.embed``'s ``key_added`` + suffix).
+SLOTS = {"fused": "", "image": "_image", "gene": "_gene", "niche": "_niche"}
 
 
-def get_embedding(data: Any, *, use: str, model: Any, table_key: str, device=None, **embed_kwargs) -> np.ndarray:
-    """``obsm`` embedding ``use`` ∈ {"image", "gene", "fused"}; computed with ``model`` (not stored) when absent."""
+def resolve_model(model: Any = DEFAULT_MODEL, *, device=None):
+    """A model instance from a registry name, a path, or an ``STAlign`` module (moved to ``device``, eval mode).
+
+    Names and paths go through :func:`stalign.models.load` with ``cache=True``: verified once per process and reused
+    while the files and the weights are unchanged.
+    """
+    import torch
+
+    from ..models import STAlign, load
+
+    dev = resolve_device(device)
+    if isinstance(model, STAlign):
+        return model.to(dev).eval(), dev
+    if isinstance(model, torch.nn.Module):
+        msg = f"model must be a stalign STAlign module, a registry name or a path, got {type(model).__name__}."
+        raise TypeError(msg)
+    return load(model, device=dev, cache=True), dev
+
+
+def model_record(model) -> dict[str, Any]:
+    """What ``uns`` records about the model of an embedding.
+
+    ``weights_fingerprint`` (:func:`stalign.models.weights_fingerprint`) always; the registry name or path and the
+    weights file's sha256 only while the weights in memory are still those of that file (a model fine-tuned in
+    memory is ``"custom"``: its file no longer describes it).
+    """
+    from ..models import weights_fingerprint
+
+    fp = weights_fingerprint(model)
+    source = getattr(model, "source", None)
+    unchanged = source is not None and getattr(model, "loaded_fingerprint", None) == fp
+    return {
+        "model": str(source) if unchanged else "custom",
+        "weights_sha256": getattr(model, "weights_sha256", None) if unchanged else None,
+        "weights_fingerprint": fp,
+    }
+
+
+def model_of(records: Sequence[dict | None], model: Any, *, device=None, need_model: bool = True):
+    """The model that produced the embeddings in ``records``, checked against ``model`` when one is given.
+
+    - ``model`` given: it must be the model the stored embeddings came from (same weights fingerprint), else raise.
+    - ``model`` None: the recorded registry name or path is loaded (and must still hold the same weights); an
+      embedding from an in-memory model needs that model passed again.
+    - No stored embedding: ``model`` or the default model.
+
+    Returns the model, or ``None`` when ``need_model`` is False and no model was given or needed.
+    """
+    from ..models import weights_fingerprint
+
+    recs = [r for r in records if r is not None]
+    fps = {r["weights_fingerprint"] for r in recs}
+    if len(fps) > 1:
+        names = sorted({str(r.get("model")) for r in recs})
+        msg = (
+            f"The embeddings were computed with different models ({', '.join(names)}; weights fingerprints "
+            f"{', '.join(sorted(f[:12] for f in fps))}); their spaces are not comparable. Embed every section with "
+            "the same model (tl.embed(..., model=...))."
+        )
+        raise ValueError(msg)
+    if model is not None:
+        m, _ = resolve_model(model, device=device)
+        if fps and weights_fingerprint(m) not in fps:
+            rec = recs[0]
+            msg = (
+                f"model={_describe(model)} is not the model the stored embeddings were computed with "
+                f"({rec.get('model')}, weights fingerprint {rec['weights_fingerprint'][:12]}…); mixing two models' "
+                "spaces gives meaningless results. Pass that model, or re-run tl.embed with this one."
+            )
+            raise ValueError(msg)
+        return m
+    if not recs:
+        return resolve_model(DEFAULT_MODEL, device=device)[0] if need_model else None
+    if not need_model:
+        return None
+    rec = recs[0]
+    name = rec.get("model")
+    if not isinstance(name, str) or name == "custom":
+        msg = (
+            "The stored embeddings were computed with an in-memory model (fine-tuned or built in this session, weights "
+            f"fingerprint {rec['weights_fingerprint'][:12]}…), which stalign cannot load by itself; pass it again "
+            "as model=."
+        )
+        raise ValueError(msg)
+    try:
+        m, _ = resolve_model(name, device=device)
+    except (FileNotFoundError, ValueError) as e:
+        msg = (
+            f"The stored embeddings were computed with model {name!r}, which cannot be loaded here ({e}); pass that "
+            "model as model=, or re-run tl.embed."
+        )
+        raise ValueError(msg) from e
+    if weights_fingerprint(m) != rec["weights_fingerprint"]:
+        msg = (
+            f"The stored embeddings were computed with {name!r} (weights fingerprint {rec['weights_fingerprint'][:12]}…), "
+            "but that name now loads other weights (a different stalign version or a rewritten folder); pass the "
+            "original model as model=, or re-run tl.embed."
+        )
+        raise ValueError(msg)
+    return m
+
+
+def _describe(model: Any) -> str:
+    return repr(str(model)) if isinstance(model, str) else type(model).__name__
+
+
+def get_embedding(
+    data: Any, *, use: str, model: Any, table_key: str, record: dict | None, device=None, **embed_kwargs
+) -> np.ndarray:
+    """Embedding ``use`` ∈ {"image", "gene", "fused"}: from ``obsm`` (``record``'s keys), else computed with ``model``.
+
+    A computed embedding is not stored.
+    """
     table = get_table(data, table_key=table_key)
-    key = {"fused": Key.X, "image": Key.X_image, "gene": Key.X_gene}[use]
-    if key in table.obsm:
+    key = embedding_keys(record).get(use)
+    if key is not None and key in table.obsm:
         return np.asarray(table.obsm[key], dtype=np.float32)
-    from ._embed import embed_arrays, resolve_model
+    from ._embed import embed_arrays
 
     m, _ = resolve_model(model, device=device)
     arrays = embed_arrays(data, m, table_key=table_key, show_progress_bar=False, **embed_kwargs)
@@ -39,13 +141,6 @@ def get_embedding(data: Any, *, use: str, model: Any, table_key: str, device=Non
         msg = f"Cannot compute the {use} embedding: the section needs {need}."
         raise ValueError(msg)
     return arrays[use]
-
-
-def model_name_from(table, default: Any) -> Any:
-    """The model recorded by ``tl.embed`` in ``uns["stalign"]``, else ``default``."""
-    rec = table.uns.get(Key.uns, {})
-    name = rec.get("model") if isinstance(rec, dict) else None
-    return name if isinstance(name, str) and name != "custom" else default
 
 
 def prompt_embeddings(model, profiles: np.ndarray, *, device=None) -> np.ndarray:
@@ -83,27 +178,21 @@ def check_genes_in(genes: Sequence[str], available: Sequence[str], *, what: str)
     return [lut[g] for g in normalize_symbol(genes) if g in lut]
 
 
-def check_positive(value: Any, *, name: str, integer: bool = False, allow_none: bool = False) -> Any:
-    """``value`` if it is a finite positive number (an integer when ``integer``), else a clear error."""
-    if value is None and allow_none:
-        return value
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        what = "a positive integer" if integer else "a positive number"
-        msg = f"{name} must be {what}{' or None' if allow_none else ''}, got {type(value).__name__} {value!r}."
-        raise TypeError(msg)
-    if not (np.isfinite(value) and value > 0):
-        msg = f"{name}={value!r}; it must be a finite positive {'integer' if integer else 'number'}."
-        raise ValueError(msg)
-    return value
+def knn_average(Q: np.ndarray, R: np.ndarray, values: np.ndarray, *, k: int, temperature: float, block: int = 2048):
+    """Softmax-weighted mean of ``values`` over the ``k`` rows of ``R`` most similar to each row of ``Q``.
 
-
-def check_counts(X: Any, *, what: str) -> None:
-    """Raise when counts hold NaN, infinite or negative values (they must be raw counts)."""
-    data = X.data if sparse.issparse(X) else np.asarray(X)
-    if data.size and not np.isfinite(data).all():
-        msg = f"{what} contain NaN or infinite values; pass raw counts (finite, non-negative) in `X`."
-        raise ValueError(msg)
-    if data.size and (data < 0).any():
-        msg = f"{what} contain negative values; pass raw counts (e.g. `adata.layers['counts']`) in `X`."
-        raise ValueError(msg)
+    Cosine similarity, weights ``softmax(similarity / temperature)``: BLEEP-style retrieval of expression, and label
+    transfer with one-hot ``values``. Memory stays bounded: one ``(block, len(R))`` block of similarities at a time.
+    """
+    Qn, Rn = l2n(Q), l2n(R)
+    values = np.asarray(values, dtype=np.float32)
+    kk = min(int(k), len(Rn))
+    out = np.empty((len(Qn), values.shape[1]), dtype=np.float32)
+    for s in range(0, len(Qn), block):
+        S = Qn[s : s + block] @ Rn.T
+        idx = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
+        sim = np.take_along_axis(S, idx, axis=1)
+        w = np.exp((sim - sim.max(axis=1, keepdims=True)) / temperature)
+        w /= w.sum(axis=1, keepdims=True)
+        out[s : s + block] = np.einsum("bk,bkg->bg", w, values[idx])
+    return out

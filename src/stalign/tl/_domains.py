@@ -9,25 +9,12 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
-from .._utils import copy_data, get_table, save_data
+from .._utils import copy_data, default_rep, get_table, save_data
+from .._validators import check_int, check_key, check_number
 
 logger = logging.getLogger(__name__)
 
 _METHODS = ("gmm", "kmeans", "leiden")
-
-
-def default_rep(table, use_rep: str | None, *, prefer: tuple[str, ...] = (Key.X, Key.X_image, Key.X_gene)) -> str:
-    """``use_rep`` if given (checked), else the first of ``prefer`` present in ``obsm``."""
-    if use_rep is not None:
-        if use_rep not in table.obsm:
-            msg = f"use_rep {use_rep!r} not in obsm (available: {', '.join(table.obsm.keys()) or 'none'}); run tl.embed first."
-            raise KeyError(msg)
-        return use_rep
-    for key in prefer:
-        if key in table.obsm:
-            return key
-    msg = f"No stalign embedding in obsm (looked for {', '.join(prefer)}); run stalign.tl.embed first or pass use_rep=."
-    raise KeyError(msg)
 
 
 def _natsorted_categorical(labels: np.ndarray) -> pd.Categorical:
@@ -76,39 +63,55 @@ def cluster_embedding(
     return gmm.fit_predict(X)
 
 
+#: Default smoothing radius (µm) of :func:`domains`, chosen on the development sections (``MODEL_CARD.md``).
+DEFAULT_SMOOTH_UM = 150.0
+
+
 def domains(
     data: Any,
     *,
     n_domains: int | None = None,
-    use_rep: str | None = None,
     method: Literal["gmm", "kmeans", "leiden"] = "gmm",
+    use_rep: str | None = None,
+    smooth_um: float = DEFAULT_SMOOTH_UM,
+    library_key: str | None = None,
     resolution: float = 1.0,
     n_pcs: int | None = 30,
-    smooth_um: float | None = None,
+    embed_key: str | None = None,
     key_added: str = Key.domain,
     random_state: int = 0,
     table_key: str = Key.table,
     copy: bool = False,
 ):
-    """Zero-shot spatial domains: cluster the (fused, else image) embedding.
+    """Zero-shot spatial domains: smooth an embedding over space, then cluster it.
+
+    Each spot's embedding is averaged with every spot within ``smooth_um`` micrometres (the same tissue on Visium,
+    legacy ST and any scan resolution; :func:`stalign.pp.spatial_smooth`), then clustered. With ``library_key``,
+    smoothing stays within each section and the clustering is joint: domain 3 is the same tissue in every section.
 
     Parameters
     ----------
     data
         SpatialData (its table) or AnnData with an embedding from :func:`stalign.tl.embed`.
     n_domains
-        Number of domains for ``"gmm"``/``"kmeans"``. With ``None``, Leiden is used at ``resolution``.
-    use_rep
-        ``obsm`` key to cluster; default ``X_stalign`` (fused), else ``X_stalign_image``, else ``X_stalign_gene``.
+        Number of domains; required by ``"gmm"`` and ``"kmeans"``.
     method
-        ``"gmm"`` (Gaussian mixture, full covariance), ``"kmeans"`` or ``"leiden"`` (igraph flavour).
+        ``"gmm"`` (Gaussian mixture, full covariance), ``"kmeans"``, or ``"leiden"`` (igraph flavour, at
+        ``resolution``; the number of domains follows from the data).
+    use_rep
+        ``obsm`` key to cluster; default the fused embedding of :func:`~stalign.tl.embed` (``X_stalign``), else its
+        image embedding (H&E-only sections), else its gene embedding.
+    smooth_um
+        Smoothing radius in µm (default 150, chosen on the development sections, see ``MODEL_CARD.md``); ``0`` turns
+        smoothing off. On legacy ST's 200 µm grid a radius below the pitch changes nothing.
+    library_key
+        ``obs`` column naming each spot's section, for an AnnData that holds several (squidpy's convention).
     resolution
         Leiden resolution.
     n_pcs
         Reduce the embedding to this many principal components first (``None``: no reduction).
-    smooth_um
-        Average each spot's embedding with every spot within this radius (µm) before clustering, the way the
-        niche-smoothed expression baseline does (``None``: no smoothing). Needs spot positions.
+    embed_key
+        ``key_added`` of the :func:`~stalign.tl.embed` call to use when the table holds several embeddings.
     key_added
         ``obs`` key of the labels; parameters go to ``uns[key_added]``.
     random_state
@@ -120,7 +123,8 @@ def domains(
 
     Returns
     -------
-    ``None`` or a copy; sets ``obs[key_added]`` (natsorted categorical) and ``uns[key_added]["params"]``.
+    ``None`` or a copy; sets ``obs[key_added]`` (natsorted categorical) and ``uns[key_added]["params"]`` (the method,
+    representation, ``smooth_um`` and the other settings used).
 
     Examples
     --------
@@ -128,48 +132,52 @@ def domains(
     >>> sdata = sta.io.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> sta.tl.domains(sdata, n_domains=7)
-    >>> sdata.tables["table"].obs["stalign_domain"].cat.categories.size
-    7
+    >>> table = sdata.tables["table"]
+    >>> table.obs["stalign_domain"].cat.categories.size, table.uns["stalign_domain"]["params"]["smooth_um"]
+    (7, 150.0)
     >>> sta.tl.domains(sdata, n_domains=7, use_rep="X_stalign_image", key_added="image_domain")  # H&E only
     """
-    from .._utils import check_key
-    from ._common import check_positive
+    from ..pp import spatial_smooth
 
     if method not in _METHODS:
         msg = f"method must be one of {_METHODS}, got {method!r}."
         raise ValueError(msg)
     check_key(key_added)
-    check_positive(resolution, name="resolution")
-    check_positive(n_pcs, name="n_pcs", integer=True, allow_none=True)
-    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or random_state < 0:
-        msg = f"random_state must be a non-negative integer seed, got {random_state!r}."
-        raise ValueError(msg)
+    check_number(resolution, "resolution", hint=" (Leiden resolution, e.g. 1.0)")
+    check_int(n_pcs, "n_pcs", allow_none=True)
+    check_int(random_state, "random_state", minimum=0, hint=" (a seed)")
+    smooth_um = check_number(smooth_um, "smooth_um", strict=False, hint=" (µm; 0 turns smoothing off)")
     table = get_table(data, table_key=table_key)
-    rep = default_rep(table, use_rep)
+    rep = default_rep(table, use_rep, embed_key=embed_key)
     X = np.asarray(table.obsm[rep])
     if X.ndim != 2 or X.shape[0] == 0:
         msg = f"obsm[{rep!r}] has shape {X.shape}; clustering needs an (n_spots, d) embedding with at least one spot."
         raise ValueError(msg)
-    if n_domains is None and method != "leiden":
-        method = "leiden"
-    if method == "leiden" and X.shape[0] < 3:
-        msg = f"Leiden clustering needs at least 3 spots, got {X.shape[0]}; pass n_domains= with method='gmm'."
-        raise ValueError(msg)
-    if method != "leiden":
-        if not isinstance(n_domains, int | np.integer) or isinstance(n_domains, bool) or n_domains < 1:
-            msg = f"n_domains must be a positive integer, got {n_domains!r}."
+    if method == "leiden":
+        if n_domains is not None:
+            msg = (
+                "method='leiden' sets the number of domains through `resolution`; drop n_domains= or use method='gmm'."
+            )
             raise ValueError(msg)
+        if X.shape[0] < 3:
+            msg = f"Leiden clustering needs at least 3 spots, got {X.shape[0]}; pass n_domains= with method='gmm'."
+            raise ValueError(msg)
+    else:
+        if n_domains is None:
+            msg = (
+                f"method={method!r} needs n_domains= (the number of domains, e.g. the number of tissue layers); or "
+                "pass method='leiden' to let `resolution` set it."
+            )
+            raise ValueError(msg)
+        check_int(n_domains, "n_domains")
         if n_domains > X.shape[0]:
             msg = f"n_domains={n_domains} exceeds the number of spots ({X.shape[0]}); choose at most {X.shape[0]}."
             raise ValueError(msg)
     if not np.isfinite(X).all():
         msg = f"obsm[{rep!r}] contains NaN/inf rows; re-run tl.embed or pass a complete use_rep."
         raise ValueError(msg)
-    if smooth_um is not None:
-        from .._section import get_section
-        from ..pp._niche import niche_graph
-
-        X = niche_graph(get_section(data, table_key=table_key), radius_um=smooth_um) @ X
+    if smooth_um > 0:
+        X = spatial_smooth(data, X, radius_um=smooth_um, library_key=library_key, table_key=table_key)
     labels = cluster_embedding(
         X, n_domains=n_domains, method=method, resolution=resolution, n_pcs=n_pcs, random_state=random_state
     )
@@ -181,9 +189,10 @@ def domains(
             "n_domains": n_domains,
             "use_rep": rep,
             "method": method,
+            "smooth_um": smooth_um,
+            "library_key": library_key,
             "resolution": resolution,
             "n_pcs": n_pcs,
-            "smooth_um": smooth_um,
             "random_state": random_state,
         }
     }

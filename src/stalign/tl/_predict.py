@@ -11,9 +11,11 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import Key
-from .._utils import get_table
-from ._common import get_embedding, l2n, log_normalize, model_name_from
-from ._embed import DEFAULT_MODEL, resolve_model
+from .._section import check_raw_counts
+from .._utils import embedding_keys, embedding_record, get_table
+from .._validators import check_int, check_number
+from ..pp import log_normalize, reference_hvgs
+from ._common import get_embedding, knn_average, model_of
 
 logger = logging.getLogger(__name__)
 
@@ -30,31 +32,21 @@ def _as_list(reference) -> list:
 
 
 def select_genes(tables: Sequence[AnnData], genes: Sequence[str] | None, n_top_genes: int) -> list[str]:
-    """Output genes: ``genes`` (checked against every reference), else the top HVGs shared by all references."""
+    """Output genes: ``genes`` (checked against every reference), else :func:`stalign.pp.reference_hvgs`."""
+    if genes is None:
+        return reference_hvgs(tables, n_top_genes=n_top_genes)
     common = pd.Index(tables[0].var_names)
     for t in tables[1:]:
         common = common.intersection(pd.Index(t.var_names))
-    if genes is not None:
-        genes = [genes] if isinstance(genes, str) else list(genes)
-        missing = [g for g in genes if g not in common]
-        if missing:
-            msg = (
-                f"{len(missing)} requested genes are not measured in every reference (e.g. {missing[:5]}); "
-                "choose genes from the references' var_names."
-            )
-            raise ValueError(msg)
-        return genes
-    if len(common) == 0:
-        msg = "The references share no genes; pass references measured on overlapping gene panels."
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    missing = [g for g in genes if g not in common]
+    if missing:
+        msg = (
+            f"{len(missing)} requested genes are not measured in every reference (e.g. {missing[:5]}); "
+            "choose genes from the references' var_names."
+        )
         raise ValueError(msg)
-    import scanpy as sc
-
-    ref = tables[0][:, common]
-    tmp = AnnData(log_normalize(ref.X), obs=pd.DataFrame(index=ref.obs_names), var=pd.DataFrame(index=common))
-    n = min(n_top_genes, len(common))
-    sc.pp.highly_variable_genes(tmp, n_top_genes=n, flavor="seurat")
-    hv = tmp.var.sort_values("dispersions_norm", ascending=False).index[:n]
-    return list(hv)
+    return genes
 
 
 def predict_expression(
@@ -69,6 +61,7 @@ def predict_expression(
     alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
     temperature: float = 0.1,
     model: Any = None,
+    embed_key: str | None = None,
     table_key: str = Key.table,
     device: Any = None,
 ) -> AnnData:
@@ -87,8 +80,8 @@ def predict_expression(
     reference
         One or several SpatialData/AnnData with raw counts (and an image for ``match="image"``/``"ridge"``).
     genes
-        Genes to predict; default the ``n_top_genes`` highly variable genes of the first reference that all
-        references measure.
+        Genes to predict; default the ``n_top_genes`` highly variable genes of the references
+        (:func:`stalign.pp.reference_hvgs`, the genes the evaluation scores).
     method
         ``"retrieval"`` or ``"ridge"``.
     k
@@ -102,7 +95,12 @@ def predict_expression(
     temperature
         Softmax temperature of the retrieval weights.
     model
-        Model for embeddings not yet in ``obsm``; default the one recorded by ``tl.embed``, else ``"stalign-base"``.
+        Model for embeddings not yet in ``obsm``. Default: the model that computed the stored embeddings (recorded by
+        :func:`~stalign.tl.embed` in ``uns``), else ``"stalign-base"``. A model other than the one that computed the
+        stored embeddings is refused: two models' spaces cannot be mixed.
+    embed_key
+        ``key_added`` of the :func:`~stalign.tl.embed` call whose embeddings to use, when a table holds several;
+        default the only one present.
     table_key
         Table of SpatialData inputs.
     device
@@ -128,21 +126,15 @@ def predict_expression(
     if match not in ("gene", "image"):
         msg = f"match must be 'gene' or 'image', got {match!r}."
         raise ValueError(msg)
-    if isinstance(k, bool) or not (isinstance(k, int | np.integer) and k >= 1):
-        msg = f"k must be a positive integer, got {k!r}."
-        raise ValueError(msg)
-    from ._common import check_counts, check_positive
-
-    check_positive(temperature, name="temperature")
-    check_positive(n_top_genes, name="n_top_genes", integer=True)
+    check_int(k, "k", hint=" (reference spots averaged per query spot)")
+    check_number(temperature, "temperature", hint=" (e.g. 0.1)")
+    check_int(n_top_genes, "n_top_genes")
     alphas = [alphas] if isinstance(alphas, int | float) else alphas
-    if (
-        not isinstance(alphas, Sequence | np.ndarray)
-        or len(alphas) == 0
-        or not all(isinstance(a, int | float | np.integer | np.floating) and np.isfinite(a) and a > 0 for a in alphas)
-    ):
+    if not isinstance(alphas, Sequence | np.ndarray) or len(alphas) == 0:
         msg = f"alphas must be a non-empty list of positive ridge penalties, e.g. (0.1, 1, 10), got {alphas!r}."
         raise ValueError(msg)
+    for a in alphas:
+        check_number(a, "alphas[...]", hint=" (ridge penalties, e.g. (0.1, 1, 10))")
     if genes is not None and not isinstance(genes, str) and len(list(genes)) == 0:
         msg = "genes is empty; pass gene symbols to predict, or None for the references' highly variable genes."
         raise ValueError(msg)
@@ -150,34 +142,29 @@ def predict_expression(
     qtable = get_table(query, table_key=table_key)
     ref_tables = [get_table(r, table_key=table_key) for r in refs]
     for i, t in enumerate(ref_tables):
-        check_counts(t.X, what=f"The counts of reference[{i}]")
+        check_raw_counts(t.X, what=f"The counts of reference[{i}]")
         if t.n_vars == 0 or not float(t.X.sum()) > 0:
             msg = f"reference[{i}] has no expression (0 genes or all-zero counts); references need raw counts."
             raise ValueError(msg)
     out_genes = select_genes(ref_tables, genes, n_top_genes)
 
-    model_spec = model if model is not None else model_name_from(qtable, DEFAULT_MODEL)
-    m = None
-    need = [(query, "image")] + [(r, "image" if (method == "ridge" or match == "image") else "gene") for r in refs]
-    keys = {"image": Key.X_image, "gene": Key.X_gene}
-    if any(keys[u] not in get_table(d, table_key=table_key).obsm for d, u in need):
-        m, _ = resolve_model(model_spec, device=device)
-    Q = get_embedding(query, use="image", model=m, table_key=table_key, device=device)
-    ref_use = need[1][1]
-    R = np.vstack([get_embedding(r, use=ref_use, model=m, table_key=table_key, device=device) for r in refs])
+    ref_use = "image" if (method == "ridge" or match == "image") else "gene"
+    records = [embedding_record(qtable, embed_key)] + [embedding_record(t, embed_key) for t in ref_tables]
+    stored = [embedding_keys(r).get(u) in t.obsm
+              for r, t, u in zip(records, [qtable, *ref_tables], ["image"] + [ref_use] * len(refs), strict=True)]  # fmt: skip
+    m = model_of(records, model, device=device, need_model=not all(stored))
+    Q = get_embedding(query, use="image", model=m, table_key=table_key, record=records[0], device=device)
+    R = np.vstack(
+        [
+            get_embedding(r, use=ref_use, model=m, table_key=table_key, record=rec, device=device)
+            for r, rec in zip(refs, records[1:], strict=True)
+        ]
+    )
     Y = np.vstack([np.asarray(log_normalize(t.X)[:, t.var_names.get_indexer(out_genes)].todense()) for t in ref_tables])
 
     if method == "retrieval":
-        Qn, Rn = l2n(Q), l2n(R)
-        kk = min(int(k), len(Rn))
-        pred = np.empty((len(Qn), len(out_genes)), dtype=np.float32)
-        for s in range(0, len(Qn), 2048):  # bounded memory: one block of similarities at a time
-            S = Qn[s : s + 2048] @ Rn.T
-            idx = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
-            sim = np.take_along_axis(S, idx, axis=1)
-            w = np.exp((sim - sim.max(axis=1, keepdims=True)) / temperature)
-            w /= w.sum(axis=1, keepdims=True)
-            pred[s : s + 2048] = np.einsum("bk,bkg->bg", w, Y[idx])
+        kk = min(int(k), len(R))
+        pred = knn_average(Q, R, Y, k=kk, temperature=temperature)
         params = {"method": method, "k": kk, "match": match, "temperature": temperature}
     else:
         from sklearn.linear_model import RidgeCV

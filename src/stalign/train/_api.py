@@ -162,21 +162,8 @@ def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None
     return out
 
 
-def _vocabulary(sections: list[Any], *, data_dir=None) -> list[str]:
-    try:
-        from ..pp import build_vocabulary
-    except ImportError:  # pragma: no cover - fallback when pp has no vocabulary builder
-        from ..pp._genes import normalize_symbol
-
-        genes: set[str] = set()
-        for s in sections:
-            table = s if hasattr(s, "var_names") else s.tables["table"]
-            genes.update(normalize_symbol(table.var_names))
-        return sorted(genes)
-    return list(build_vocabulary(sections, data_dir=data_dir))
-
-
-def _build_config(config: Any, sections: list[Any], *, data_dir=None):
+def _build_config(config: Any, sections: list[Any]):
+    from .._genes import build_vocabulary
     from ..models import STAlignConfig
 
     if isinstance(config, STAlignConfig):
@@ -188,7 +175,7 @@ def _build_config(config: Any, sections: list[Any], *, data_dir=None):
     if not isinstance(config, str):
         msg = f"`config` must be an STAlignConfig, a preset name ('base', 'large') or a dict, not {type(config).__name__}."
         raise TypeError(msg)
-    genes = overrides.pop("genes", None) or _vocabulary(sections, data_dir=data_dir)
+    genes = overrides.pop("genes", None) or build_vocabulary(sections)
     if not genes:
         logger.warning("The training sections measure no gene: the gene encoders will not train.")
     return STAlignConfig.preset(config, genes, **overrides)
@@ -225,6 +212,7 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
     from sklearn.decomposition import PCA
 
     from .._section import get_section
+    from ..pp import log_normalize
 
     out = []
     for data in sections:
@@ -236,8 +224,7 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
             continue
         x = sparse.csr_matrix(x, dtype=np.float32)
         tot = np.asarray(x.sum(1)).ravel()
-        x = sparse.diags(1e4 / np.maximum(tot, 1)) @ x
-        x.data = np.log1p(x.data)
+        x = log_normalize(x, totals=tot)
         keep = np.asarray((x > 0).sum(0)).ravel() >= max(3, n // 100)
         dense = x[:, keep].toarray()
         if dense.shape[1] < 2:
@@ -536,7 +523,7 @@ def pretrain(
     def factory(secs):
         from ..models import STAlign
 
-        cfg = _build_config(config, secs, data_dir=data_dir)
+        cfg = _build_config(config, secs)
         torch.manual_seed(seed)  # identical initial weights on every rank
         return STAlign(cfg)
 
