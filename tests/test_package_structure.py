@@ -84,3 +84,100 @@ def test_no_print_in_library():
         if re.search(r"^\s*print\(", p.read_text(), flags=re.MULTILINE)
     ]
     assert not offenders, f"print() in library code: {offenders}"
+
+
+# ------------------------------------------------------------------------------------------------ the house
+#: Floors of the package (DESIGN.md §5): a module imports only from its own floor or below. train and tl share floor
+#: 4 and never import each other. Core modules (``stalign/_*.py``) are floor 0.
+FLOORS = {"io": 1, "pp": 2, "models": 3, "train": 4, "tl": 4, "pl": 5, "evaluation": 5, "cli": 5, "__main__": 6}
+TOP = 7  # stalign/__init__.py
+
+
+def _floor_of(module: str) -> tuple[int, str]:
+    """``(floor, part)`` of a dotted module name inside stalign (part: the subpackage, or "core"/"top")."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return TOP, "top"
+    head = parts[1]
+    if head in FLOORS:
+        return FLOORS[head], head
+    if head.startswith("_"):
+        return 0, "core"
+    raise AssertionError(f"unknown part of the package: {module}")
+
+
+def _imports(path, module: str, is_package: bool):
+    """Every stalign module imported by the file (absolute or relative), with its line."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == "stalign" or a.name.startswith("stalign."):
+                    yield a.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                target = base[: len(base) - node.level + 1] + ([node.module] if node.module else [])
+                target = ".".join(target)
+            elif node.module and (node.module == "stalign" or node.module.startswith("stalign.")):
+                target = node.module
+            else:
+                continue
+            for a in node.names:
+                # `from .. import io` imports the subpackage io; `from ..pp import x` imports from pp
+                sub = f"{target}.{a.name}"
+                yield (sub if _is_module(sub) else target), node.lineno
+
+
+def _is_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _modules():
+    import pathlib
+
+    root = pathlib.Path(stalign.__file__).parent
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root.parent).with_suffix("")
+        parts = list(rel.parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts = parts[:-1]
+        yield p, ".".join(parts), is_package
+
+
+def test_imports_flow_one_way():
+    """io → pp → models → train/tl → pl/evaluation/cli: no import from a later floor, none between train and tl, and
+    no import of another subpackage's private module (only its public namespace, or the core ``stalign._*``)."""
+    bad = []
+    for path, module, is_package in _modules():
+        floor, part = _floor_of(module)
+        for target, line in _imports(path, module, is_package):
+            t_floor, t_part = _floor_of(target)
+            where = f"{module}:{line} imports {target}"
+            if t_part == part or t_part == "core":
+                continue
+            if part == "top":
+                continue  # the top-level namespace re-exports the subpackages
+            if t_floor > floor or {part, t_part} == {"train", "tl"}:
+                bad.append(f"{where} (a later floor)")
+            elif target != f"stalign.{t_part}":
+                bad.append(f"{where} (a private module of another subpackage; import from stalign.{t_part})")
+    assert not bad, "\n".join(bad)
+
+
+def test_core_modules_import_no_torch_at_module_level():
+    """``import stalign`` must not import torch (it loads on first use of a model, a dataset or training)."""
+    import subprocess
+    import sys
+
+    code = "import sys, stalign; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

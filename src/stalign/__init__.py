@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from . import io, models, pl, pp, tl, train
 from ._logging import set_verbosity
 from ._settings import settings
+from ._utils import package_version
 
-try:
-    __version__ = version("stalign")
-except PackageNotFoundError:  # pragma: no cover
-    __version__ = "0.0.0"
+__version__ = package_version()
 
 __all__ = ["io", "models", "pl", "pp", "settings", "set_verbosity", "tl", "train", "__version__"]

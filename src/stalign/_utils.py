@@ -12,6 +12,16 @@ from ._constants import Key
 logger = logging.getLogger(__name__)
 
 
+def package_version() -> str:
+    """The installed stalign version (``"0.0.0"`` when the package metadata is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("stalign")
+    except PackageNotFoundError:  # pragma: no cover
+        return "0.0.0"
+
+
 def resolve_device(device: Any = None):
     """Resolve a device: explicit value, then ``settings.device``, then CUDA if available, else CPU.
 

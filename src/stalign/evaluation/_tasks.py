@@ -708,11 +708,11 @@ def eval_retrieval(
 def _meta(models: _Models) -> dict:
     import torch
 
-    from .. import __version__
+    from .._utils import package_version
 
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "stalign_version": __version__,
+        "stalign_version": package_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._utils import package_version
 from ._config import STAlignConfig
 from ._registry import REGISTRY, available_models
 
@@ -28,15 +29,6 @@ CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 #: Weights suffixes that ``allow_torch_load=True`` reads with ``torch.load(weights_only=True)``.
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("stalign")
-    except PackageNotFoundError:  # pragma: no cover
-        return "0.0.0"
 
 
 def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
@@ -105,12 +97,12 @@ def save(model, path: str | os.PathLike) -> Path:
     tmp_w = d / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
     tmp_c = d / f".{CONFIG_NAME}.tmp-{os.getpid()}"
     try:
-        save_file(_unique_state(model), str(tmp_w), metadata={"format": "pt", "stalign_version": _version()})
+        save_file(_unique_state(model), str(tmp_w), metadata={"format": "pt", "stalign_version": package_version()})
         digest = sha256_file(tmp_w)
         meta = {
             "format_version": FORMAT_VERSION,
             "architecture": "STAlign",
-            "stalign_version": _version(),
+            "stalign_version": package_version(),
             "weights_file": WEIGHTS_NAME,
             "weights_sha256": digest,
             "config": model.config.to_dict(),
@@ -495,8 +487,10 @@ def _load_files(
         )
         raise ValueError(msg)
     model.load_state_dict(state, strict=False)
-    if meta.get("stalign_version") not in (None, _version()):
-        logger.info("Model %s was saved with stalign %s (running %s)", source, meta["stalign_version"], _version())
+    if meta.get("stalign_version") not in (None, package_version()):
+        logger.info(
+            "Model %s was saved with stalign %s (running %s)", source, meta["stalign_version"], package_version()
+        )
     model = model.to(resolve_device(device)).eval()
     model.weights_sha256 = digest
     model.source = source

@@ -81,7 +81,7 @@ def crops(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from ..pp._crops import read_crops
+    from ..pp import read_crops
 
     if which not in ("spot", "niche", "both"):
         msg = f"which={which!r}; choose 'spot', 'niche' or 'both'."

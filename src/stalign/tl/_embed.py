@@ -12,7 +12,7 @@ import numpy as np
 from .._constants import Key
 from .._genes import check_vocabulary
 from .._section import get_section
-from .._utils import copy_data, get_table, save_data, track, uns_key
+from .._utils import copy_data, get_table, package_version, save_data, track, uns_key
 from .._validators import check_int, check_key
 from ._common import DEFAULT_MODEL, SLOTS, model_record, resolve_model
 
@@ -178,8 +178,6 @@ def embed(
     >>> table.uns["stalign"]["model"]
     'stalign-base'
     """
-    from .. import __version__
-
     check_key(key_added)
     # checked before the model is loaded (a ~1 s first load): a typo fails at once
     check_int(batch_size, "batch_size", hint=" (spots per forward pass, e.g. 256)")
@@ -213,7 +211,7 @@ def embed(
     table.uns[uns_key(key_added)] = {
         "params": params,
         **record,
-        "stalign_version": __version__,
+        "stalign_version": package_version(),
         "keys": {k: v for k, v in slots.items() if k in arrays},
     }
     logger.info("Embedded %d spots with %s (%s)", table.n_obs, record["model"], ", ".join(sorted(arrays)))
