@@ -18,7 +18,7 @@ from ._build import build_sdata
 from ._common import (
     check_positive,
     r_matrix,
-    read_image,
+    read_image_array,
     read_rdata,
     require_file,
     resolve_root,
@@ -339,7 +339,7 @@ def dlpfc(sample: str | int, *, data_dir: str | os.PathLike | None = None):
     image, res = None, None
     for r, name in _IMAGES:
         if (folder / name).is_file():
-            image, res = read_image(folder / name), r
+            image, res = read_image_array(folder / name), r
             break
     if image is None:
         require_file(folder / "tissue_lowres_image.png", root=root, what="DLPFC image")
@@ -468,11 +468,11 @@ def read_visium(
     positions = read_positions(pos_path)
     image, res = None, None
     if fullres_image is not None:
-        image, res = read_image(fullres_image), "fullres"
+        image, res = read_image_array(fullres_image), "fullres"
     else:
         for r, name in _IMAGES:
             if (spatial / name).is_file():
-                image, res = read_image(spatial / name), r
+                image, res = read_image_array(spatial / name), r
                 break
     if image is None:
         warnings.warn(
