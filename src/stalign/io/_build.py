@@ -98,6 +98,174 @@ def _materialise_pyramid(tree, level0_yxc: np.ndarray):
     return tree
 
 
+def extend_pyramid(levels: Sequence[Any], *, min_side: int = MIN_LEVEL_SIDE) -> list:
+    """``levels`` ``(c, y, x)`` uint8 (finest first) plus lazy factor-2 levels below the last one, down to ``min_side``.
+
+    Each added level is a rounded 2×2 block mean (:func:`_block_mean`'s arithmetic) of the one above it, computed
+    on demand chunk by chunk as a dask array: never the whole image at once. A file without a pyramid thus gets one
+    lazily, and a file whose coarsest level is still large gets the missing levels.
+    """
+    import dask.array as da
+
+    levels = list(levels)
+    while max(levels[-1].shape[-2:]) > min_side:
+        prev = levels[-1]
+        if not isinstance(prev, da.Array):
+            prev = da.from_array(np.asarray(prev), chunks=(prev.shape[0], CHUNK, CHUNK))
+        h, w = (int(s) // 2 for s in prev.shape[-2:])
+        even = prev[:, : 2 * h, : 2 * w]
+        even = even.rechunk({1: _even_chunks(even.chunks[1]), 2: _even_chunks(even.chunks[2])})
+        total = da.coarsen(np.sum, even.astype(np.uint16), {1: 2, 2: 2}, dtype=np.uint16)
+        nxt = ((total + 2) // 4).astype(np.uint8)
+        if max(nxt.chunksize[1:]) < CHUNK // 2:  # keep chunks (and the task graph) from shrinking with the level
+            nxt = nxt.rechunk((nxt.shape[0], CHUNK // 2, CHUNK // 2))
+        levels.append(nxt)
+    return levels
+
+
+def _even_chunks(chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """Chunk sizes along one axis moved so that every chunk is even (``da.coarsen`` by 2 needs it)."""
+    out, carry = [], 0
+    for c in chunks:
+        c += carry
+        carry = c % 2
+        if c - carry:
+            out.append(c - carry)
+    if carry:  # only when the total is odd, which callers avoid by trimming
+        out.append(carry)
+    return tuple(out)
+
+
+def multiscale_image(levels: Sequence[Any], *, image_scalef: float = 1.0):
+    """A multiscale image element from levels ``(c, y, x)`` uint8 RGB, finest first (numpy or dask; kept lazy).
+
+    Every level maps to full-resolution pixels through ``"global"``: level 0 by ``1 / image_scalef`` and each coarser
+    level by its size ratio to level 0 (spatialdata derives those from the shapes), so pyramids whose levels are not
+    exact factors of two (SVS: 4×, with rounding) keep their true scale.
+    """
+    import dask.array as da
+    import xarray as xr
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Identity, Scale, set_transformation
+
+    h0, w0 = (int(s) for s in levels[0].shape[-2:])
+    tree = {}
+    for i, lv in enumerate(levels):
+        arr = lv if isinstance(lv, da.Array) else da.from_array(np.asarray(lv), chunks=(lv.shape[0], CHUNK, CHUNK))
+        h, w = (int(s) for s in arr.shape[-2:])
+        coords = {"c": ["r", "g", "b"], "y": (np.arange(h) + 0.5) * h0 / h, "x": (np.arange(w) + 0.5) * w0 / w}
+        tree[f"scale{i}"] = xr.Dataset({"image": xr.DataArray(arr, dims=("c", "y", "x"), coords=coords)})
+    tree = xr.DataTree.from_dict(tree)
+    t = Identity() if image_scalef == 1.0 else Scale([1 / image_scalef, 1 / image_scalef], axes=("x", "y"))
+    set_transformation(tree, {"global": t}, set_all=True)
+    Image2DModel().validate(tree)
+    return tree
+
+
+def build_image(image: np.ndarray, *, image_scalef: float = 1.0, what: str = "image"):
+    """An in-memory ``(h, w[, c])`` image → multiscale element with its factor-2 pyramid computed once in memory."""
+    import dask.array as da
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Identity, Scale
+
+    arr = _to_uint8_rgb(np.asarray(image), name=what)
+    h, w = arr.shape[:2]
+    data = da.from_array(np.moveaxis(arr, -1, 0), chunks=(3, CHUNK, CHUNK))
+    t = Identity() if image_scalef == 1.0 else Scale([1 / image_scalef, 1 / image_scalef], axes=("x", "y"))
+    factors = pyramid_scale_factors(h, w)
+    parsed = Image2DModel.parse(
+        data,
+        dims=("c", "y", "x"),
+        scale_factors=factors or None,
+        transformations={"global": t},
+        c_coords=["r", "g", "b"],
+        chunks=(3, CHUNK, CHUNK),
+    )
+    return _materialise_pyramid(parsed, arr)
+
+
+def spot_elements(
+    *,
+    sample: str,
+    coords_fullres: np.ndarray,
+    obs_names: Sequence[str],
+    microns_per_pixel: float,
+    spot_diameter_fullres: float,
+    counts: Any = None,
+    var_names: Sequence[str] | None = None,
+    var: pd.DataFrame | None = None,
+    obs: pd.DataFrame | None = None,
+    technology: str = "visium",
+    region: str | None = None,
+    scalefactors: dict | None = None,
+    what: str | None = None,
+):
+    """The spot circles and the table annotating them, in the package's conventions.
+
+    Parameters are those of :func:`build_sdata`, plus ``region`` (the circles' element name, default
+    :func:`shapes_key`) and extra ``scalefactors`` recorded next to ``microns_per_pixel``.
+
+    Returns
+    -------
+    ``(region, circles, table)``: the shapes element name, the circles (radius in full-resolution pixels, in
+    ``"global"``) and the parsed table (``X`` with 0 columns when ``counts`` is None).
+    """
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import Identity
+
+    what = what or f"section {sample!r}"
+    obs_names = pd.Index([str(o) for o in obs_names])
+    check_unique(obs_names, what=what)
+    coords = np.asarray(coords_fullres, dtype=np.float64)
+    if coords.shape != (len(obs_names), 2):
+        msg = f"{what}: {coords.shape[0]} positions for {len(obs_names)} spots; positions must be (n_spots, 2)."
+        raise ValueError(msg)
+    if not np.isfinite(coords).all():
+        msg = f"{what}: some spot positions are NaN or infinite; fix or drop those rows of the positions file."
+        raise ValueError(msg)
+    for name, val in (("microns_per_pixel", microns_per_pixel), ("spot_diameter_fullres", spot_diameter_fullres)):
+        if val is None or not np.isfinite(val) or val <= 0:
+            msg = f"{what}: {name} is {val!r}; it must be a positive number (check the scale factors file)."
+            raise ValueError(msg)
+
+    if counts is None:
+        X = sparse.csr_matrix((len(obs_names), 0), dtype=np.float32)
+        var_df = pd.DataFrame(index=pd.Index([], dtype=str))
+    else:
+        X = validate_counts(counts, what=what)
+        if X.shape[0] != len(obs_names):
+            msg = f"{what}: counts have {X.shape[0]} spots but positions have {len(obs_names)}."
+            raise ValueError(msg)
+        var_df = var.copy() if var is not None else pd.DataFrame(index=pd.Index([str(v) for v in var_names]))
+        var_df.index = pd.Index([str(v) for v in var_names]) if var_names is not None else var_df.index.astype(str)
+    obs_df = obs.copy() if obs is not None else pd.DataFrame(index=obs_names)
+    obs_df.index = obs_names
+    obs_df[Key.sample] = pd.Categorical([sample] * len(obs_names))
+    region = region or shapes_key(sample)
+    obs_df["region"] = pd.Categorical([region] * len(obs_names))
+    obs_df["spot_id"] = np.arange(len(obs_names))
+
+    adata = AnnData(X=X, obs=obs_df, var=var_df)
+    if adata.var_names.has_duplicates:
+        adata.var_names_make_unique()
+    adata.obsm[Key.spatial] = coords
+    sf = {
+        Key.microns_per_pixel: float(microns_per_pixel),
+        Key.spot_diameter_fullres: float(spot_diameter_fullres),
+        **(scalefactors or {}),
+    }
+    adata.uns[Key.spatial] = {sample: {"scalefactors": sf, "metadata": {"technology": technology}}}
+    circles = ShapesModel.parse(
+        coords,
+        geometry=0,
+        radius=np.full(len(coords), spot_diameter_fullres / 2.0),
+        index=np.arange(len(obs_names)),
+        transformations={"global": Identity()},
+    )
+    table = TableModel.parse(adata, region=region, region_key="region", instance_key="spot_id")
+    return region, circles, table
+
+
 def build_sdata(
     *,
     sample: str,
@@ -143,92 +311,38 @@ def build_sdata(
     technology
         ``"visium"`` or ``"st"``; recorded in ``uns``.
     """
-    import dask.array as da
     from spatialdata import SpatialData
-    from spatialdata.models import Image2DModel, ShapesModel, TableModel
-    from spatialdata.transformations import Identity, Scale
 
     what = what or f"section {sample!r}"
-    obs_names = pd.Index([str(o) for o in obs_names])
-    check_unique(obs_names, what=what)
-    coords = np.asarray(coords_fullres, dtype=np.float64)
-    if coords.shape != (len(obs_names), 2):
-        msg = f"{what}: {coords.shape[0]} positions for {len(obs_names)} spots; positions must be (n_spots, 2)."
+    if image_scalef is None or not np.isfinite(image_scalef) or image_scalef <= 0:
+        msg = f"{what}: image scale factor is {image_scalef!r}; it must be a positive number (check the scale factors file)."
         raise ValueError(msg)
-    if not np.isfinite(coords).all():
-        msg = f"{what}: some spot positions are NaN or infinite; fix or drop those rows of the positions file."
-        raise ValueError(msg)
-    for name, val in (
-        ("microns_per_pixel", microns_per_pixel),
-        ("spot_diameter_fullres", spot_diameter_fullres),
-        ("image scale factor", image_scalef),
-    ):
-        if val is None or not np.isfinite(val) or val <= 0:
-            msg = f"{what}: {name} is {val!r}; it must be a positive number (check the scale factors file)."
-            raise ValueError(msg)
-
-    if counts is None:
-        X = sparse.csr_matrix((len(obs_names), 0), dtype=np.float32)
-        var_df = pd.DataFrame(index=pd.Index([], dtype=str))
-    else:
-        X = validate_counts(counts, what=what)
-        if X.shape[0] != len(obs_names):
-            msg = f"{what}: counts have {X.shape[0]} spots but positions have {len(obs_names)}."
-            raise ValueError(msg)
-        var_df = var.copy() if var is not None else pd.DataFrame(index=pd.Index([str(v) for v in var_names]))
-        var_df.index = pd.Index([str(v) for v in var_names]) if var_names is not None else var_df.index.astype(str)
-    obs_df = obs.copy() if obs is not None else pd.DataFrame(index=obs_names)
-    obs_df.index = obs_names
-    obs_df[Key.sample] = pd.Categorical([sample] * len(obs_names))
-    region = shapes_key(sample)
-    obs_df["region"] = pd.Categorical([region] * len(obs_names))
-    obs_df["spot_id"] = np.arange(len(obs_names))
-
-    adata = AnnData(X=X, obs=obs_df, var=var_df)
-    if adata.var_names.has_duplicates:
-        adata.var_names_make_unique()
-    adata.obsm[Key.spatial] = coords
-    scalefactors = {
-        Key.microns_per_pixel: float(microns_per_pixel),
-        Key.spot_diameter_fullres: float(spot_diameter_fullres),
-    }
-    adata.uns[Key.spatial] = {sample: {"scalefactors": scalefactors, "metadata": {"technology": technology}}}
-
+    region, circles, table = spot_elements(
+        sample=sample,
+        coords_fullres=coords_fullres,
+        obs_names=obs_names,
+        microns_per_pixel=microns_per_pixel,
+        spot_diameter_fullres=spot_diameter_fullres,
+        counts=counts,
+        var_names=var_names,
+        var=var,
+        obs=obs,
+        technology=technology,
+        scalefactors=None if image is None else {"image_scalef": float(image_scalef)},
+        what=what,
+    )
     images = {}
     if image is not None:
         arr = _to_uint8_rgb(np.asarray(image), name=f"{what}: image")
         h, w = arr.shape[:2]
-        xy_img = coords * image_scalef
+        xy_img = np.asarray(table.obsm[Key.spatial]) * image_scalef
         # A spot whose centre falls outside the image cannot be cropped: refuse clearly.
         off = (xy_img[:, 0] < 0) | (xy_img[:, 1] < 0) | (xy_img[:, 0] >= w) | (xy_img[:, 1] >= h)
         if off.any():
             msg = (
                 f"{what}: {int(off.sum())} of {len(off)} spot centres lie outside the {w}x{h} image "
-                f"(e.g. {obs_names[np.flatnonzero(off)[0]]!r}); check the image scale factor or drop those spots."
+                f"(e.g. {table.obs_names[np.flatnonzero(off)[0]]!r}); check the image scale factor or drop those spots."
             )
             raise ValueError(msg)
-        data = da.from_array(np.moveaxis(arr, -1, 0), chunks=(3, CHUNK, CHUNK))
-        t = Identity() if image_scalef == 1.0 else Scale([1 / image_scalef, 1 / image_scalef], axes=("x", "y"))
-        factors = pyramid_scale_factors(h, w)
-        parsed = Image2DModel.parse(
-            data,
-            dims=("c", "y", "x"),
-            scale_factors=factors or None,
-            transformations={"global": t},
-            c_coords=["r", "g", "b"],
-            chunks=(3, CHUNK, CHUNK),
-        )
-        images[image_key(sample)] = _materialise_pyramid(parsed, arr)
-        scalefactors["image_scalef"] = float(image_scalef)
-
-    shapes = {
-        region: ShapesModel.parse(
-            coords,
-            geometry=0,
-            radius=np.full(len(coords), spot_diameter_fullres / 2.0),
-            index=np.arange(len(obs_names)),
-            transformations={"global": Identity()},
-        )
-    }
-    table = TableModel.parse(adata, region=region, region_key="region", instance_key="spot_id")
-    return SpatialData(images=images, shapes=shapes, tables={Key.table: table})
+        images[image_key(sample)] = build_image(arr, image_scalef=image_scalef, what=f"{what}: image")
+    return SpatialData(images=images, shapes={region: circles}, tables={Key.table: table})
