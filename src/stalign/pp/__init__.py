@@ -11,6 +11,7 @@ from ._genes import (
     to_vocabulary_symbols,
 )
 from ._niche import niche_expression
+from ._tiles import tile_tissue
 
 __all__ = [
     "SpotDataset",
@@ -25,5 +26,6 @@ __all__ = [
     "read_crops",
     "spatial_order",
     "spot_crops",
+    "tile_tissue",
     "to_vocabulary_symbols",
 ]
