@@ -99,6 +99,13 @@ def test_embed_image_file_errors_leave_nothing(data_dir, tmp_path, capsys, extra
     assert [p.name for p in tmp_path.iterdir()] == ["slide.png"]
 
 
+def test_info_image_file(data_dir, tmp_path, capsys):
+    png = _png(data_dir, tmp_path, dpi=25400 / 16.09)
+    assert main(["info", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "section        slide" in out and "(tiles every 100 µm)" in out and "genes          0" in out
+
+
 def test_tile_um_needs_an_image(data_dir, capsys):
     rc = main(["embed", "stahl_mob:11", "--data-dir", str(data_dir), "--tile-um", "100", "--quiet"])
     assert rc == 2

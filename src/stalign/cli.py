@@ -44,9 +44,7 @@ def _summary(sdata) -> str:
 
 
 def _cmd_info(args) -> int:
-    from .io import load
-
-    sdata = load(args.input, data_dir=args.data_dir)
+    sdata = _load_input(args)  # an image file is tiled at 100 µm, so its summary counts tiles
     sys.stdout.write(_summary(sdata) + "\n")
     return 0
 
@@ -231,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument(
         "input",
         help="dlpfc:151673, her2st:C2, stutility_mob:MOB1, stahl_mob:11, a Space Ranger "
-        "outs folder, a .zarr or an .h5ad",
+        "outs folder, a .zarr, an .h5ad or an H&E image file (tiled every 100 µm)",
     )
     info.add_argument("--data-dir", default=None, help="shared data folder (default $STALIGN_DATA_DIR)")
     info.set_defaults(func=_cmd_info)

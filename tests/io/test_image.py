@@ -154,3 +154,19 @@ def test_bad_inputs(tmp_path, name, content, kwargs, error, match):
     with pytest.raises(error, match=match):
         sta.io.read_image(path, **kwargs)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_single_block_levels(c3, tmp_path, monkeypatch, compression):
+    """A level stored as one block is memory-mapped when uncompressed, else decoded once (not at every window)."""
+    import tifffile
+
+    from stalign.io import _image
+
+    monkeypatch.setattr(_image, "MAX_CHUNK_PX", 1000)  # as if this 600 x 700 image were a huge single strip
+    img = c3[0][:600, :700]
+    path = tmp_path / "strip.tif"
+    tifffile.imwrite(path, img, photometric="rgb", compression=compression, rowsperstrip=600)
+    tree = sta.io.read_image(path, microns_per_pixel=1.0).images["strip_image"]
+    np.testing.assert_array_equal(np.asarray(tree["scale0"]["image"].data).transpose(1, 2, 0), img)
+    assert [tuple(tree[k]["image"].shape[1:]) for k in tree.children] == [(600, 700), (300, 350)]
