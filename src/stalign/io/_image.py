@@ -154,7 +154,8 @@ def _read_slide(path: Path) -> tuple[list, dict[str, Any]]:
     what = f"Slide {str(path)!r}"
     tf = slide.ts_tifffile
     axes = props.get("tiffslide.series-axes", "YXS")
-    series = tf.series[props.get("tiffslide.series-index", 0) or 0]
+    series_index = int(props.get("tiffslide.series-index", 0) or 0)
+    series = tf.series[series_index]
     levels = []
     for i in range(slide.level_count):
         z = group[str(i)]
@@ -163,7 +164,7 @@ def _read_slide(path: Path) -> tuple[list, dict[str, Any]]:
         if stored is not None and int(np.prod([stored[axes.index(a)] for a in "YX"])) > MAX_CHUNK_PX:
             page = series.levels[i].keyframe
             if page.is_memmappable:
-                arr = tifffile.memmap(path, series=series.index or 0, level=i, mode="r")
+                arr = tifffile.memmap(path, series=series_index, level=i, mode="r")
                 logger.info("%s level %d is one uncompressed block: read through a memory map.", what, i)
             else:
                 logger.warning(
