@@ -274,9 +274,9 @@ def tile_tissue(
     ...     "01.jpg",
     ... )
     >>> sdata = sta.io.read_image(jpg, microns_per_pixel=6200 / 2318)
-    >>> sta.pp.tile_tissue(sdata, spacing_um=100)
+    >>> sta.pp.tile_tissue(sdata, spacing_um=200)  # every 200 µm here; 100 µm (the default) for a full map
     >>> tiles = sdata.tables["table"]
-    >>> tiles.n_vars, tiles.n_obs > 500, sorted(sdata.shapes), sorted(sdata.labels)
+    >>> tiles.n_vars, tiles.n_obs > 200, sorted(sdata.shapes), sorted(sdata.labels)
     (0, True, ['01_tiles'], ['01_tiles_tissue'])
     >>> sta.tl.embed(sdata, show_progress_bar=False)  # image-only embedding of every tile
     >>> sta.tl.domains(sdata, n_domains=5, use_rep="X_stalign_image")
