@@ -136,16 +136,18 @@ def markdown(res: dict) -> str:
         "",
         "**Domains from tiles** (Ståhl MOB, H&E only, `tl.domains(n_domains=<labelled layers>, "
         'use_rep="X_stalign_image")` on the tiles and on the real spots; tiles read at each labelled spot\'s nearest '
-        f"tile; ARI, mean of seeds {', '.join(map(str, m['seeds']))}; tolerance ±{ARI_TOL})",
+        f"tile; ARI, mean ± sd over seeds {', '.join(map(str, m['seeds']))}; tolerance ±{ARI_TOL} on the means)",
         "",
         "| replicate | spots | tiles | domains | nearest tile, median / max (µm) | ARI tiles | ARI spots | tiles − spots |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for rep, r in res["mob"]["sections"].items():
+        sd_t = np.std([x["ari_tiles"] for x in r["seeds"]])
+        sd_s = np.std([x["ari_spots"] for x in r["seeds"]])
         lines.append(
             f"| {rep} | {r['n_spots']} | {r['n_tiles']} | {r['n_domains']} | {r['nearest_tile_um']['median']:.0f} / "
-            f"{r['nearest_tile_um']['max']:.0f} | {r['ari_tiles_mean']:.3f} | {r['ari_spots_mean']:.3f} | "
-            f"{r['difference']:+.3f}{'' if r['within_tolerance'] else ' ✗'} |"
+            f"{r['nearest_tile_um']['max']:.0f} | {r['ari_tiles_mean']:.3f} ± {sd_t:.3f} | "
+            f"{r['ari_spots_mean']:.3f} ± {sd_s:.3f} | {r['difference']:+.3f}{'' if r['within_tolerance'] else ' ✗'} |"
         )
     s = res["mob"]["summary"]
     lines += [
