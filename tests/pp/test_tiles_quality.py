@@ -57,13 +57,14 @@ def test_expression_maps_from_tiles_match_spots(data_dir):
     truth_table = c5.tables["table"]
     genes = reference_hvgs([r.tables["table"] for r in refs], truth_table, n_top_genes=50)
     truth = np.asarray(log_normalize(truth_table.X)[:, truth_table.var_names.get_indexer(genes)].todense())
-    mpp = truth_table.uns["spatial"]["C5"]["scalefactors"]["microns_per_pixel"]
-    jpg = next((data_dir / "her2st" / "data" / "ST-imgs" / "C" / "C5").glob("*.jpg"))
-    tiles = sta.io.read_image(jpg, microns_per_pixel=mpp, name="C5")
-    sta.pp.tile_tissue(tiles, spacing_um=100)
+    # the tiles go beside the spots, on the same (already decoded) H&E; the spots' counts play no part
+    sta.pp.tile_tissue(c5, spacing_um=100, table_key="tiles")
+    sta.tl.embed(c5, table_key="tiles", show_progress_bar=False)
+    tiles = c5.tables["tiles"]
+    assert tiles.n_vars == 0 and "X_stalign_image" in tiles.obsm
     at_spots = sta.tl.predict_expression(c5, refs, genes=genes)
     at_tiles = sta.tl.predict_expression(tiles, refs, genes=genes)
-    assert at_tiles.n_obs == tiles.tables["table"].n_obs > truth_table.n_obs
+    assert at_tiles.n_obs == tiles.n_obs > truth_table.n_obs
     j = _nearest(at_tiles.obsm["spatial"], truth_table.obsm["spatial"])
     r_spots = expression_scores(np.asarray(at_spots.X), truth)["pearson"]
     r_tiles = expression_scores(np.asarray(at_tiles.X)[j], truth)["pearson"]
