@@ -57,7 +57,7 @@ print(f"{slide}: {os.path.getsize(slide) / 1e6:.0f} MB, {mpp:.4f} µm/px")
 sdata = sta.io.read_image(slide)
 print(sdata.attrs["stalign"]["microns_per_pixel"], sdata.attrs["stalign"]["microns_per_pixel_source"])
 sta.pp.tile_tissue(sdata, spacing_um=100)
-sdata
+print(sdata)
 
 # %%
 ax = sta.pl.tissue_mask(sdata)
@@ -87,7 +87,7 @@ for ref in reference:
     sta.tl.embed(ref, show_progress_bar=False)
 genes = ["ERBB2", "KRT19", "COL1A1", "MGP"]
 pred = sta.tl.predict_expression(sdata, reference, genes=genes)
-pred
+print(pred)
 
 # %% [markdown]
 # Next to it, the expression measured at C5's own spots (log-normalised), which the prediction never saw. With the
