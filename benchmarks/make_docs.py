@@ -54,6 +54,20 @@ SECTIONS = [
         "Peak RSS of `tl.embed` on lazily backed synthetic slides with a fixed number of spots.",
     ),
     (
+        "tiles_quality",
+        "H&E-only slides: tiles vs real spots (issue 16)",
+        "Pseudo-spots from `pp.tile_tissue` against the assay's own spots: image-only domains on Ståhl MOB 01–08 and "
+        "expression predicted for her2st C5, read at each spot's nearest tile. Command: "
+        "`python benchmarks/tiles_quality.py`.",
+    ),
+    (
+        "slide_throughput",
+        "H&E-only slides: throughput and memory (issue 16)",
+        "`io.read_image` + `pp.tile_tissue` + `tl.embed` on pyramidal OME-TIFFs of real H&E of growing size, next to "
+        'squidpy `calculate_image_features(features="summary")` on the same tiles. Command: '
+        "`python benchmarks/slide_throughput.py`.",
+    ),
+    (
         "embed_before_after",
         "tl.embed before and after the speed work",
         "The same `tl.embed` calls timed on two commits in alternating worker processes of one run.",

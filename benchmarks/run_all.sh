@@ -16,4 +16,6 @@ $PY benchmarks/dev_eval.py --model stalign-base --image-features summary histogr
   --ablation spot_only_loss=runs/ablation-spot-only/model --out benchmarks/results/ablations_retrieval.json
 $PY benchmarks/throughput.py
 $PY benchmarks/memory.py
+$PY benchmarks/tiles_quality.py
+$PY benchmarks/slide_throughput.py
 $PY benchmarks/make_docs.py

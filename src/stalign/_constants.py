@@ -24,6 +24,8 @@ class Key:
     pred = "stalign_pred"
     # uns
     uns = "stalign"
+    #: parameters of pp.tile_tissue (the pseudo-spots of an H&E-only slide)
+    tiles = "stalign_tiles"
     spatial = "spatial"
     #: µm per pixel of the full-resolution image, stored in ``uns["spatial"][library]["scalefactors"]``
     microns_per_pixel = "microns_per_pixel"
@@ -36,6 +38,12 @@ VISIUM_SPOT_UM = 55.0
 VISIUM_PITCH_UM = 100.0
 ST_SPOT_UM = 100.0
 ST_PITCH_UM = 200.0
+
+#: Image files read by ``io.read_image`` with tiffslide (TIFF-based whole-slide formats).
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".tif", ".tiff")
+#: Image files read with Pillow (no random access: decoded once).
+FLAT_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = SLIDE_SUFFIXES + FLAT_SUFFIXES
 
 #: Default crop geometry (µm), as in the ST-Align paper.
 SPOT_UM = 100.0

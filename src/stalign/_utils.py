@@ -173,3 +173,12 @@ def default_rep(table, use_rep: str | None = None, *, embed_key: str | None = No
             return keys[name]
     msg = "No stalign embedding in obsm; run stalign.tl.embed first, or pass use_rep= (an obsm key)."
     raise KeyError(msg)
+
+
+def is_image_path(path: Any) -> bool:
+    """Whether ``path`` names an image file ``io.read_image`` reads (by its suffix: SVS, NDPI, TIFF, JPEG, PNG...)."""
+    from pathlib import Path
+
+    from ._constants import IMAGE_SUFFIXES
+
+    return Path(str(path)).suffix.lower() in IMAGE_SUFFIXES

@@ -61,6 +61,7 @@ def check_number(
     minimum: float = 0.0,
     strict: bool = True,
     maximum: float | None = None,
+    maximum_inclusive: bool = False,
     allow_none: bool = False,
     hint: str = "",
 ) -> float | None:
@@ -77,7 +78,9 @@ def check_number(
     strict
         ``value > minimum`` (``True``) or ``value >= minimum``.
     maximum
-        Exclusive upper bound, if any.
+        Upper bound, if any (exclusive unless ``maximum_inclusive``).
+    maximum_inclusive
+        Accept ``value == maximum``.
     allow_none
         Accept ``None`` (returned as is).
     hint
@@ -90,7 +93,7 @@ def check_number(
     if value is None and allow_none:
         return None
     if maximum is not None:
-        what = f"a number in {'(' if strict else '['}{minimum:g}, {maximum:g})"
+        what = f"a number in {'(' if strict else '['}{minimum:g}, {maximum:g}{']' if maximum_inclusive else ')'}"
     elif minimum == 0:
         what = "a finite positive number" if strict else "a finite non-negative number"
     else:
@@ -100,7 +103,7 @@ def check_number(
         _fail(TypeError, name, value, what, hint, show_type=True)
     ok = math.isfinite(value) and (value > minimum if strict else value >= minimum)
     if maximum is not None:
-        ok = ok and value < maximum
+        ok = ok and (value <= maximum if maximum_inclusive else value < maximum)
     if not ok:
         _fail(ValueError, name, value, what, hint, show_type=False)
     return float(value)

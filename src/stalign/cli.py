@@ -17,7 +17,8 @@ def _summary(sdata) -> str:
     t = sec.table
     lines = [
         f"section        {sec.library_id}",
-        f"spots          {t.n_obs}",
+        f"spots          {t.n_obs}"
+        + (f" (tiles every {t.uns['stalign_tiles']['params']['spacing_um']:g} µm)" if "stalign_tiles" in t.uns else ""),
         f"genes          {t.n_vars}",
         f"µm / full-res px {sec.microns_per_pixel:.4f}",
         f"spot diameter  {sec.spot_diameter_fullres:.1f} full-res px",
@@ -43,9 +44,7 @@ def _summary(sdata) -> str:
 
 
 def _cmd_info(args) -> int:
-    from .io import load
-
-    sdata = load(args.input, data_dir=args.data_dir)
+    sdata = _load_input(args)  # an image file is tiled at 100 µm, so its summary counts tiles
     sys.stdout.write(_summary(sdata) + "\n")
     return 0
 
@@ -122,16 +121,42 @@ def _write(data, out: str, *, overwrite: bool) -> None:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+def _load_input(args):
+    """The section ``args.input`` names: an image file read and tiled (``--tile-um``), or a spec for ``io.load``."""
+    from ._utils import is_image_path
+    from .io import load
+
+    tile_um = getattr(args, "tile_um", None)
+    mpp = getattr(args, "microns_per_pixel", None)
+    for flag, val in (("--tile-um", tile_um), ("--microns-per-pixel", mpp)):
+        if val is not None and not (val > 0 and val < float("inf")):
+            msg = f"{flag} {val}: it must be a positive number of micrometres (e.g. {flag} 100)."
+            raise ValueError(msg)
+    if not is_image_path(args.input):
+        if tile_um is not None or mpp is not None:
+            msg = (
+                f"--tile-um / --microns-per-pixel apply to an H&E image file (.svs, .ndpi, .tif, .tiff, .jpg, .png); "
+                f"{args.input!r} is not one."
+            )
+            raise ValueError(msg)
+        return load(args.input, data_dir=args.data_dir)
+    from .io import read_image
+    from .pp import tile_tissue
+
+    sdata = read_image(args.input, microns_per_pixel=mpp)
+    tile_tissue(sdata, spacing_um=100.0 if tile_um is None else tile_um)
+    return sdata
+
+
 def _cmd_embed(args) -> int:
     from . import tl
-    from .io import load
 
     if args.domains is not None and args.domains < 1:
         msg = f"--domains {args.domains}: the number of domains must be a positive integer (e.g. --domains 7)."
         raise ValueError(msg)
     if args.out:  # fail before the (long) embedding, not after
         _check_output(args.out, overwrite=args.overwrite, table_only=str(args.input).endswith(".h5ad"))
-    data = load(args.input, data_dir=args.data_dir)
+    data = _load_input(args)
     tl.embed(
         data,
         model=args.model,
@@ -204,13 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument(
         "input",
         help="dlpfc:151673, her2st:C2, stutility_mob:MOB1, stahl_mob:11, a Space Ranger "
-        "outs folder, a .zarr or an .h5ad",
+        "outs folder, a .zarr, an .h5ad or an H&E image file (tiled every 100 µm)",
     )
     info.add_argument("--data-dir", default=None, help="shared data folder (default $STALIGN_DATA_DIR)")
     info.set_defaults(func=_cmd_info)
 
     emb = sub.add_parser("embed", help="embed a section with a model; write .zarr or .h5ad")
-    emb.add_argument("input", help="same inputs as `stalign info`")
+    emb.add_argument(
+        "input", help="same inputs as `stalign info`, or an H&E image (.svs .ndpi .tif .tiff .ome.tif .jpg .png)"
+    )
+    emb.add_argument("--tile-um", type=float, default=None, help="image input: pseudo-spot spacing in µm (default 100)")
+    emb.add_argument(
+        "--microns-per-pixel", type=float, default=None, help="image input: µm per pixel, if the file lacks it"
+    )
     emb.add_argument("--out", default=None, help="output .zarr (SpatialData) or .h5ad (table)")
     emb.add_argument("--model", default="stalign-base", help="registry name or path of saved weights")
     emb.add_argument("--device", default=None)

@@ -32,7 +32,7 @@ def build_dlpfc(data_dir: Path, sample: str = "151673"):
         dlpfc = None
     if dlpfc is not None:
         return dlpfc(sample, data_dir=data_dir)
-    from stalign.io._build import build_sdata
+    from stalign._build import build_sdata
 
     pos, sf, img = _dlpfc_files(data_dir, sample)
     coords = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(float)
@@ -68,7 +68,7 @@ def her2st_c2(data_dir):
 
 
 def build_st(spots, img, *, scalef: float = 1.0, sample: str = "C2", mpp: float = 0.7):
-    from stalign.io._build import build_sdata
+    from stalign._build import build_sdata
 
     coords = spots[["pixel_x", "pixel_y"]].to_numpy(float)
     return build_sdata(

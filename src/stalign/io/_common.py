@@ -67,7 +67,7 @@ def _no_pixel_limit():
         Image.MAX_IMAGE_PIXELS = old
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image_array(path: str | os.PathLike) -> np.ndarray:
     """Read an image file into a channels-last array (uint8/uint16/float; converted to uint8 RGB later).
 
     Palette, CMYK and YCbCr images become RGB; grayscale+alpha keeps the gray channel; 16-bit images stay 16-bit
@@ -98,7 +98,7 @@ def image_array(image: Any) -> np.ndarray | None:
     if image is None:
         return None
     if isinstance(image, str | os.PathLike):
-        return read_image(image)
+        return read_image_array(image)
     return np.asarray(image)
 
 

@@ -32,13 +32,15 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
     spec
         ``"<dataset>:<section>"`` for the shared datasets (``"dlpfc:151673"``, ``"her2st:C2"``,
         ``"stutility_mob:MOB1"``, ``"stahl_mob:11"``), a Space Ranger ``outs`` folder, a ``.zarr`` SpatialData store,
-        or an ``.h5ad`` file (squidpy-convention AnnData).
+        an ``.h5ad`` file (squidpy-convention AnnData), or an H&E image file (``.svs``, ``.tif``, ``.jpg``, ... read by
+        :func:`read_image`, which needs the file to record its µm per pixel; no spots until
+        :func:`stalign.pp.tile_tissue`).
     data_dir
         Folder that holds the datasets, for dataset specs; defaults to ``$STALIGN_DATA_DIR``.
 
     Returns
     -------
-    SpatialData (AnnData for ``.h5ad``).
+    SpatialData (AnnData for ``.h5ad``; an image file gives a SpatialData with the image only).
 
     Examples
     --------
@@ -68,6 +70,12 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
             f"{', '.join(f'{k}:<section>' for k in loaders)}, a Space Ranger outs folder, a .zarr or a .h5ad path."
         )
         raise (ValueError(msg) if sep else FileNotFoundError(msg))
+    from .._utils import is_image_path
+
+    if path.is_file() and is_image_path(path):
+        from ._image import read_image
+
+        return read_image(path)
     if path.suffix == ".h5ad":
         import anndata as ad
 
@@ -80,7 +88,10 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
         from ._visium import read_visium
 
         return read_visium(path)
-    msg = f"Cannot load {text!r}: unsupported file type {path.suffix!r}; use a .zarr, a .h5ad or a Space Ranger folder."
+    msg = (
+        f"Cannot load {text!r}: unsupported file type {path.suffix!r}; use a .zarr, a .h5ad, a Space Ranger folder or "
+        "an image file (.svs, .ndpi, .tif, .tiff, .jpg, .png)."
+    )
     raise ValueError(msg)
 
 

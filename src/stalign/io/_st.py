@@ -14,9 +14,9 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._build import build_sdata
 from .._constants import ST_PITCH_UM, ST_SPOT_UM
 from .._validators import check_number
-from ._build import build_sdata
 from ._common import image_array, nn_distance, read_rdata, require_file, resolve_root, unknown_sample
 from ._visium import _map_gene_ids
 
@@ -542,9 +542,9 @@ def stahl_mob(replicate: str | int, *, data_dir: str | os.PathLike | None = None
     if rep not in available:
         raise unknown_sample("Ståhl MOB replicate", replicate, available, root)
     img_path = img_dir / f"{rep}.jpg"
-    from ._common import read_image
+    from ._common import read_image_array
 
-    image = read_image(img_path)
+    image = read_image_array(img_path)
     width = int(image.shape[1])
     mpp = SPLOTCH_FRAME_UM / width
     ann = ann_dir / f"{rep}_01.tsv"

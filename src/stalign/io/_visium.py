@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._build import build_sdata
 from .._constants import VISIUM_SPOT_UM
 from .._section import visium_microns_per_pixel
 from .._validators import check_number
-from ._build import build_sdata
 from ._common import (
     r_matrix,
-    read_image,
+    read_image_array,
     read_rdata,
     require_file,
     resolve_root,
@@ -333,7 +333,7 @@ def dlpfc(sample: str | int, *, data_dir: str | os.PathLike | None = None):
     image, res = None, None
     for r, name in _IMAGES:
         if (folder / name).is_file():
-            image, res = read_image(folder / name), r
+            image, res = read_image_array(folder / name), r
             break
     if image is None:
         require_file(folder / "tissue_lowres_image.png", root=root, what="DLPFC image")
@@ -462,11 +462,11 @@ def read_visium(
     positions = read_positions(pos_path)
     image, res = None, None
     if fullres_image is not None:
-        image, res = read_image(fullres_image), "fullres"
+        image, res = read_image_array(fullres_image), "fullres"
     else:
         for r, name in _IMAGES:
             if (spatial / name).is_file():
-                image, res = read_image(spatial / name), r
+                image, res = read_image_array(spatial / name), r
                 break
     if image is None:
         warnings.warn(

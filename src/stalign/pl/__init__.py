@@ -2,6 +2,7 @@
 
 from ._crops import crops
 from ._spatial import domains, embedding, labels, spatial
+from ._tiles import tissue_mask
 from ._training import training_curves
 
-__all__ = ["crops", "domains", "embedding", "labels", "spatial", "training_curves"]
+__all__ = ["crops", "domains", "embedding", "labels", "spatial", "tissue_mask", "training_curves"]

@@ -15,6 +15,7 @@ from ._crops import crop_boxes, niche_crops, read_crops, spatial_order, spot_cro
 from ._hvg import reference_hvgs
 from ._niche import niche_expression, spatial_smooth
 from ._normalize import log_normalize
+from ._tiles import tile_tissue
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._dataset import SpotDataset
@@ -38,5 +39,6 @@ __all__ = [
     "spatial_order",
     "spatial_smooth",
     "spot_crops",
+    "tile_tissue",
     "to_vocabulary_symbols",
 ]
