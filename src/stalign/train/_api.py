@@ -81,8 +81,8 @@ def _check_counts(sections: list[Any], dataset_kwargs: dict) -> None:
 def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None) -> list[Any]:
     """Turn ``sections`` into a list of SpatialData / AnnData objects.
 
-    Strings are loader specs ``"<dataset>:<section>"`` (e.g. ``"dlpfc:151673"``, ``"her2st:B1"``) resolved with
-    :func:`stalign.io.load` when it exists, else with the reader of that name in :mod:`stalign.io`.
+    Strings are resolved with :func:`stalign.io.load`: loader specs ``"<dataset>:<section>"`` (e.g.
+    ``"dlpfc:151673"``, ``"her2st:B1"``) or paths (``.h5ad``, ``.zarr``, a Space Ranger ``outs`` folder).
 
     Parameters
     ----------
@@ -103,30 +103,9 @@ def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None
     >>> [s.tables["table"].obs["sample"].iloc[0] for s in sections]
     ['MOB1', 'MOB2']
     """
-    from .. import io
+    from ..io import load
 
-    sections = _check_sections(sections)
-    out = []
-    for i, s in enumerate(sections):
-        if not isinstance(s, str):
-            out.append(s)
-            continue
-        if hasattr(io, "load"):
-            out.append(io.load(s, data_dir=data_dir))
-            continue
-        name, sep, ident = s.partition(":")
-        reader = getattr(io, name, None) if sep else None
-        if reader is None or not callable(reader):
-            msg = (
-                f"sections[{i}]={s!r} is not a loader spec; use '<dataset>:<section>' with a dataset reader of "
-                "stalign.io (e.g. 'dlpfc:151673', 'her2st:B1'), or pass SpatialData/AnnData objects."
-            )
-            raise ValueError(msg)
-        out.append(reader(ident, data_dir=data_dir))
-    if not out:
-        msg = "`sections` is empty; pass at least one SpatialData/AnnData object or loader spec."
-        raise ValueError(msg)
-    return out
+    return [load(s, data_dir=data_dir) if isinstance(s, str) else s for s in _check_sections(sections)]
 
 
 def _build_config(config: Any, sections: list[Any]):
