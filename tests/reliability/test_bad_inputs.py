@@ -982,6 +982,29 @@ def _(ctx):
     return _pretrain_nothing_written(ctx, [ctx.sdata(40)], batch_size=64.0)
 
 
+@case("train-unknown-option", TypeError, r"Unknown training option\(s\) \['epoch'\]", r"valid options .*'epochs'")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40)], epoch=2)
+
+
+@case("train-config-of-wrong-type", TypeError, r"train='fast'", r"pass a stalign.train.TrainConfig, a dict")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40)], train="fast")
+
+
+@case("train-unknown-dataset-kwarg", TypeError, r"dataset_kwargs has unknown key\(s\) \['spot_size'\]", r"'spot_um'")
+def _(ctx):
+    return _pretrain_nothing_written(ctx, [ctx.sdata(40)], dataset_kwargs={"spot_size": 32})
+
+
+@case("finetune-zero-epochs-in-config", ValueError, r"epochs=0", r"positive integer")
+def _(ctx):
+    cfg = sta.train.TrainConfig.finetune_defaults()
+    cfg.epochs = 0  # assigned by hand after creation: the run checks the config again
+    out = ctx.tmp / "ft"
+    return [], lambda: sta.train.finetune(ctx.model, [ctx.sdata(40)], output_dir=out, train=cfg)
+
+
 def _bad_counts(ctx, value):
     sd = ctx.sdata(40)
     t = sd.tables["table"]
@@ -1081,6 +1104,13 @@ def _(ctx):
 def _(ctx):
     cfg = ctx.tmp / "bad.toml"
     cfg.write_text("[[[ not toml")
+    return [cfg], lambda: run_cli(["pretrain", "--config", cfg])
+
+
+@case("cli-pretrain-unknown-train-option", CliFailed, r"Unknown \[train\] option\(s\) \['epoch'\]", r"TrainConfig")
+def _(ctx):
+    cfg = ctx.tmp / "typo.toml"
+    cfg.write_text('[data]\nsections = ["stutility_mob:MOB1"]\n[train]\noutput_dir = "o"\nepoch = 3\n')
     return [cfg], lambda: run_cli(["pretrain", "--config", cfg])
 
 

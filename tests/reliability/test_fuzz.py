@@ -391,6 +391,20 @@ def _targets(f) -> dict[str, tuple[Callable, list, object]]:
             [sd],
             st.one_of(st.floats(max_value=-1e-9), st.sampled_from([NAN, INF, True, None]), _WRONG_TYPES),
         ),
+        "train.pretrain(weight_decay)": (
+            lambda v: _pretrain_nothing_made([sd], weight_decay=v),
+            [sd],
+            st.one_of(
+                st.floats(max_value=-1e-9),
+                st.sampled_from([NAN, INF, True, (0.1,), (0.1, 0.2, 0.3), (0.1, -1.0), (NAN, 0.1), ("a", 0.1)]),
+                st.sampled_from(["abc", "", {"a": 1}, object(), b"x"]),  # (1, 2) of _WRONG_TYPES is a valid pair
+            ),
+        ),
+        "train.TrainConfig(keep_checkpoints, max_steps, log_every)": (
+            lambda v: [sta.train.TrainConfig(**{k: v}) for k in ("keep_checkpoints", "max_steps", "log_every")],
+            [],
+            st.one_of(st.integers(max_value=-1), st.sampled_from([NAN, True, 2.5]), _WRONG_TYPES),
+        ),
         "train.pretrain(output_dir)": (
             lambda v: sta.train.pretrain([sd], "base", output_dir=v, **cpu),
             [sd],

@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import save_file
 from toy import ToyModel, ToySpots
 
+from stalign.train import TrainConfig
 from stalign.train._distributed import cleanup, init_distributed
-from stalign.train._engine import FitOptions, fit
+from stalign.train._engine import fit
 
 
 def main(out: str, steps: int, augment: str) -> None:
@@ -22,22 +23,17 @@ def main(out: str, steps: int, augment: str) -> None:
     torch.manual_seed(0)
     model = ToyModel()
     ds = ToySpots(n=128, batch_size=32, seed=0, rank=info.rank, world_size=info.world_size)
-    opts = FitOptions(
-        output_dir=Path(out),
+    config = TrainConfig(
         epochs=2,
         batch_size=32,
         lr=5e-3,
         warmup_epochs=0.5,
         max_steps=steps,
-        augment={"1": True, "0": None}[augment],
+        augment={"1": True, "0": False}[augment],
         show_progress_bar=False,
         checkpoint_every=None,
     )
-    if opts.augment is True:
-        from stalign.train._augment import AugmentConfig
-
-        opts.augment = AugmentConfig()
-    fit(model, ds, opts, device=device, info=info)
+    fit(model, ds, config, output_dir=Path(out), lr=config.peak_lr(), device=device, info=info)
     if info.is_main:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, "final.safetensors"))
     cleanup(info)

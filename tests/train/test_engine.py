@@ -15,35 +15,34 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from toy import ToyModel, ToySpots
 
-from stalign.train import _engine
-from stalign.train._augment import AugmentConfig
+from stalign.train import TrainConfig, _engine
 from stalign.train._checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from stalign.train._distributed import DistInfo
-from stalign.train._engine import FitOptions, fit
+from stalign.train._engine import fit
 
 CPU = torch.device("cpu")
 
 
-def _opts(tmp_path, **kw):
+def _config(**kw):
     base = {
-        "output_dir": tmp_path,
         "epochs": 3,
         "batch_size": 32,
         "lr": 5e-3,
         "warmup_epochs": 0.5,
-        "augment": AugmentConfig(),
         "show_progress_bar": False,
         "checkpoint_every": 3,
     }
-    base.update(kw)
-    return FitOptions(**base)
+    return TrainConfig(**{**base, **kw})
+
+
+def _fit(model, ds, tmp_path, **kw):
+    cfg = _config(**kw)
+    return fit(model, ds, cfg, output_dir=tmp_path, lr=cfg.peak_lr(), device=CPU, info=DistInfo())
 
 
 def _run(tmp_path, **kw):
     torch.manual_seed(0)
-    model = ToyModel()
-    ds = ToySpots(n=256, batch_size=32, seed=0)
-    return fit(model, ds, _opts(tmp_path, **kw), device=CPU, info=DistInfo())
+    return _fit(ToyModel(), ToySpots(n=256, batch_size=32, seed=0), tmp_path, **kw)
 
 
 def _rows(path):
@@ -110,13 +109,7 @@ def test_crash_and_resume_gives_identical_weights(tmp_path, monkeypatch):
 
     # resume, with a different global RNG state before the call: the checkpoint restores it
     torch.manual_seed(999)
-    resumed = fit(
-        ToyModel(),
-        ToySpots(n=256, batch_size=32, seed=0),
-        _opts(tmp_path / "crash", epochs=2),
-        device=CPU,
-        info=DistInfo(),
-    )
+    resumed = _fit(ToyModel(), ToySpots(n=256, batch_size=32, seed=0), tmp_path / "crash", epochs=2)
     got = _weights(resumed)
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
@@ -140,13 +133,7 @@ def test_resume_refuses_other_batch_size(tmp_path):
     _run(tmp_path, epochs=1, checkpoint_every=None, max_steps=2)
     with pytest.raises(ValueError, match="batch_size"):
         torch.manual_seed(0)
-        fit(
-            ToyModel(),
-            ToySpots(n=256, batch_size=16),
-            _opts(tmp_path, epochs=1, batch_size=16),
-            device=CPU,
-            info=DistInfo(),
-        )
+        _fit(ToyModel(), ToySpots(n=256, batch_size=16), tmp_path, epochs=1, batch_size=16)
     # resume=False starts over and rewrites the metrics
     _run(tmp_path, epochs=1, checkpoint_every=None, resume=False)
     assert [r["step"] for r in _rows(tmp_path)] == list(range(1, 9))

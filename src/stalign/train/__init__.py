@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._api import finetune, pretrain, pretrain_from_config, read_config, resolve_sections, section_clusters
     from ._augment import AugmentConfig, augment_batch
     from ._checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+    from ._config import TrainConfig
     from ._schedule import CosineSchedule
 
 __getattr__, __dir__ = lazy_exports(
@@ -18,6 +19,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "AugmentConfig": "._augment",
         "CosineSchedule": "._schedule",
+        "TrainConfig": "._config",
         "augment_batch": "._augment",
         "finetune": "._api",
         "latest_checkpoint": "._checkpoint",
@@ -34,6 +36,7 @@ __getattr__, __dir__ = lazy_exports(
 __all__ = [
     "AugmentConfig",
     "CosineSchedule",
+    "TrainConfig",
     "augment_batch",
     "finetune",
     "latest_checkpoint",

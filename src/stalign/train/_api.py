@@ -14,15 +14,11 @@ import numpy as np
 import torch
 
 from .._utils import resolve_device
-from ._augment import AugmentConfig
+from ._config import FIELDS, TrainConfig, make_config
 from ._distributed import cleanup, init_distributed
-from ._engine import FitOptions, fit
+from ._engine import fit
 
 logger = logging.getLogger(__name__)
-
-#: Base learning rate for a global batch of 256 (scaled linearly with the batch size).
-BASE_LR = 5e-4
-FINETUNE_LR = 1e-4
 
 
 def _check_sections(sections: Any) -> list[Any]:
@@ -46,35 +42,6 @@ def _check_sections(sections: Any) -> list[Any]:
         msg = "`sections` is empty; pass at least one SpatialData/AnnData object or loader spec."
         raise ValueError(msg)
     return list(sections)
-
-
-def _check_int(value: Any, name: str, *, minimum: int, allow_none: bool = False, why: str = "") -> None:
-    """Refuse anything but an integer >= ``minimum`` (bools included: ``True`` is an int)."""
-    if value is None and allow_none:
-        return
-    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-    what += " or None" if allow_none else ""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        msg = f"{name}={value!r} ({type(value).__name__}); it must be {what}{why}."
-        raise TypeError(msg)
-    if value < minimum:
-        msg = f"{name}={value!r}; it must be {what}{why}."
-        raise ValueError(msg)
-
-
-def _check_real(value: Any, name: str, *, positive: bool, allow_none: bool = False, example: str = "") -> None:
-    """Refuse anything but a finite number > 0 (``positive``) or >= 0 (bools and strings included)."""
-    if value is None and allow_none:
-        return
-    what = "a finite positive number" if positive else "a finite non-negative number"
-    what += " or None" if allow_none else ""
-    what += f" (e.g. {example})" if example else ""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        msg = f"{name}={value!r} ({type(value).__name__}); it must be {what}."
-        raise TypeError(msg)
-    if not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
-        msg = f"{name}={value!r}; it must be {what}."
-        raise ValueError(msg)
 
 
 def _check_output_dir(output_dir: Any) -> Path:
@@ -114,8 +81,8 @@ def _check_counts(sections: list[Any], dataset_kwargs: dict) -> None:
 def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None) -> list[Any]:
     """Turn ``sections`` into a list of SpatialData / AnnData objects.
 
-    Strings are loader specs ``"<dataset>:<section>"`` (e.g. ``"dlpfc:151673"``, ``"her2st:B1"``) resolved with
-    :func:`stalign.io.load` when it exists, else with the reader of that name in :mod:`stalign.io`.
+    Strings are resolved with :func:`stalign.io.load`: loader specs ``"<dataset>:<section>"`` (e.g.
+    ``"dlpfc:151673"``, ``"her2st:B1"``) or paths (``.h5ad``, ``.zarr``, a Space Ranger ``outs`` folder).
 
     Parameters
     ----------
@@ -136,30 +103,9 @@ def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None
     >>> [s.tables["table"].obs["sample"].iloc[0] for s in sections]
     ['MOB1', 'MOB2']
     """
-    from .. import io
+    from ..io import load
 
-    sections = _check_sections(sections)
-    out = []
-    for i, s in enumerate(sections):
-        if not isinstance(s, str):
-            out.append(s)
-            continue
-        if hasattr(io, "load"):
-            out.append(io.load(s, data_dir=data_dir))
-            continue
-        name, sep, ident = s.partition(":")
-        reader = getattr(io, name, None) if sep else None
-        if reader is None or not callable(reader):
-            msg = (
-                f"sections[{i}]={s!r} is not a loader spec; use '<dataset>:<section>' with a dataset reader of "
-                "stalign.io (e.g. 'dlpfc:151673', 'her2st:B1'), or pass SpatialData/AnnData objects."
-            )
-            raise ValueError(msg)
-        out.append(reader(ident, data_dir=data_dir))
-    if not out:
-        msg = "`sections` is empty; pass at least one SpatialData/AnnData object or loader spec."
-        raise ValueError(msg)
-    return out
+    return [load(s, data_dir=data_dir) if isinstance(s, str) else s for s in _check_sections(sections)]
 
 
 def _build_config(config: Any, sections: list[Any]):
@@ -237,91 +183,35 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
     return out
 
 
-def _train_sections(
-    model_factory,
-    sections: Any,
-    *,
-    output_dir: str | os.PathLike,
-    epochs: int,
-    batch_size: int,
-    lr: float | None,
-    base_lr: float,
-    min_lr: float,
-    device: Any,
-    num_workers: int,
-    seed: int,
-    resume: bool,
-    checkpoint_every: int | None,
-    keep_checkpoints: int,
-    gene_dropout: float,
-    augment: bool | dict | AugmentConfig,
-    weight_decay: tuple[float, float] | float,
-    warmup_epochs: float,
-    hard_negatives: int,
-    n_clusters: int,
-    amp: str | bool | None,
-    grad_clip: float | None,
-    show_progress_bar: bool,
-    max_steps: int | None,
-    log_every: int,
-    data_dir: str | os.PathLike | None,
-    dataset_kwargs: dict | None,
-    desc: str,
-    run_info: dict,
-):
+def _train_sections(model_factory, sections: Any, *, output_dir: Any, train: TrainConfig, mode: str):
+    """Check the run, load the sections, build the model and the dataset, write ``run.json`` and train.
+
+    ``train`` is already checked (:meth:`TrainConfig.validate`); the sections and ``output_dir`` are checked here,
+    before any section is loaded or any folder created.
+    """
     from ..pp import SpotDataset
 
-    # every argument is checked before any work: no section is loaded and no folder is created for a bad call
-    _check_int(epochs, "epochs", minimum=1)
-    _check_int(batch_size, "batch_size", minimum=2, why=" (in-batch negatives need several spots)")
-    _check_real(lr, "lr", positive=True, allow_none=True, example="5e-4")
-    _check_real(min_lr, "min_lr", positive=False, example="1e-6")
-    _check_int(num_workers, "num_workers", minimum=0)
-    _check_int(seed, "seed", minimum=0)
-    _check_int(checkpoint_every, "checkpoint_every", minimum=1, allow_none=True, why=" (None: epoch ends only)")
-    _check_int(keep_checkpoints, "keep_checkpoints", minimum=0, why=" (0 keeps all)")
-    _check_real(warmup_epochs, "warmup_epochs", positive=False, example="2.0")
-    _check_int(hard_negatives, "hard_negatives", minimum=0)
-    _check_int(n_clusters, "n_clusters", minimum=1)
-    _check_real(grad_clip, "grad_clip", positive=True, allow_none=True, example="3.0")
-    _check_int(max_steps, "max_steps", minimum=1, allow_none=True)
-    _check_int(log_every, "log_every", minimum=1)
-    if dataset_kwargs is not None and not isinstance(dataset_kwargs, dict):
-        msg = f"dataset_kwargs must be a dict of SpotDataset arguments or None, got {type(dataset_kwargs).__name__}."
-        raise TypeError(msg)
-    if isinstance(weight_decay, int | float | np.integer | np.floating):
-        weight_decay = (weight_decay, weight_decay)
-    if not isinstance(weight_decay, list | tuple) or len(weight_decay) != 2:
-        msg = f"weight_decay={weight_decay!r}; pass one float or a (start, end) pair."
-        raise ValueError(msg)
-    for wd in weight_decay:
-        _check_real(wd, "weight_decay", positive=False, example="0.04")
-    weight_decay = (float(weight_decay[0]), float(weight_decay[1]))
-    if gene_dropout is not None:
-        _check_real(gene_dropout, "gene_dropout", positive=False)
-        if not 0 <= gene_dropout < 1:
-            msg = f"gene_dropout={gene_dropout!r}; it must be in [0, 1)."
-            raise ValueError(msg)
     sections = _check_sections(sections)
     _check_output_dir(output_dir)
-    aug = AugmentConfig.from_any(augment)
-    if aug is not None and gene_dropout is not None:
-        aug = AugmentConfig(**{**aug.to_dict(), "gene_dropout": float(gene_dropout)})
-
-    device = resolve_device(device)
+    device = resolve_device(train.device)
     info, device = init_distributed(device)
     try:
-        if batch_size % info.world_size:
+        if train.batch_size % info.world_size:
             msg = (
-                f"batch_size={batch_size} (the global batch) is not divisible by the {info.world_size} processes; "
-                f"use a multiple of {info.world_size}."
+                f"batch_size={train.batch_size} (the global batch) is not divisible by the {info.world_size} "
+                f"processes; use a multiple of {info.world_size}."
             )
             raise ValueError(msg)
-        sections = resolve_sections(sections, data_dir=data_dir)
-        _check_counts(sections, dataset_kwargs or {})
+        dataset_kwargs = train.dataset_kwargs or {}
+        sections = resolve_sections(sections, data_dir=train.data_dir)
+        _check_counts(sections, dataset_kwargs)
         model = model_factory(sections)
         config = model.config
-        clusters = section_clusters(sections, n_clusters=n_clusters, seed=seed) if hard_negatives > 0 else None
+        clusters = (
+            section_clusters(sections, n_clusters=train.n_clusters, seed=train.seed)
+            if train.hard_negatives > 0
+            else None
+        )
         kwargs = {
             "genes": config.genes,
             "spot_um": config.spot_um,
@@ -331,54 +221,30 @@ def _train_sections(
             "cache_crops": True,
             "spot_px": config.spot_size,
             "niche_px": config.niche_size,
-            "batch_size": batch_size // info.world_size,
+            "batch_size": train.batch_size // info.world_size,
             "shuffle": True,
-            "seed": seed,
+            "seed": train.seed,
             "rank": info.rank,
             "world_size": info.world_size,
             "clusters": clusters,
         }
-        kwargs.update(dataset_kwargs or {})
+        kwargs.update(dataset_kwargs)
         dataset = SpotDataset(sections, **kwargs)
-        lr = base_lr * batch_size / 256 if lr is None else float(lr)
-        opts = FitOptions(
-            output_dir=Path(output_dir),
-            epochs=int(epochs),
-            batch_size=int(batch_size),
-            lr=lr,
-            min_lr=min_lr,
-            weight_decay=(float(weight_decay[0]), float(weight_decay[1])),
-            warmup_epochs=float(warmup_epochs),
-            num_workers=num_workers,
-            seed=seed,
-            resume=resume,
-            checkpoint_every=checkpoint_every,
-            keep_checkpoints=keep_checkpoints,
-            augment=aug,
-            amp=amp,
-            grad_clip=grad_clip,
-            show_progress_bar=show_progress_bar,
-            max_steps=max_steps,
-            log_every=log_every,
-            hard_negatives=int(hard_negatives),
-            desc=desc,
-            run_info={**run_info, "lr": lr, "world_size": info.world_size},
-        )
+        lr = train.peak_lr()
+        run_info = {"mode": mode, "lr": lr, "world_size": info.world_size}
         if info.is_main:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             run = {
+                **run_info,
                 "config": config.to_dict(),
-                "train": {
-                    k: (v if isinstance(v, int | float | str | bool | None) else str(v)) for k, v in vars(opts).items()
-                },
-                "augment": None if aug is None else aug.to_dict(),
+                "train": train.to_dict(),
                 "n_spots": dataset.n_spots,
                 "n_sections": len(sections),
             }
-            (Path(output_dir) / "run.json").write_text(json.dumps(run, indent=1, default=str))
+            (Path(output_dir) / "run.json").write_text(json.dumps(run, indent=1))
         logger.info(
             "Training on %d spots from %d sections, %d genes, global batch %d, lr %.3g, %d process(es), %s",
-            dataset.n_spots, len(sections), len(config.genes), batch_size, lr, info.world_size, device,
+            dataset.n_spots, len(sections), len(config.genes), train.batch_size, lr, info.world_size, device,
         )  # fmt: skip
 
         def on_end(m):
@@ -386,7 +252,17 @@ def _train_sections(
 
             save(m, Path(output_dir) / "model")
 
-        model = fit(model, dataset, opts, device=device, info=info, on_end=on_end)
+        model = fit(
+            model,
+            dataset,
+            train,
+            output_dir=Path(output_dir),
+            lr=lr,
+            run_info=run_info,
+            device=device,
+            info=info,
+            on_end=on_end,
+        )
     finally:
         cleanup(info)
     return model
@@ -397,35 +273,14 @@ def pretrain(
     config: Any = "base",
     *,
     output_dir: str | os.PathLike,
-    epochs: int = 20,
-    batch_size: int = 128,
-    lr: float | None = None,
-    min_lr: float = 1e-6,
-    device: str | torch.device | None = None,
-    num_workers: int = 0,
-    seed: int = 0,
-    resume: bool = True,
-    checkpoint_every: int | None = 200,
-    keep_checkpoints: int = 2,
-    gene_dropout: float = 0.25,
-    augment: bool | dict | AugmentConfig = True,
-    weight_decay: tuple[float, float] | float = (0.04, 0.4),
-    warmup_epochs: float = 2.0,
-    hard_negatives: int = 0,
-    n_clusters: int = 8,
-    amp: str | bool | None = "auto",
-    grad_clip: float | None = 3.0,
-    show_progress_bar: bool = True,
-    max_steps: int | None = None,
-    log_every: int = 1,
-    data_dir: str | os.PathLike | None = None,
-    dataset_kwargs: dict | None = None,
+    train: TrainConfig | dict | None = None,
+    **options: Any,
 ):
     """Pretrain an ST-Align model from scratch on spatial transcriptomics sections.
 
     Self-supervised: no label is used. Works in one process (CPU or one GPU) and, started by
     ``torchrun --nproc_per_node N``, as a DDP job (gloo on CPU, NCCL on CUDA) whose in-batch negatives span the
-    global batch of all ranks.
+    global batch of all ranks. Every argument is checked before any section is loaded or any folder is created.
 
     Parameters
     ----------
@@ -438,59 +293,16 @@ def pretrain(
         (:func:`stalign.pp.build_vocabulary`).
     output_dir
         Folder for ``metrics.jsonl`` (one JSON row per step: step, epoch, lr, weight_decay, loss, each loss term,
-        grad_norm, pairs_per_s), ``checkpoints/``, ``run.json`` and the final ``model/``
+        grad_norm, pairs_per_s), ``checkpoints/``, ``run.json`` (the model config, the
+        :class:`~stalign.train.TrainConfig` and the resolved learning rate) and the final ``model/``
         (:func:`stalign.models.save`).
-    epochs
-        Passes over the spots; the learning-rate schedule spans all of them.
-    batch_size
-        Global batch (spot–niche pairs per optimiser step, over all DDP processes).
-    lr
-        Peak learning rate; default ``5e-4 * batch_size / 256`` (the authors' rule).
-    min_lr
-        Final learning rate of the cosine schedule.
-    device
-        ``None``: CUDA when available, else CPU. Under ``torchrun`` each process uses ``cuda:LOCAL_RANK``.
-    num_workers
-        DataLoader worker processes reading crops.
-    seed
-        Seed of the initial weights, the data order and every augmentation.
-    resume
-        Continue from the latest checkpoint in ``output_dir/checkpoints`` if there is one; the result is identical
-        to an uninterrupted run. ``False`` starts over.
-    checkpoint_every
-        Write a checkpoint every this many steps (and always at the end of an epoch); ``None``: epoch ends only.
-    keep_checkpoints
-        How many recent checkpoints to keep (``0``: all).
-    gene_dropout
-        Largest fraction of measured genes zeroed per spot (augmentation; spot and niche lose the same genes).
-    augment
-        ``True`` (defaults of :class:`~stalign.train.AugmentConfig`: flips, 90° turns, HED stain and colour jitter,
-        resolution jitter), ``False``, or a dict of :class:`~stalign.train.AugmentConfig` fields.
-    weight_decay
-        ``(start, end)`` of the cosine weight-decay schedule, or one constant value.
-    warmup_epochs
-        Linear learning-rate warm-up, in epochs.
-    hard_negatives
-        ``K`` hard negatives per anchor from other expression clusters of the same section (k-means on PCA,
-        ``n_clusters`` per section), on top of the in-batch negatives. ``0``: in-batch negatives only.
-    n_clusters
-        Clusters per section for hard negatives.
-    amp
-        Mixed precision on CUDA: ``"auto"`` (bf16 when supported, else fp16 with a GradScaler), ``"bf16"``,
-        ``"fp16"`` or ``None``. Ignored on CPU.
-    grad_clip
-        Clip the global gradient norm to this value (``None``: no clipping).
-    show_progress_bar
-        One ``tqdm`` bar over all steps with the loss in the postfix.
-    max_steps
-        Stop after this many optimiser steps in total (the schedule still spans ``epochs``); the run can be
-        continued later with ``resume=True``.
-    log_every
-        Write a metrics row every this many steps.
-    data_dir
-        Folder of the shared datasets for loader specs and Ensembl id mapping (default ``$STALIGN_DATA_DIR``).
-    dataset_kwargs
-        Extra arguments of :class:`stalign.pp.SpotDataset` (e.g. ``spot_um``, ``niche_um``, ``drop_last``).
+    train
+        A :class:`~stalign.train.TrainConfig` or a dict of its fields: every training option (epochs, batch size,
+        learning rate and schedule, device, checkpoints, augmentation, ...), each documented there.
+    **options
+        :class:`~stalign.train.TrainConfig` fields that override ``train``, e.g. ``epochs=10``, ``batch_size=256``,
+        ``lr=1e-3``, ``max_steps=100``, ``device="cuda"``; an unknown name raises a :class:`TypeError` that lists
+        the valid ones.
 
     Returns
     -------
@@ -518,81 +330,36 @@ def pretrain(
     >>> sorted(p.name for p in __import__("pathlib").Path("run").iterdir())
     ['checkpoints', 'metrics.jsonl', 'model', 'run.json']
     >>> ax = sta.pl.training_curves("run", smooth=2)
+
+    The same options as one reusable :class:`~stalign.train.TrainConfig` (keywords still override it):
+
+    >>> quick = sta.train.TrainConfig(epochs=1, max_steps=2, batch_size=32, show_progress_bar=False)
+    >>> model = sta.train.pretrain([sdata], model.config, output_dir="run2", train=quick, seed=1)
+    >>> import json
+    >>> json.loads(open("run2/run.json").read())["train"]["seed"]
+    1
     """
+    train = make_config(train, options)
 
     def factory(secs):
         from ..models import STAlign
 
         cfg = _build_config(config, secs)
-        torch.manual_seed(seed)  # identical initial weights on every rank
+        torch.manual_seed(train.seed)  # identical initial weights on every rank
         return STAlign(cfg)
 
-    return _train_sections(
-        factory,
-        sections,
-        output_dir=output_dir,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        base_lr=BASE_LR,
-        min_lr=min_lr,
-        device=device,
-        num_workers=num_workers,
-        seed=seed,
-        resume=resume,
-        checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep_checkpoints,
-        gene_dropout=gene_dropout,
-        augment=augment,
-        weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs,
-        hard_negatives=hard_negatives,
-        n_clusters=n_clusters,
-        amp=amp,
-        grad_clip=grad_clip,
-        show_progress_bar=show_progress_bar,
-        max_steps=max_steps,
-        log_every=log_every,
-        data_dir=data_dir,
-        dataset_kwargs=dataset_kwargs,
-        desc="pretrain",
-        run_info={"mode": "pretrain"},
-    )
+    return _train_sections(factory, sections, output_dir=output_dir, train=train, mode="pretrain")
 
 
 def finetune(
-    model: Any,
-    sections: Any,
-    *,
-    output_dir: str | os.PathLike,
-    epochs: int = 5,
-    batch_size: int = 128,
-    lr: float | None = None,
-    min_lr: float = 1e-6,
-    device: str | torch.device | None = None,
-    num_workers: int = 0,
-    seed: int = 0,
-    resume: bool = True,
-    checkpoint_every: int | None = 200,
-    keep_checkpoints: int = 2,
-    gene_dropout: float = 0.25,
-    augment: bool | dict | AugmentConfig = True,
-    weight_decay: tuple[float, float] | float = 0.04,
-    warmup_epochs: float = 0.5,
-    hard_negatives: int = 0,
-    n_clusters: int = 8,
-    amp: str | bool | None = "auto",
-    grad_clip: float | None = 3.0,
-    show_progress_bar: bool = True,
-    max_steps: int | None = None,
-    log_every: int = 1,
-    data_dir: str | os.PathLike | None = None,
-    dataset_kwargs: dict | None = None,
+    model: Any, sections: Any, *, output_dir: str | os.PathLike, train: TrainConfig | dict | None = None, **options: Any
 ):
     """Continue training a model (e.g. ``stalign-base``) on your own sections with the same self-supervised losses.
 
     Same options and outputs as :func:`pretrain`; the model keeps its gene vocabulary (each section's genes are
-    mapped onto it). Defaults differ: ``lr = 1e-4 * batch_size / 256``, 0.5 warm-up epochs, constant weight decay.
+    mapped onto it). Without a :class:`~stalign.train.TrainConfig`, the defaults are those of
+    :meth:`TrainConfig.finetune_defaults <stalign.train.TrainConfig.finetune_defaults>`:
+    ``lr = 1e-4 * batch_size / 256``, 0.5 warm-up epochs, constant weight decay, 5 epochs.
 
     Parameters
     ----------
@@ -601,8 +368,11 @@ def finetune(
         A given module is trained in place and returned.
     sections
         As in :func:`pretrain`.
-    output_dir, epochs, batch_size, lr, min_lr, device, num_workers, seed, resume, checkpoint_every, keep_checkpoints, gene_dropout, augment, weight_decay, warmup_epochs, hard_negatives, n_clusters, amp, grad_clip, show_progress_bar, max_steps, log_every, data_dir, dataset_kwargs
+    output_dir, **options
         As in :func:`pretrain`.
+    train
+        A :class:`~stalign.train.TrainConfig`, used as given, or a dict of its fields, applied to the fine-tuning
+        defaults.
 
     Returns
     -------
@@ -627,6 +397,7 @@ def finetune(
     """
     from ..models import load
 
+    train = make_config(train, options, finetune=True)
     if isinstance(model, str | os.PathLike):
         model = load(model)
     if not hasattr(model, "config") or not hasattr(model, "loss"):
@@ -635,37 +406,7 @@ def finetune(
     if getattr(model.config, "genes", None) is not None and len(model.config.genes) == 0:
         warnings.warn("The model has an empty gene vocabulary; only image terms train.", UserWarning, stacklevel=2)
 
-    return _train_sections(
-        lambda secs: model,
-        sections,
-        output_dir=output_dir,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        base_lr=FINETUNE_LR,
-        min_lr=min_lr,
-        device=device,
-        num_workers=num_workers,
-        seed=seed,
-        resume=resume,
-        checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep_checkpoints,
-        gene_dropout=gene_dropout,
-        augment=augment,
-        weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs,
-        hard_negatives=hard_negatives,
-        n_clusters=n_clusters,
-        amp=amp,
-        grad_clip=grad_clip,
-        show_progress_bar=show_progress_bar,
-        max_steps=max_steps,
-        log_every=log_every,
-        data_dir=data_dir,
-        dataset_kwargs=dataset_kwargs,
-        desc="finetune",
-        run_info={"mode": "finetune"},
-    )
+    return _train_sections(lambda secs: model, sections, output_dir=output_dir, train=train, mode="finetune")
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -737,7 +478,7 @@ def pretrain_from_config(path: str | os.PathLike, **overrides: Any):
         embed_dim = 128
 
         [train]
-        output_dir = "runs/base"  # plus any keyword of pretrain()
+        output_dir = "runs/base"  # plus any field of TrainConfig
         epochs = 10
         batch_size = 128
 
@@ -746,8 +487,8 @@ def pretrain_from_config(path: str | os.PathLike, **overrides: Any):
     path
         The configuration file. A relative ``output_dir`` is taken relative to the current directory.
     **overrides
-        Keywords of :func:`pretrain` that replace the file's ``[train]`` values (``None`` values are ignored), e.g.
-        ``output_dir`` or ``epochs`` from the command line.
+        ``output_dir`` or :class:`~stalign.train.TrainConfig` fields that replace the file's ``[train]`` values
+        (``None`` values are ignored), e.g. ``output_dir`` or ``epochs`` from the command line.
 
     Returns
     -------
@@ -774,8 +515,6 @@ def pretrain_from_config(path: str | os.PathLike, **overrides: Any):
     >>> model.config.spot_size
     32
     """
-    import inspect
-
     cfg = read_config(path)
     data = dict(cfg.get("data", {}))
     sections = data.pop("sections", None)
@@ -790,15 +529,14 @@ def pretrain_from_config(path: str | os.PathLike, **overrides: Any):
     model_cfg.setdefault("preset", "base")
     train = dict(cfg.get("train", {}))
     train.update({k: v for k, v in overrides.items() if v is not None})
-    valid = set(inspect.signature(pretrain).parameters) - {"sections", "config"}
-    unknown = set(train) - valid
+    valid = ["output_dir", *FIELDS]
+    unknown = sorted(set(train) - set(valid))
     if unknown:
-        msg = f"Unknown [train] option(s) {sorted(unknown)}; valid options are {sorted(valid)}."
+        msg = f"Unknown [train] option(s) {unknown}; valid options are {valid} (see stalign.train.TrainConfig)."
         raise ValueError(msg)
     if "output_dir" not in train:
         msg = f"{str(path)!r} has no [train] output_dir; add one or pass --output-dir."
         raise ValueError(msg)
-    if isinstance(train.get("weight_decay"), list):
-        train["weight_decay"] = tuple(train["weight_decay"])
+    output_dir = train.pop("output_dir")
     train.setdefault("data_dir", data_dir)
-    return pretrain(sections, model_cfg, **train)
+    return pretrain(sections, model_cfg, output_dir=output_dir, train=train)

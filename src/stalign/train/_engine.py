@@ -14,14 +14,13 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ._augment import AugmentConfig, augment_batch
+from ._augment import augment_batch
 from ._checkpoint import (
     _cpu,
     checkpoint_path,
@@ -37,39 +36,19 @@ from ._checkpoint import (
 from ._distributed import DistInfo, all_gather_with_grad, all_reduce_mean, gather_rng_states
 from ._schedule import CosineSchedule
 
+if TYPE_CHECKING:
+    from ._config import TrainConfig
+
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 
 
-@dataclass
-class FitOptions:
-    """Resolved options of one training run (see :func:`~stalign.train.pretrain` for their meaning)."""
-
-    output_dir: Path
-    epochs: int
-    batch_size: int
-    lr: float
-    min_lr: float = 1e-6
-    weight_decay: tuple[float, float] = (0.04, 0.4)
-    warmup_epochs: float = 2.0
-    num_workers: int = 0
-    seed: int = 0
-    resume: bool = True
-    checkpoint_every: int | None = 500
-    keep_checkpoints: int = 2
-    augment: AugmentConfig | None = None
-    amp: str | bool | None = "auto"
-    grad_clip: float | None = 3.0
-    show_progress_bar: bool = True
-    max_steps: int | None = None
-    log_every: int = 1
-    find_unused_parameters: bool = True
-    hard_negatives: int = 0
-    sync_batchnorm: bool = True
-    desc: str = "pretrain"
-    run_info: dict = field(default_factory=dict)
+#: DDP settings that the training functions have never exposed: a parameter may get no gradient in a step (e.g. the
+#: gene encoders on a batch of an image-only section), and on CUDA BatchNorm statistics span the global batch.
+FIND_UNUSED_PARAMETERS = True
+SYNC_BATCHNORM = True
 
 
 class _LossModule(nn.Module):
@@ -162,15 +141,12 @@ def _loss_kwargs(model: nn.Module, info: DistInfo) -> dict:
 
 
 def _amp_dtype(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` (a value that :attr:`TrainConfig.amp` accepts) on ``device``."""
     if device.type != "cuda" or amp in (None, False, "off", "none", "no"):
         return None
     if amp in (True, "auto"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-    if amp not in table:
-        msg = f"Unknown amp={amp!r}; use 'auto', 'bf16', 'fp16' or None."
-        raise ValueError(msg)
-    return table[amp]
+    return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[amp]
 
 
 def param_groups(model: nn.Module) -> list[dict]:
@@ -242,16 +218,26 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def fit(
     model: nn.Module,
     dataset,
-    opts: FitOptions,
+    config: TrainConfig,
     *,
+    output_dir: str | os.PathLike,
+    lr: float,
     device: torch.device,
     info: DistInfo,
+    run_info: dict | None = None,
     on_end: Callable[[nn.Module], Any] | None = None,
 ) -> nn.Module:
-    """Train ``model`` on ``dataset`` (see :func:`~stalign.train.pretrain`); returns the trained model."""
+    """Train ``model`` on ``dataset`` with the options of ``config``; returns the trained model.
+
+    ``lr`` is the peak learning rate (:meth:`TrainConfig.peak_lr`), ``device`` the resolved device of this rank,
+    and ``run_info`` is stored in every checkpoint (its ``"mode"`` names the progress bar). ``config.device``,
+    ``data_dir``, ``dataset_kwargs``, ``n_clusters`` and the learning-rate fields are the caller's: they shape the
+    dataset and ``lr`` before this is called.
+    """
     from torch.utils.data import DataLoader
 
-    output_dir = Path(opts.output_dir)
+    run_info = dict(run_info or {})
+    output_dir = Path(output_dir)
     ckpt_dir = output_dir / CHECKPOINT_DIR
     metrics_path = output_dir / METRICS_FILE
     if info.is_main:
@@ -260,10 +246,10 @@ def fit(
     loader = DataLoader(
         dataset,
         batch_size=None,
-        num_workers=opts.num_workers,
+        num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
         # a private generator: creating an iterator must not consume the global RNG (exact resume)
-        generator=torch.Generator().manual_seed(opts.seed),
+        generator=torch.Generator().manual_seed(config.seed),
     )
     try:
         steps_per_epoch = len(loader)
@@ -271,32 +257,34 @@ def fit(
         msg = "The dataset must define __len__ (number of batches per epoch, per rank)."
         raise TypeError(msg) from e
     if steps_per_epoch <= 0:
-        msg = f"The dataset yields no batch at batch_size={opts.batch_size}; use a smaller batch_size or more sections."
+        msg = (
+            f"The dataset yields no batch at batch_size={config.batch_size}; use a smaller batch_size or more sections."
+        )
         raise ValueError(msg)
-    total_steps = opts.epochs * steps_per_epoch
-    warmup = min(round(opts.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
+    total_steps = config.epochs * steps_per_epoch
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
     schedule = CosineSchedule(
-        lr=float(opts.lr),
-        min_lr=float(opts.min_lr),
+        lr=float(lr),
+        min_lr=float(config.min_lr),
         total_steps=total_steps,
         warmup_steps=warmup,
-        wd_start=float(opts.weight_decay[0]),
-        wd_end=float(opts.weight_decay[1]),
+        wd_start=float(config.weight_decay[0]),
+        wd_end=float(config.weight_decay[1]),
     )
 
     model.to(device)
-    if info.enabled and opts.sync_batchnorm and device.type == "cuda":
+    if info.enabled and SYNC_BATCHNORM and device.type == "cuda":
         # batch statistics over the global batch (SyncBatchNorm has no CPU kernel: on gloo each rank uses its own)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.AdamW(param_groups(model), lr=opts.lr, weight_decay=opts.weight_decay[0])
-    amp_dtype = _amp_dtype(opts.amp, device)
+    optimizer = torch.optim.AdamW(param_groups(model), lr=lr, weight_decay=config.weight_decay[0])
+    amp_dtype = _amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     start_step, start_epoch, start_in_epoch = 0, 0, 0
-    ckpt = latest_checkpoint(ckpt_dir) if opts.resume else None
+    ckpt = latest_checkpoint(ckpt_dir) if config.resume else None
     if ckpt is not None:
         tensors, state = load_checkpoint(ckpt)
-        for key, want in (("batch_size", opts.batch_size), ("steps_per_epoch", steps_per_epoch)):
+        for key, want in (("batch_size", config.batch_size), ("steps_per_epoch", steps_per_epoch)):
             if state.get(key) != want:
                 msg = (
                     f"Cannot resume from {str(ckpt)!r}: it was written with {key}={state.get(key)} but this run has "
@@ -322,8 +310,8 @@ def fit(
             _truncate_metrics(metrics_path, start_step)
         logger.info("Resuming from %s (step %d, epoch %d)", ckpt, start_step, start_epoch)
     else:
-        torch.manual_seed(opts.seed + info.rank)
-        if info.is_main and metrics_path.exists() and not opts.resume:
+        torch.manual_seed(config.seed + info.rank)
+        if info.is_main and metrics_path.exists() and not config.resume:
             metrics_path.unlink()
 
     loss_module: nn.Module = _LossModule(model, info)
@@ -333,12 +321,12 @@ def fit(
         loss_module = DistributedDataParallel(
             loss_module,
             device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=opts.find_unused_parameters,
+            find_unused_parameters=FIND_UNUSED_PARAMETERS,
         )
     model.train()
 
     last_saved = start_step if ckpt is not None else -1
-    stop_at = total_steps if opts.max_steps is None else min(total_steps, int(opts.max_steps))
+    stop_at = total_steps if config.max_steps is None else min(total_steps, int(config.max_steps))
 
     def save(step: int, epoch: int, step_in_epoch: int) -> None:
         nonlocal last_saved
@@ -355,17 +343,17 @@ def fit(
                 "step_in_epoch": step_in_epoch,
                 "steps_per_epoch": steps_per_epoch,
                 "total_steps": total_steps,
-                "batch_size": opts.batch_size,
+                "batch_size": config.batch_size,
                 "world_size": info.world_size,
-                "seed": opts.seed,
+                "seed": config.seed,
                 "optimizer": opt_json,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else {},
                 "schedule": schedule.state_dict(),
                 "rng": rng_json,
-                "run": opts.run_info,
+                "run": run_info,
             }
             save_checkpoint(checkpoint_path(ckpt_dir, step), {**tensors, **opt_t, **rng_t}, state)
-            prune_checkpoints(ckpt_dir, keep=opts.keep_checkpoints)
+            prune_checkpoints(ckpt_dir, keep=config.keep_checkpoints)
         if info.enabled:
             torch.distributed.barrier()
         last_saved = step
@@ -375,8 +363,8 @@ def fit(
     bar = tqdm(
         total=stop_at,
         initial=min(start_step, stop_at),
-        desc=opts.desc,
-        disable=not (opts.show_progress_bar and info.is_main),
+        desc=run_info.get("mode", "train"),
+        disable=not (config.show_progress_bar and info.is_main),
         dynamic_ncols=True,
     )
     metrics_file = metrics_path.open("a") if info.is_main else None
@@ -389,7 +377,7 @@ def fit(
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     try:
         epoch = start_epoch
-        while epoch < opts.epochs and step < stop_at:
+        while epoch < config.epochs and step < stop_at:
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
             # batches of this epoch already trained before the checkpoint we resumed from
@@ -406,16 +394,16 @@ def fit(
                     break
                 batch = _to_device(batch, device)
                 b_local = _batch_len(batch)
-                if opts.augment is not None:
+                if config.augment is not None:
                     rows, n_global = _rank_rows(dataset, b_local, info)
-                    gen = torch.Generator().manual_seed(_mix_seed(opts.seed, step))
-                    batch = augment_batch(batch, opts.augment, generator=gen, rows=rows, n_global=n_global)
+                    gen = torch.Generator().manual_seed(_mix_seed(config.seed, step))
+                    batch = augment_batch(batch, config.augment, generator=gen, rows=rows, n_global=n_global)
                 lr_t, wd_t = schedule.apply(optimizer, step)
                 optimizer.zero_grad(set_to_none=True)
                 negatives = None
-                if opts.hard_negatives > 0:
-                    gneg = torch.Generator().manual_seed(_mix_seed(opts.seed + 7919 * (info.rank + 1), step))
-                    negatives = hard_negative_indices(batch, opts.hard_negatives, gneg)
+                if config.hard_negatives > 0:
+                    gneg = torch.Generator().manual_seed(_mix_seed(config.seed + 7919 * (info.rank + 1), step))
+                    negatives = hard_negative_indices(batch, config.hard_negatives, gneg)
                 with autocast():
                     loss, comps = loss_module(batch, negatives)
                 if scaler.is_enabled():
@@ -424,8 +412,8 @@ def fit(
                 else:
                     loss.backward()
                 gnorm = (
-                    torch.nn.utils.clip_grad_norm_(trainable, opts.grad_clip)
-                    if opts.grad_clip
+                    torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+                    if config.grad_clip
                     else torch.zeros((), device=device)
                 )
                 if scaler.is_enabled():
@@ -462,12 +450,12 @@ def fit(
                     "grad_norm": vals[-1],
                     "pairs_per_s": b_local * info.world_size / dt,
                 }
-                if metrics_file is not None and (step % opts.log_every == 0 or step == stop_at):
+                if metrics_file is not None and (step % config.log_every == 0 or step == stop_at):
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{vals[0]:.4f}", epoch=epoch, refresh=False)
-                if opts.checkpoint_every and step % opts.checkpoint_every == 0:
+                if config.checkpoint_every and step % config.checkpoint_every == 0:
                     save(step, epoch, i_epoch)
                     t_prev = time.perf_counter()
             if step >= stop_at and i_epoch < steps_per_epoch:
