@@ -1,7 +1,7 @@
 """Evaluation harness: the protocol of DESIGN.md §4 (domains, genes, annotate, retrieval) with baselines."""
 
 from ._baselines import expression_pca, pixel_features, squidpy_features, standardized_pca
-from ._markers import DLPFC_LAYER_MARKERS, HER2ST_REGION_MARKERS, MARKERS
+from ._markers import DLPFC_LAYER_MARKERS, HER2ST_REGION_MARKERS, MARKERS, STAHL_MOB_LAYER_MARKERS
 from ._metrics import (
     classification_scores,
     clustering_scores,
@@ -26,6 +26,7 @@ __all__ = [
     "DLPFC_LAYER_MARKERS",
     "HER2ST_REGION_MARKERS",
     "MARKERS",
+    "STAHL_MOB_LAYER_MARKERS",
     "TASKS",
     "classification_scores",
     "clustering_scores",

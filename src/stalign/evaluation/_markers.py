@@ -44,8 +44,28 @@ HER2ST_REGION_MARKERS: dict[str, list[str]] = {
     "breast glands": ["KRT5", "KRT14", "KRT17", "TP63"],
 }
 
+#: Mouse main olfactory bulb layers (Ståhl et al. 2016 labels), as human symbols (mouse symbols upper-cased).
+STAHL_MOB_LAYER_MARKERS: dict[str, list[str]] = {
+    # Olfactory ensheathing glia wrap the sensory axons of the nerve layer: S100B, p75 (NGFR), SOX10 and BLBP (FABP7)
+    # (Ramón-Cueto & Avila 1998 Brain Res Bull 46:175; Murdoch & Roskams 2008 Glia 56:1751).
+    "Olfactory nerve layer": ["S100B", "SOX10", "NGFR", "FABP7"],
+    # Periglomerular interneurons: dopaminergic (TH, SLC6A3), calretinin (CALB2) and calbindin (CALB1) types
+    # (Kosaka & Kosaka 2005 Anat Sci Int 80:80; Parrish-Aungst et al. 2007 J Comp Neurol 501:825).
+    "Glomerular layer": ["TH", "SLC6A3", "CALB2", "CALB1"],
+    # Tufted cells (cholecystokinin) and VIP interneurons of the external plexiform layer (Seroogy et al. 1985
+    # J Comp Neurol 239:373; Kosaka et al. 1985 Brain Res 343:166).
+    "Outer Plexiform Layer": ["CCK", "VIP"],
+    # Mitral cells: TBX21, EOMES (TBR2), CDHR1 (PCDH21), VGLUT1 (SLC17A7) and reelin (Faedo et al. 2002 Mech Dev
+    # 116:157; Nagai et al. 2005 J Neurosci 25:1413; Mizuguchi et al. 2012 Cell Rep 2:617).
+    "Mitral Cell Layer": ["TBX21", "EOMES", "CDHR1", "SLC17A7", "RELN"],
+    # GABAergic granule cells (GAD1, GAD2, preproenkephalin PENK) and the neuroblasts of the rostral migratory stream
+    # at the bulb's core (DCX, SOX11) (Lledo et al. 2008 Trends Neurosci 31:392; Haskell & Brzezinski 2009).
+    "Granular Cell Layer": ["GAD1", "GAD2", "PENK", "DCX", "SOX11"],
+}
+
 #: Marker sets by dataset name (the part of a section spec before the colon).
 MARKERS: dict[str, dict[str, list[str]]] = {
     "dlpfc": DLPFC_LAYER_MARKERS,
     "her2st": HER2ST_REGION_MARKERS,
+    "stahl_mob": STAHL_MOB_LAYER_MARKERS,
 }
