@@ -13,8 +13,9 @@ import pandas as pd
 from .._constants import Key
 from .._utils import copy_data, embedding_keys, embedding_record, get_table, save_data
 from .._validators import check_int, check_key, check_number
-from ..pp import log_normalize
+from ..pp import log_normalize, spatial_smooth
 from ._common import get_embedding, knn_average, l2n, model_of, prompt_embeddings
+from ._domains import DEFAULT_SMOOTH_UM
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ def annotate(
     use: Literal["auto", "image", "gene", "fused"] = "auto",
     model: Any = None,
     embed_key: str | None = None,
+    smooth_um: float = DEFAULT_SMOOTH_UM,
+    library_key: str | None = None,
     k: int = 15,
     temperature: float = 0.1,
     key_added: str = Key.label,
@@ -146,6 +149,11 @@ def annotate(
     embed_key
         ``key_added`` of the :func:`~stalign.tl.embed` call whose embeddings to use, when the table holds several;
         default the only one present.
+    smooth_um
+        Average each spot's embedding over every spot within this radius (µm) before matching
+        (:func:`stalign.pp.spatial_smooth`, as :func:`~stalign.tl.domains` does); ``0`` turns it off.
+    library_key
+        ``obs`` column naming each spot's section, for an AnnData that holds several (smoothing stays within each).
     k
         Neighbours for label transfer.
     temperature
@@ -178,6 +186,7 @@ def annotate(
         msg = "Pass exactly one of `markers` (zero-shot prompts) or `reference` (+ `labels_key`, label transfer)."
         raise ValueError(msg)
     check_number(temperature, "temperature", hint=" (e.g. 0.1)")
+    smooth_um = check_number(smooth_um, "smooth_um", strict=False, hint=" (µm; 0 turns smoothing off)")
     check_key(key_added)
     if markers is None:
         check_int(k, "k", hint=" (reference neighbours that vote)")
@@ -189,7 +198,10 @@ def annotate(
 
     if markers is not None:
         m = model_of([rec], model, device=device)
-        Z = l2n(get_embedding(data, use=use_, model=m, table_key=table_key, record=rec, device=device))
+        Z = get_embedding(data, use=use_, model=m, table_key=table_key, record=rec, device=device)
+        if smooth_um > 0:
+            Z = spatial_smooth(data, Z, radius_um=smooth_um, library_key=library_key, table_key=table_key)
+        Z = l2n(Z)
         from ..pp import gene_index
 
         genes = list(m.config.genes)
@@ -206,7 +218,7 @@ def annotate(
         prob = np.exp(logits - logits.max(axis=1, keepdims=True))
         prob /= prob.sum(axis=1, keepdims=True)
         labels_ = list(used)
-        params = {"mode": "markers", "markers": used, "use": use_, "temperature": temperature}
+        params = {"mode": "markers", "markers": used, "use": use_, "temperature": temperature, "smooth_um": smooth_um}
     else:
         if labels_key is None:
             msg = "Label transfer needs `labels_key`: the obs column of `reference` holding the labels."
