@@ -101,10 +101,13 @@ def format_markdown(results: Mapping) -> str:
     out = []
     meta = results.get("meta", {})
     if meta:
+        cpu = f" ({meta['cpu']})" if meta.get("cpu") else ""
         out.append(
             f"Run {meta.get('date', '?')} · stalign {meta.get('stalign_version', '?')} · {meta.get('machine', '?')}"
-            f" · device {meta.get('device', '?')}"
+            f"{cpu} · device {meta.get('device', '?')}"
         )
+        if meta.get("command"):
+            out.append(f"- command: `{meta['command']}`")
         for name, info in meta.get("models", {}).items():
             fp = info.get("weights_fingerprint")
             sha = info.get("weights_sha256")
