@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._section import get_section
-from .._utils import get_table
+from .._utils import get_table, l2_normalize
 from ..pp import spatial_smooth
 from ._aggregate import pooled, summarise
 from ._baselines import SQUIDPY_FEATURES, expression_pca, squidpy_features, standardized_pca
@@ -21,7 +21,6 @@ from ._store import (
     Sections,
     check_smooth_um,
     default_smooth_um,
-    l2_normalize,
     labels_of,
     seed_list,
     shell,

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .._utils import l2_normalize
+
 logger = logging.getLogger(__name__)
 
 
@@ -141,8 +143,7 @@ def recall_at_k(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5
     if q.shape != k_.shape or q.ndim != 2:
         msg = f"queries {q.shape} and keys {k_.shape} must be (n, d) arrays of paired rows."
         raise ValueError(msg)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    k_ = k_ / np.maximum(np.linalg.norm(k_, axis=1, keepdims=True), 1e-12)
+    q, k_ = l2_normalize(q), l2_normalize(k_)
     ranks = np.empty(len(q), dtype=np.int64)
     for s in range(0, len(q), 2048):
         S = q[s : s + 2048] @ k_.T
@@ -197,8 +198,7 @@ def spot_infonce(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 2:
         msg = f"batch_size={batch_size!r}: pass an integer of at least 2 (spots per batch, e.g. 128)."
         raise ValueError(msg)
-    a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    a, b = l2_normalize(a).astype(np.float64), l2_normalize(b).astype(np.float64)
     perm = np.random.default_rng(seed).permutation(len(a))
     n_batches = len(a) // batch_size
     if n_batches == 0:

@@ -103,12 +103,6 @@ def seed_list(seeds: int | Sequence[int]) -> list[int]:
     return out
 
 
-def l2_normalize(X: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation (zero rows stay zero)."""
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
-
 def shell(table: AnnData, obsm: Mapping[str, np.ndarray] | None = None, *, counts: bool = True) -> AnnData:
     """A throw-away AnnData sharing the counts and obs names of ``table`` with chosen ``obsm`` (user data untouched)."""
     X = table.X if counts else np.zeros((table.n_obs, 0), dtype=np.float32)
