@@ -106,8 +106,6 @@ def format_markdown(results: Mapping) -> str:
             f"Run {meta.get('date', '?')} · stalign {meta.get('stalign_version', '?')} · {meta.get('machine', '?')}"
             f"{cpu} · device {meta.get('device', '?')}"
         )
-        if meta.get("command"):
-            out.append(f"- command: `{meta['command']}`")
         for name, info in meta.get("models", {}).items():
             fp = info.get("weights_fingerprint")
             sha = info.get("weights_sha256")
