@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SECTIONS=(dlpfc:151674 stahl_mob:11 dlpfc:151508 dlpfc:151670)
-$PY benchmarks/dev_eval.py --model stalign-base --image-features summary histogram
+$PY benchmarks/dev_eval.py --models stalign-base --image-features summary histogram --threads 1
 # ablation: L_spot as the only cross-modal term, same data and steps as the bundled recipe (resumes if already trained)
 .venv/bin/stalign pretrain --config recipes/ablation_spot_only.toml
 .venv/bin/stalign evaluate --task domains --sections "${SECTIONS[@]}" --model stalign-base \

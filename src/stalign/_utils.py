@@ -59,6 +59,14 @@ def track(iterable: Iterable, *, desc: str, total: int | None = None, disable: b
     return tqdm(iterable, desc=desc, total=total, disable=disable, **kwargs)
 
 
+def l2_normalize(X: Any):
+    """Row-wise L2 normalisation as float32 (zero rows stay zero): cosine geometry for ``tl`` and the evaluation."""
+    import numpy as np
+
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
 def save_data(adata, *, attr: str, key: str, data: Any) -> None:
     """Write ``data`` to ``adata.<attr>[key]`` and log it (squidpy's ``_save_data``)."""
     getattr(adata, attr)[key] = data

@@ -201,7 +201,7 @@ def _cmd_evaluate(args) -> int:
         ablations[name] = path
     res = evaluate(
         args.task,
-        model=args.model,
+        model=args.model[0] if len(args.model) == 1 else list(args.model),
         sections=args.sections or None,
         query=args.query or None,
         reference=args.reference or None,
@@ -209,6 +209,8 @@ def _cmd_evaluate(args) -> int:
         ablations=ablations or None,
         split=args.split,
         image_features=args.image_features,
+        smooth_um=args.smooth_um,
+        seeds=args.seeds,
         data_dir=args.data_dir,
         out=args.out,
         device=args.device,
@@ -267,7 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sections", nargs="*", default=[], help="evaluated sections, e.g. dlpfc:151674 her2st:C6")
     ev.add_argument("--query", nargs="*", default=[], help="held-out sections for --task genes")
     ev.add_argument("--reference", nargs="*", default=[], help="reference sections for --task genes")
-    ev.add_argument("--model", default="stalign-base", help="registry name or path of saved weights")
+    ev.add_argument(
+        "--model",
+        nargs="+",
+        default=["stalign-base"],
+        help="registry name or path of saved weights; several: training seeds of one recipe, aggregated",
+    )
+    ev.add_argument(
+        "--seeds", type=int, default=3, help="clustering / sampling seeds per model (results: mean ± sd over runs)"
+    )
+    ev.add_argument(
+        "--smooth-um",
+        type=float,
+        default=None,
+        help="smoothing radius (µm) of every method of domains and annotate (default: the tl defaults; 0: none)",
+    )
     ev.add_argument("--ablation", action="append", help="NAME=PATH of another model to evaluate (repeatable)")
     ev.add_argument("--split", choices=["section", "patient"], default="section")
     ev.add_argument(

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .._utils import l2_normalize
+
 logger = logging.getLogger(__name__)
 
 
@@ -141,11 +143,72 @@ def recall_at_k(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5
     if q.shape != k_.shape or q.ndim != 2:
         msg = f"queries {q.shape} and keys {k_.shape} must be (n, d) arrays of paired rows."
         raise ValueError(msg)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    k_ = k_ / np.maximum(np.linalg.norm(k_, axis=1, keepdims=True), 1e-12)
+    q, k_ = l2_normalize(q), l2_normalize(k_)
     ranks = np.empty(len(q), dtype=np.int64)
     for s in range(0, len(q), 2048):
         S = q[s : s + 2048] @ k_.T
         own = S[np.arange(len(S)), np.arange(s, s + len(S))]
         ranks[s : s + len(S)] = (S >= own[:, None]).sum(axis=1) - 1
     return {f"R@{k}": float(np.mean(ranks < k)) for k in ks}
+
+
+def spot_infonce(
+    image: np.ndarray, gene: np.ndarray, *, logit_scale: float, batch_size: int = 128, seed: int = 0
+) -> float:
+    """Held-out ``L_spot``: symmetric InfoNCE between spot image and spot gene embeddings on fixed batches.
+
+    The spots are shuffled by ``numpy.random.default_rng(seed)`` and cut into consecutive batches of ``batch_size``
+    (the incomplete last batch is dropped). In each batch, every image must pick its own spot's gene embedding among
+    the batch's (and every gene embedding its image): cross-entropy of ``logit_scale × cosine``, averaged over both
+    directions, then over batches. Unrelated embeddings give about ``ln(batch_size)``.
+
+    Parameters
+    ----------
+    image, gene
+        ``(n, d)`` paired embeddings (row ``i`` of both is spot ``i``); rows are L2-normalised here.
+    logit_scale
+        ``1 / temperature`` of the model (``model.logit_scale``).
+    batch_size
+        Spots per batch (negatives: the other ``batch_size - 1`` spots).
+    seed
+        Seed of the shuffling.
+
+    Returns
+    -------
+    The mean loss over batches (NaN when there are fewer than ``batch_size`` spots).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stalign import evaluation
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.normal(size=(512, 16))
+    >>> evaluation.spot_infonce(image, image, logit_scale=10.0) < 0.5  # perfectly aligned pairs
+    True
+    >>> round(evaluation.spot_infonce(image, rng.normal(size=(512, 16)), logit_scale=1.0), 1)  # ln(128) = 4.85
+    4.9
+    """
+    from scipy.special import logsumexp
+
+    a = np.asarray(image, dtype=np.float64)
+    b = np.asarray(gene, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        msg = f"image {a.shape} and gene {b.shape} must be (n, d) arrays of paired rows."
+        raise ValueError(msg)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 2:
+        msg = f"batch_size={batch_size!r}: pass an integer of at least 2 (spots per batch, e.g. 128)."
+        raise ValueError(msg)
+    a, b = l2_normalize(a).astype(np.float64), l2_normalize(b).astype(np.float64)
+    perm = np.random.default_rng(seed).permutation(len(a))
+    n_batches = len(a) // batch_size
+    if n_batches == 0:
+        return float("nan")
+    losses = []
+    for i in range(n_batches):
+        idx = perm[i * batch_size : (i + 1) * batch_size]
+        logits = float(logit_scale) * (a[idx] @ b[idx].T)
+        diag = np.diag(logits)
+        i2g = np.mean(logsumexp(logits, axis=1) - diag)
+        g2i = np.mean(logsumexp(logits, axis=0) - diag)
+        losses.append(0.5 * (i2g + g2i))
+    return float(np.mean(losses))

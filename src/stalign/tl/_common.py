@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import embedding_keys, get_table, resolve_device
+from .._utils import l2_normalize as l2n
 
 #: The model ``tl.embed`` uses when none is given.
 DEFAULT_MODEL = "stalign-base"
@@ -161,13 +162,6 @@ def prompt_embeddings(model, profiles: np.ndarray, *, device=None) -> np.ndarray
     with torch.inference_mode():
         out = model.embed(batch)
     return out["gene"].float().numpy(force=True)
-
-
-def l2n(X: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation (zero rows stay zero)."""
-    X = np.asarray(X, dtype=np.float32)
-    n = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(n, 1e-12)
 
 
 def check_genes_in(genes: Sequence[str], available: Sequence[str], *, what: str) -> list[str]:
