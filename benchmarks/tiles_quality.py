@@ -90,7 +90,8 @@ def mob_section(rep: str, root: Path, args) -> dict:
 
 def her2st_c5(root: Path, args) -> dict:
     import stalign as sta
-    from stalign.evaluation import expression_scores, reference_hvgs
+    from stalign.evaluation import expression_scores
+    from stalign.pp import reference_hvgs
     from stalign.tl._common import log_normalize
 
     refs = [sta.io.her2st(s, data_dir=root) for s in ("C2", "C3", "C4")]
@@ -98,7 +99,7 @@ def her2st_c5(root: Path, args) -> dict:
     for sd in (*refs, c5):
         sta.tl.embed(sd, model=args.model, show_progress_bar=False)
     truth_table = c5.tables["table"]
-    genes = reference_hvgs([r.tables["table"] for r in refs], truth_table, n_top_genes=50)
+    genes = reference_hvgs([r.tables["table"] for r in refs], n_top_genes=50, also_in=[truth_table])
     truth = np.asarray(log_normalize(truth_table.X)[:, truth_table.var_names.get_indexer(genes)].todense())
     mpp = float(truth_table.uns["spatial"]["C5"]["scalefactors"]["microns_per_pixel"])
     jpg = next((root / "her2st" / "data" / "ST-imgs" / "C" / "C5").glob("*.jpg"))

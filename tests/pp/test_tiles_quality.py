@@ -14,7 +14,8 @@ from scipy.spatial import cKDTree
 from threadpoolctl import threadpool_limits
 
 import stalign as sta
-from stalign.evaluation import clustering_scores, expression_scores, reference_hvgs
+from stalign.evaluation import clustering_scores, expression_scores
+from stalign.pp import reference_hvgs
 
 MOB_IMAGES = ("stahl_mob_splotch", "splotch", "tutorials", "olfactory_bulb_st", "images")
 
@@ -55,7 +56,7 @@ def test_expression_maps_from_tiles_match_spots(data_dir):
     refs = [sta.io.her2st(s, data_dir=data_dir) for s in ("C2", "C3", "C4")]
     c5 = sta.io.her2st("C5", data_dir=data_dir)
     truth_table = c5.tables["table"]
-    genes = reference_hvgs([r.tables["table"] for r in refs], truth_table, n_top_genes=50)
+    genes = reference_hvgs([r.tables["table"] for r in refs], n_top_genes=50, also_in=[truth_table])
     truth = np.asarray(log_normalize(truth_table.X)[:, truth_table.var_names.get_indexer(genes)].todense())
     # the tiles go beside the spots, on the same (already decoded) H&E; the spots' counts play no part
     sta.pp.tile_tissue(c5, spacing_um=100, table_key="tiles")

@@ -125,17 +125,6 @@ def test_loop_settings_checked_before_the_model_loads(embedded, subset, kwargs, 
         sta.tl.embed(subset(embedded, 20), model="stalign-base", show_progress_bar=False, **kwargs)
 
 
-def test_embed_arrays_keeps_the_fused_spot_embedding_only_on_request(embedded, tiny_model, subset):
-    from stalign.tl._embed import embed_arrays
-
-    sd = subset(embedded, 30)
-    plain = embed_arrays(sd, tiny_model, show_progress_bar=False)
-    extra = embed_arrays(sd, tiny_model, show_progress_bar=False, fused_spot=True)
-    assert "fused_spot" not in plain and set(extra) == {*plain, "fused_spot"}
-    assert extra["fused_spot"].shape == plain["fused"].shape and np.isfinite(extra["fused_spot"]).all()
-    np.testing.assert_allclose(extra["fused"], plain["fused"], atol=1e-6)
-
-
 def test_zero_vocabulary_overlap_errors(embedded, tiny_model, subset):
     sd = subset(embedded, 40)
     t = sd.tables["table"]

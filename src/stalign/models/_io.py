@@ -253,6 +253,16 @@ def clear_cache() -> None:
     Returns
     -------
     ``None``.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> a = sta.models.load("stalign-base", cache=True)
+    >>> sta.models.load("stalign-base", cache=True) is a  # verified once, then reused
+    True
+    >>> sta.models.clear_cache()
+    >>> sta.models.load("stalign-base", cache=True) is a
+    False
     """
     _CACHE.clear()
 

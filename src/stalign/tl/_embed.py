@@ -18,8 +18,7 @@ from ._common import DEFAULT_MODEL, SLOTS, model_record, resolve_model
 
 logger = logging.getLogger(__name__)
 
-#: model outputs kept: spot image, spot gene, fused (spot + niche, re-normalised) and fused niche; the fused spot
-#: embedding alone is added by ``embed_arrays(fused_spot=True)`` for the evaluation's "no niche" ablation
+#: model outputs kept: spot image, spot gene, fused (spot + niche, re-normalised) and fused niche
 _OUTPUTS = ("image", "gene", "fused", "niche")
 
 
@@ -34,13 +33,8 @@ def embed_arrays(
     image_key: str | None = None,
     library_id: str | None = None,
     show_progress_bar: bool = True,
-    fused_spot: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", ...}`` arrays (n_obs, d).
-
-    ``fused_spot=True`` also returns the fused spot embedding alone (``"fused_spot"``, the evaluation's no-niche
-    ablation); ``tl.embed`` does not store it, so it is off by default.
-    """
+    """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", "niche"}`` arrays (n_obs, d)."""
     import torch
 
     from ..pp import SpotDataset
@@ -82,7 +76,6 @@ def embed_arrays(
     loader = ds.dataloader(num_workers=num_workers)
     dev = next(model.parameters()).device
     n = sec.table.n_obs
-    names = (*_OUTPUTS, "fused_spot") if fused_spot else _OUTPUTS
     out: dict[str, np.ndarray] = {}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
@@ -93,8 +86,8 @@ def embed_arrays(
             if "fused" in emb and "niche" in emb:
                 # X_stalign: the fused spot and fused niche embeddings, averaged and re-normalised
                 f = emb["fused"].float() + emb["niche"].float()
-                emb = {**emb, "fused_spot": emb["fused"], "fused": torch.nn.functional.normalize(f, dim=-1)}
-            for k in names:
+                emb = {**emb, "fused": torch.nn.functional.normalize(f, dim=-1)}
+            for k in _OUTPUTS:
                 if k in emb:
                     if k not in out:
                         out[k] = np.zeros((n, cfg.embed_dim), dtype=np.float32)
