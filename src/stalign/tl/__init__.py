@@ -1,6 +1,6 @@
 from ._annotate import annotate
-from ._domains import DEFAULT_SMOOTH_UM, domains
+from ._domains import domains
 from ._embed import embed
 from ._predict import predict_expression
 
-__all__ = ["DEFAULT_SMOOTH_UM", "annotate", "domains", "embed", "predict_expression"]
+__all__ = ["annotate", "domains", "embed", "predict_expression"]
