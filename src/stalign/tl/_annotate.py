@@ -1,4 +1,18 @@
-"""``tl.annotate``: zero-shot labels from marker-gene prompts, or label transfer from a labelled reference."""
+"""``tl.annotate``: labels from marker genes refined over the embedding and space, or label transfer from a reference.
+
+Marker mode
+-----------
+1. **Marker scores.** With expression, each label's score is :func:`scanpy.tl.score_genes` (its markers' mean
+   log-normalised expression minus that of matched control genes) on expression averaged over ``smooth_um``
+   (:func:`stalign.pp.spatial_smooth`), z-scored over spots so that labels with strong and weak markers compete on one
+   scale. Without expression (an H&E-only section), the score is the cosine similarity between each spot's smoothed
+   image embedding and the embedding of the label's marker prompt (a pseudo-spot expressing the markers, embedded by
+   the gene encoder), z-scored the same way.
+2. **Refinement over the embedding.** The scores become probabilities ``P0 = softmax(z / 0.5)``, which are spread
+   over the ``n_neighbors``-nearest-neighbour graph of the smoothed embedding (label spreading, Zhou et al. 2004):
+   ``P ← (1 − α) P0 + α W P`` with ``α = propagate``. Spots whose markers are weak or noisy take the label of the
+   spots their embedding resembles; ``propagate=0`` keeps the marker scores alone.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
+from .._genes import to_vocabulary_symbols, var_symbols
 from .._utils import copy_data, embedding_keys, embedding_record, get_table, save_data
 from .._validators import check_int, check_key, check_number
 from ..pp import log_normalize, spatial_smooth
@@ -20,6 +35,10 @@ from ._domains import DEFAULT_SMOOTH_UM
 logger = logging.getLogger(__name__)
 
 _USES = ("auto", "image", "gene", "fused")
+#: Temperature of the softmax that turns z-scored marker scores into the prior probabilities.
+SCORE_TEMPERATURE = 0.5
+#: Iterations of label spreading (the spreading converges geometrically, as alpha ** iterations).
+SPREAD_ITERATIONS = 30
 
 
 def _pick_use(data, table, use: str, *, order: tuple[str, ...], table_key: str, record: dict | None) -> str:
@@ -44,6 +63,32 @@ def _pick_use(data, table, use: str, *, order: tuple[str, ...], table_key: str, 
     raise ValueError(msg)
 
 
+def _check_markers(markers: Any) -> dict[str, list[str]]:
+    if not isinstance(markers, Mapping) or not markers:
+        msg = "markers must be a non-empty dict {label: [gene symbols or Ensembl ids]}."
+        raise ValueError(msg)
+    out = {}
+    for label, genes in markers.items():
+        if isinstance(genes, str):
+            genes = [genes]
+        if not isinstance(genes, Sequence | np.ndarray | pd.Index | set) or not all(isinstance(g, str) for g in genes):
+            msg = f"markers[{label!r}] must be a list of gene symbols or Ensembl ids (strings), got {genes!r}."
+            raise TypeError(msg)
+        out[str(label)] = list(genes)
+    return out
+
+
+def _match(markers: dict[str, list[str]], available: np.ndarray) -> tuple[dict[str, list[int]], dict[str, list[str]]]:
+    """Positions in ``available`` (upper-case symbols) of each label's markers (symbols or Ensembl ids), and misses."""
+    available = np.asarray(available, dtype=object)
+    found, missing = {}, {}
+    for label, genes in markers.items():
+        hits = [np.flatnonzero(available == s) for s in to_vocabulary_symbols(genes)]
+        found[label] = sorted({int(i) for h in hits for i in h})
+        missing[label] = [g for g, h in zip(genes, hits, strict=True) if len(h) == 0]
+    return found, missing
+
+
 def marker_profiles(
     markers: Mapping[str, Sequence[str]],
     vocabulary: Sequence[str],
@@ -54,44 +99,59 @@ def marker_profiles(
     """Pseudo-spot expression ``(n_labels, V)`` for marker prompts, on the log1p(normalize_total) scale.
 
     Each prompt is a background profile (the section's mean counts over the vocabulary, or flat) with the label's
-    markers raised to ``boost`` × the background's mean count, then log-normalised like real spots.
+    markers raised to ``boost`` × the background's mean count, then log-normalised like real spots. Returns the
+    profiles and, per label, the markers found in ``vocabulary``.
     """
-    from ..pp import gene_index
-
-    if not isinstance(markers, Mapping) or not markers:
-        msg = "markers must be a non-empty dict {label: [gene symbols]}."
-        raise ValueError(msg)
+    markers = _check_markers(markers)
     V = len(vocabulary)
     base = np.ones(V, dtype=np.float64) if background is None else np.asarray(background, dtype=np.float64)
     level = max(float(base.mean()), 1e-3) * boost
+    found, _ = _match(markers, np.asarray(to_vocabulary_symbols(list(vocabulary)), dtype=object))
     profiles, used = [], {}
-    for label, genes in markers.items():
-        if isinstance(genes, str):
-            genes = [genes]
-        if not isinstance(genes, Sequence | np.ndarray | pd.Index | set) or not all(isinstance(g, str) for g in genes):
-            msg = f"markers[{label!r}] must be a list of gene symbols (strings), got {genes!r}."
-            raise TypeError(msg)
-        genes = list(genes)
-        idx = gene_index(genes, vocabulary)
-        known = [g for g, i in zip(genes, idx, strict=True) if i >= 0]
-        unknown = [g for g, i in zip(genes, idx, strict=True) if i < 0]
-        if not known:
-            msg = (
-                f"None of the markers of {label!r} ({', '.join(genes) or 'none given'}) is in the model's gene "
-                "vocabulary; use gene symbols (e.g. 'MBP') that the model knows (model.config.genes)."
-            )
-            raise ValueError(msg)
-        if unknown:
-            warnings.warn(
-                f"Markers of {label!r} not in the model vocabulary, ignored: {', '.join(unknown)}",
-                UserWarning,
-                stacklevel=3,
-            )
+    for label, idx in found.items():
         p = base.copy()
-        p[idx[idx >= 0]] += level
+        p[idx] += level
         profiles.append(p)
-        used[str(label)] = known
+        used[label] = [str(vocabulary[i]) for i in idx]
     return np.asarray(log_normalize(np.vstack(profiles)).todense()), used
+
+
+def _zscore(S: np.ndarray) -> np.ndarray:
+    sd = S.std(axis=0)
+    return (S - S.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+
+def _expression_scores(data, table, found: dict[str, list[int]], *, smooth_um, library_key, table_key, random_state):
+    """z-scored score_genes of every label on smoothed log-normalised expression (``(n_spots, n_labels)``)."""
+    import scanpy as sc
+    from anndata import AnnData
+
+    X = log_normalize(table.X)
+    if smooth_um > 0:
+        X = spatial_smooth(data, X, radius_um=smooth_um, library_key=library_key, table_key=table_key)
+    tmp = AnnData(
+        X, obs=pd.DataFrame(index=table.obs_names.copy()), var=pd.DataFrame(index=pd.RangeIndex(X.shape[1]).astype(str))
+    )
+    S = np.empty((table.n_obs, len(found)), dtype=np.float64)
+    for j, idx in enumerate(found.values()):
+        sc.tl.score_genes(tmp, [str(i) for i in idx], score_name="_s", random_state=random_state,
+                          ctrl_size=min(50, max(tmp.n_vars // 2, 1)))  # fmt: skip
+        S[:, j] = tmp.obs["_s"].to_numpy()
+    return _zscore(S)
+
+
+def _spread(P0: np.ndarray, Z: np.ndarray, *, alpha: float, n_neighbors: int) -> np.ndarray:
+    """Label spreading of ``P0`` over the ``n_neighbors``-NN graph (cosine) of the embedding ``Z``."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if alpha == 0 or len(Z) < 2:
+        return P0
+    k = min(int(n_neighbors), len(Z))
+    idx = NearestNeighbors(n_neighbors=k).fit(Z).kneighbors(Z, return_distance=False)
+    P = P0.copy()
+    for _ in range(SPREAD_ITERATIONS):
+        P = (1 - alpha) * P0 + alpha * P[idx].mean(axis=1)
+    return P / P.sum(axis=1, keepdims=True)
 
 
 def _write_labels(target, table_key, key_added, labels, scores: pd.DataFrame, params) -> None:
@@ -114,19 +174,23 @@ def annotate(
     embed_key: str | None = None,
     smooth_um: float = DEFAULT_SMOOTH_UM,
     library_key: str | None = None,
+    propagate: float = 0.8,
+    n_neighbors: int = 15,
     k: int = 15,
     temperature: float = 0.1,
+    random_state: int = 0,
     key_added: str = Key.label,
     table_key: str = Key.table,
     device: Any = None,
     copy: bool = False,
 ):
-    """Zero-shot annotation from marker-gene prompts, or label transfer from a labelled reference.
+    """Labels from marker genes, refined over the embedding and space; or label transfer from a labelled reference.
 
-    With ``markers``, each label's markers are turned into a pseudo-spot expression profile, embedded by the gene
-    encoder into the aligned space and matched (cosine) to the spots' image, gene or fused embedding. With
-    ``reference`` and ``labels_key``, labels are transferred by a similarity-weighted vote over the ``k`` nearest
-    reference spots in the same embedding.
+    With ``markers``, each label is scored from its markers on spatially smoothed expression (an H&E-only section: from
+    the similarity of its image embedding to the label's marker prompt), and the scores are spread over the
+    nearest-neighbour graph of the smoothed embedding (details in :mod:`stalign.tl._annotate`). With ``reference`` and
+    ``labels_key``, labels are transferred by a similarity-weighted vote over the ``k`` nearest reference spots in
+    the same embedding.
 
     Parameters
     ----------
@@ -134,14 +198,15 @@ def annotate(
         SpatialData (its table) or AnnData; embeddings from :func:`stalign.tl.embed` are used when present and
         computed on the fly otherwise.
     markers
-        ``{label: [gene symbols]}``.
+        ``{label: [gene symbols or Ensembl ids]}``; markers the section (or, for an H&E-only section, the model)
+        does not know are skipped, warned about and listed in ``uns``.
     reference
         Labelled SpatialData/AnnData for label transfer.
     labels_key
         ``obs`` column of ``reference`` with the labels.
     use
-        Embedding to match: ``"image"`` (H&E only), ``"gene"``, ``"fused"``; ``"auto"`` picks gene, else image for
-        marker prompts, and fused, else image, else gene for label transfer.
+        Embedding used: ``"image"`` (H&E only), ``"gene"``, ``"fused"``; ``"auto"``: fused, else gene, else image for
+        markers; fused, else image, else gene for label transfer.
     model
         Model for prompts and missing embeddings. Default: the model that computed the stored embeddings (recorded
         by :func:`~stalign.tl.embed` in ``uns``), else ``"stalign-base"``. A model other than the one that computed
@@ -150,14 +215,21 @@ def annotate(
         ``key_added`` of the :func:`~stalign.tl.embed` call whose embeddings to use, when the table holds several;
         default the only one present.
     smooth_um
-        Average each spot's embedding over every spot within this radius (µm) before matching
-        (:func:`stalign.pp.spatial_smooth`, as :func:`~stalign.tl.domains` does); ``0`` turns it off.
+        Radius (µm) over which expression and embeddings are averaged first (:func:`stalign.pp.spatial_smooth`, as in
+        :func:`~stalign.tl.domains`); ``0`` turns it off.
     library_key
         ``obs`` column naming each spot's section, for an AnnData that holds several (smoothing stays within each).
+    propagate
+        Label-spreading weight ``α`` in ``[0, 1)``: how much a spot's label follows its embedding neighbours rather
+        than its own marker scores (``0``: marker scores alone).
+    n_neighbors
+        Neighbours of each spot in the embedding graph of the spreading.
     k
         Neighbours for label transfer.
     temperature
-        Softmax temperature turning similarities into per-label scores.
+        Softmax temperature of the label-transfer vote (on cosine similarities).
+    random_state
+        Seed of the control genes of the marker scores.
     key_added
         ``obs`` key of the labels; the confidence goes to ``obs[key_added + "_score"]`` and per-label scores to
         ``obsm[key_added + "_scores"]``.
@@ -170,8 +242,9 @@ def annotate(
 
     Returns
     -------
-    ``None`` or a copy; sets ``obs[key_added]`` (categorical), ``obs[key_added + "_score"]``,
-    ``obsm[key_added + "_scores"]`` (DataFrame, one column per label) and ``uns[key_added]["params"]``.
+    ``None`` or a copy; sets ``obs[key_added]`` (categorical), ``obs[key_added + "_score"]`` (the probability of the
+    chosen label), ``obsm[key_added + "_scores"]`` (DataFrame of per-label probabilities) and
+    ``uns[key_added]["params"]`` (the method, the markers used and those not found).
 
     Examples
     --------
@@ -179,46 +252,79 @@ def annotate(
     >>> sdata = sta.io.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1", "MOBP"], "GM": ["SNAP25", "SYT1", "NRGN"]})
-    >>> sorted(sdata.tables["table"].obs["stalign_label"].cat.categories)
-    ['GM', 'WM']
+    >>> table = sdata.tables["table"]
+    >>> sorted(table.obs["stalign_label"].cat.categories), table.obsm["stalign_label_scores"].shape
+    (['GM', 'WM'], (3639, 2))
     """
     if (markers is None) == (reference is None):
         msg = "Pass exactly one of `markers` (zero-shot prompts) or `reference` (+ `labels_key`, label transfer)."
         raise ValueError(msg)
     check_number(temperature, "temperature", hint=" (e.g. 0.1)")
     smooth_um = check_number(smooth_um, "smooth_um", strict=False, hint=" (µm; 0 turns smoothing off)")
+    propagate = check_number(propagate, "propagate", strict=False, maximum=1.0, hint=" (e.g. 0.8; 0: no spreading)")
+    check_int(n_neighbors, "n_neighbors")
+    check_int(random_state, "random_state", minimum=0, hint=" (a seed)")
     check_key(key_added)
     if markers is None:
         check_int(k, "k", hint=" (reference neighbours that vote)")
+    else:
+        markers = _check_markers(markers)
     table = get_table(data, table_key=table_key)
-    # prompts are gene profiles: match them to gene embeddings when there is expression, else to H&E
-    order = ("gene", "image", "fused") if markers is not None else ("fused", "image", "gene")
+    order = ("fused", "gene", "image") if markers is not None else ("fused", "image", "gene")
     rec = embedding_record(table, embed_key)
     use_ = _pick_use(data, table, use, order=order, table_key=table_key, record=rec)
 
-    if markers is not None:
-        m = model_of([rec], model, device=device)
-        Z = get_embedding(data, use=use_, model=m, table_key=table_key, record=rec, device=device)
-        if smooth_um > 0:
-            Z = spatial_smooth(data, Z, radius_um=smooth_um, library_key=library_key, table_key=table_key)
-        Z = l2n(Z)
-        from ..pp import gene_index
+    def smooth(X):
+        return (
+            spatial_smooth(data, X, radius_um=smooth_um, library_key=library_key, table_key=table_key)
+            if smooth_um > 0
+            else X
+        )
 
-        genes = list(m.config.genes)
-        background = None
-        if table.n_vars:
-            idx = gene_index(table, genes)
-            ok = idx >= 0
-            if ok.any():
-                background = np.zeros(len(genes))
-                background[idx[ok]] = np.asarray(table.X[:, np.flatnonzero(ok)].mean(axis=0)).ravel()
-        profiles, used = marker_profiles(markers, genes, background=background)
-        P = l2n(prompt_embeddings(m, profiles))
-        logits = (Z @ P.T) / temperature
-        prob = np.exp(logits - logits.max(axis=1, keepdims=True))
-        prob /= prob.sum(axis=1, keepdims=True)
-        labels_ = list(used)
-        params = {"mode": "markers", "markers": used, "use": use_, "temperature": temperature, "smooth_um": smooth_um}
+    if markers is not None:
+        from .._section import get_section
+
+        has_expr = get_section(data, table_key=table_key).has_expression
+        stored = embedding_keys(rec).get(use_) in table.obsm
+        m = model_of([rec], model, device=device, need_model=not (stored and has_expr))
+        Z = l2n(smooth(get_embedding(data, use=use_, model=m, table_key=table_key, record=rec, device=device)))
+        if has_expr:
+            found, missing = _match(markers, var_symbols(table))
+            source = "expression"
+        else:
+            found, missing = _match(markers, np.asarray(to_vocabulary_symbols(m.config.genes), dtype=object))
+            source = "prompts"
+        empty = [label for label, idx in found.items() if not idx]
+        if empty:
+            where = "the section's genes" if has_expr else "the model's gene vocabulary"
+            msg = (
+                f"None of the markers of {', '.join(map(repr, empty))} is in {where} (given: "
+                f"{', '.join(g for lab in empty for g in markers[lab])}); use gene symbols or Ensembl ids that it has."
+            )
+            raise ValueError(msg)
+        missed = {lab: g for lab, g in missing.items() if g}
+        if missed:
+            warnings.warn(
+                "Markers not found, ignored: " + "; ".join(f"{lab}: {', '.join(g)}" for lab, g in missed.items()),
+                UserWarning,
+                stacklevel=2,
+            )
+        if has_expr:
+            S = _expression_scores(data, table, found, smooth_um=smooth_um, library_key=library_key,
+                                   table_key=table_key, random_state=random_state)  # fmt: skip
+        else:
+            profiles, _ = marker_profiles(markers, m.config.genes)
+            S = _zscore(Z @ l2n(prompt_embeddings(m, profiles)).T)
+        P0 = np.exp((S - S.max(axis=1, keepdims=True)) / SCORE_TEMPERATURE)
+        P0 /= P0.sum(axis=1, keepdims=True)
+        prob = _spread(P0, Z, alpha=propagate, n_neighbors=n_neighbors)
+        labels_ = list(found)
+        params = {
+            "mode": "markers", "scores": source, "use": use_, "smooth_um": smooth_um, "propagate": propagate,
+            "n_neighbors": n_neighbors, "random_state": random_state,
+            "markers": {lab: [g for g in markers[lab] if g not in missing[lab]] for lab in labels_},
+            "markers_not_found": missed,
+        }  # fmt: skip
     else:
         if labels_key is None:
             msg = "Label transfer needs `labels_key`: the obs column of `reference` holding the labels."
