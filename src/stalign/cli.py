@@ -84,23 +84,14 @@ def _check_output(out: str, *, overwrite: bool, table_only: bool = False) -> Non
 
 
 def _write(data, out: str, *, overwrite: bool) -> None:
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     from anndata import AnnData
 
+    from ._utils import atomic_path
+
     _check_output(out, overwrite=overwrite, table_only=isinstance(data, AnnData))
-    path = Path(out)
     # write next to the target, then rename: never a half-written output
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=".stalign-", dir=path.parent)) / path.name
-    except OSError as e:
-        msg = f"Cannot write into the output folder {str(path.parent)!r} ({e.strerror}); choose another --out path."
-        raise PermissionError(msg) from e
-    try:
-        if path.suffix == ".h5ad":
+    with atomic_path(out) as tmp:
+        if tmp.suffix == ".h5ad":
             table = data if isinstance(data, AnnData) else data.tables["table"]
             table.write_h5ad(tmp)
         else:
@@ -108,18 +99,6 @@ def _write(data, out: str, *, overwrite: bool) -> None:
                 msg = "An AnnData input can only be written as .h5ad."
                 raise ValueError(msg)
             data.write(tmp)
-        old = None
-        if path.is_dir():  # os.replace cannot replace a non-empty folder: move the old one aside first
-            old = tmp.parent / f"{path.name}.old"
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)  # atomic for a file, even over an existing one
-        except OSError:
-            if old is not None:
-                os.replace(old, path)  # put the previous output back
-            raise
-    finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
 def _cmd_embed(args) -> int:
