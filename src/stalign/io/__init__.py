@@ -1,7 +1,18 @@
 """Readers: Space Ranger outputs, legacy ST layouts and the shared datasets, all into one SpatialData shape."""
 
-from ._load import load, to_anndata
+from ._load import concat, load, sample_name, to_anndata
 from ._st import her2st, read_st, stahl_mob, stutility_mob
 from ._visium import dlpfc, read_visium
 
-__all__ = ["dlpfc", "her2st", "load", "read_st", "read_visium", "stahl_mob", "stutility_mob", "to_anndata"]
+__all__ = [
+    "concat",
+    "dlpfc",
+    "her2st",
+    "load",
+    "read_st",
+    "read_visium",
+    "sample_name",
+    "stahl_mob",
+    "stutility_mob",
+    "to_anndata",
+]
