@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,9 +44,7 @@ def _summary(sdata) -> str:
 
 
 def _cmd_info(args) -> int:
-    from .io import load
-
-    sdata = load(args.input, data_dir=args.data_dir)
+    sdata = _load_input(args.input, args)
     sys.stdout.write(_summary(sdata) + "\n")
     return 0
 
@@ -57,7 +56,10 @@ def _check_output(out: str, *, overwrite: bool, table_only: bool = False) -> Non
 
     path = Path(out)
     if path.suffix not in (".h5ad", ".zarr"):
-        msg = f"Output {str(path)!r} must end in .h5ad (the table) or .zarr (the whole SpatialData)."
+        msg = (
+            f"Output {str(path)!r} must end in .h5ad (the table) or .zarr (the whole SpatialData); a folder path "
+            "(no suffix) gets one file per section."
+        )
         raise ValueError(msg)
     if table_only and path.suffix == ".zarr":
         msg = f"Output {str(path)!r}: an AnnData input can only be written as .h5ad; use an .h5ad path."
@@ -101,16 +103,95 @@ def _write(data, out: str, *, overwrite: bool) -> None:
             data.write(tmp)
 
 
+def _load_input(spec: str, args):
+    """Read one SPEC of ``stalign embed``/``info`` (what :func:`stalign.io.load` accepts)."""
+    from .io import load
+
+    return load(spec, data_dir=args.data_dir)
+
+
+def _cohort_mode(args) -> bool:
+    """Whether ``stalign embed`` writes a folder (several sections, or ``--out DIR``) rather than one file."""
+    from pathlib import Path
+
+    if len(args.input) > 1:
+        return True
+    if not args.out or Path(args.out).suffix in (".zarr", ".h5ad"):
+        return False
+    return not Path(args.out).suffix or Path(args.out).is_dir()
+
+
+def _cmd_embed_cohort(args) -> int:
+    import json
+    import os
+    import warnings
+    from pathlib import Path
+
+    from . import tl
+
+    if not args.out:
+        msg = f"{len(args.input)} sections need an output folder: pass --out DIR (one file per section goes there)."
+        raise ValueError(msg)
+    if Path(args.out).suffix in (".zarr", ".h5ad") and not Path(args.out).is_dir():
+        msg = (
+            f"--out {args.out}: several sections are written into a folder, one file per section; pass a folder "
+            "path without .zarr/.h5ad (and --format zarr|h5ad for the files)."
+        )
+        raise ValueError(msg)
+
+    def emit(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*sections failed.*", category=UserWarning)  # said below
+        tl.embed_cohort(
+            args.input,
+            args.out,
+            model=args.model,
+            n_domains=args.domains,
+            format=args.format or "zarr",
+            overwrite=args.overwrite,
+            keep_going=args.keep_going,
+            loader=lambda spec: _load_input(spec, args),
+            device=args.device,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            progress=(lambda line: None) if args.quiet else emit,
+        )
+    if not main:
+        return 0
+    manifest = json.loads((Path(args.out) / "manifest.json").read_text())
+    emit(f"written        {args.out}/ ({len(manifest['sections'])} sections, cohort.h5ad, manifest.json)")
+    if manifest["failures"]:
+        for f in manifest["failures"]:
+            sys.stderr.write(f"stalign embed: section {f['spec'] or f['sample']} failed: {f['error']}\n")
+        return 1
+    return 0
+
+
 def _cmd_embed(args) -> int:
     from . import tl
-    from .io import load
 
     if args.domains is not None and args.domains < 1:
         msg = f"--domains {args.domains}: the number of domains must be a positive integer (e.g. --domains 7)."
         raise ValueError(msg)
+    if _cohort_mode(args):
+        return _cmd_embed_cohort(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        msg = (
+            "Several processes (torchrun) write one file per section into a folder: pass --out DIR. One output "
+            "file (--out x.zarr|x.h5ad) is written by a single process."
+        )
+        raise ValueError(msg)
+    (spec,) = args.input
+    if args.format is not None and args.out and not args.out.endswith(f".{args.format}"):
+        msg = f"--format {args.format} names the files of --out DIR; with --out {args.out} its suffix sets the format."
+        raise ValueError(msg)
     if args.out:  # fail before the (long) embedding, not after
-        _check_output(args.out, overwrite=args.overwrite, table_only=str(args.input).endswith(".h5ad"))
-    data = load(args.input, data_dir=args.data_dir)
+        _check_output(args.out, overwrite=args.overwrite, table_only=str(spec).endswith(".h5ad"))
+    data = _load_input(spec, args)
     tl.embed(
         data,
         model=args.model,
@@ -188,17 +269,31 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--data-dir", default=None, help="shared data folder (default $STALIGN_DATA_DIR)")
     info.set_defaults(func=_cmd_info)
 
-    emb = sub.add_parser("embed", help="embed a section with a model; write .zarr or .h5ad")
-    emb.add_argument("input", help="same inputs as `stalign info`")
-    emb.add_argument("--out", default=None, help="output .zarr (SpatialData) or .h5ad (table)")
+    emb = sub.add_parser(
+        "embed",
+        help="embed sections with a model; write .zarr or .h5ad (several sections: a folder, under torchrun too)",
+        description="Embed one section into --out FILE.zarr|FILE.h5ad, or several into --out DIR: one file per "
+        "section, DIR/cohort.h5ad (every spot, the embeddings, joint --domains) and DIR/manifest.json. Under "
+        "`torchrun --nproc-per-node N -m stalign embed ...` the sections are shared out over the processes.",
+    )
+    emb.add_argument("input", nargs="+", help="one or more SPECs, as `stalign info` accepts")
+    emb.add_argument(
+        "--out", default=None, help="output .zarr (SpatialData) or .h5ad (table) of one section, or a folder"
+    )
     emb.add_argument("--model", default="stalign-base", help="registry name or path of saved weights")
     emb.add_argument("--device", default=None)
     emb.add_argument("--batch-size", type=int, default=256)
     emb.add_argument("--num-workers", type=int, default=0)
-    emb.add_argument("--domains", type=int, default=None, help="also cluster into this many domains")
+    emb.add_argument("--domains", type=int, default=None, help="also cluster into this many (joint) domains")
+    emb.add_argument(
+        "--format", choices=["zarr", "h5ad"], default=None, help="file per section in --out DIR (default zarr)"
+    )
     emb.add_argument("--data-dir", default=None)
-    emb.add_argument("--overwrite", action="store_true")
-    emb.add_argument("--quiet", action="store_true", help="no progress bar")
+    emb.add_argument("--overwrite", action="store_true", help="replace outputs that exist (a folder: recompute)")
+    emb.add_argument(
+        "--keep-going", action="store_true", help="finish the other sections when one fails; list it in manifest.json"
+    )
+    emb.add_argument("--quiet", action="store_true", help="no progress bar / per-section lines")
     emb.set_defaults(func=_cmd_embed)
 
     pre = sub.add_parser("pretrain", help="pretrain a model from a TOML/JSON config")
