@@ -391,7 +391,7 @@ def embed_cohort(
     True
 
     On several processes or GPUs, the same from the command line (see the "Embedding a cohort" page):
-    ``torchrun --nproc-per-node 4 -m stalign embed her2st:A1 her2st:B1 ... --out cohort --domains 7``.
+    ``torchrun --nproc-per-node 4 -m stalign embed her2st:A1 her2st:C1 ... --out cohort --domains 7``.
     """
     from .._distributed import cleanup, init_distributed
     from .._utils import resolve_device
@@ -399,7 +399,7 @@ def embed_cohort(
 
     if isinstance(sections, str | os.PathLike) or not isinstance(sections, Sequence | Mapping):
         msg = (
-            f"sections must be a list of specs or sections (e.g. ['her2st:A1', 'her2st:B1']), got "
+            f"sections must be a list of specs or sections (e.g. ['her2st:A1', 'her2st:C1']), got "
             f"{type(sections).__name__}; wrap a single section in a list."
         )
         raise TypeError(msg)
