@@ -123,7 +123,6 @@ def _cohort_mode(args) -> bool:
 
 def _cmd_embed_cohort(args) -> int:
     import json
-    import os
     import warnings
     from pathlib import Path
 
@@ -132,7 +131,7 @@ def _cmd_embed_cohort(args) -> int:
     if not args.out:
         msg = f"{len(args.input)} sections need an output folder: pass --out DIR (one file per section goes there)."
         raise ValueError(msg)
-    if Path(args.out).suffix in (".zarr", ".h5ad") and not Path(args.out).is_dir():
+    if Path(args.out).suffix in (".zarr", ".h5ad"):
         msg = (
             f"--out {args.out}: several sections are written into a folder, one file per section; pass a folder "
             "path without .zarr/.h5ad (and --format zarr|h5ad for the files)."
@@ -143,7 +142,7 @@ def _cmd_embed_cohort(args) -> int:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    main = int(os.environ.get("RANK", "0")) == 0
+    is_main = int(os.environ.get("RANK", "0")) == 0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*sections failed.*", category=UserWarning)  # said below
         tl.embed_cohort(
@@ -160,7 +159,7 @@ def _cmd_embed_cohort(args) -> int:
             num_workers=args.num_workers,
             progress=(lambda line: None) if args.quiet else emit,
         )
-    if not main:
+    if not is_main:
         return 0
     manifest = json.loads((Path(args.out) / "manifest.json").read_text())
     emit(f"written        {args.out}/ ({len(manifest['sections'])} sections, cohort.h5ad, manifest.json)")
