@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -110,3 +112,98 @@ def test_tile_um_needs_an_image(data_dir, capsys):
     rc = main(["embed", "stahl_mob:11", "--data-dir", str(data_dir), "--tile-um", "100", "--quiet"])
     assert rc == 2
     assert "apply to an H&E image file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- cohorts
+
+#: three small real sections (two STUtility MOB sections and a Ståhl MOB replicate): under 30 s each run on 2 cores
+COHORT = ["stutility_mob:MOB1", "stutility_mob:MOB2", "stahl_mob:11"]
+
+
+def _env() -> dict:
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one_process(data_dir, tmp_path):
+    """`torchrun --nproc-per-node 2 -m stalign embed <3 sections> --out DIR --domains 7` (gloo) equals one process."""
+    import subprocess
+    import sys
+
+    args = [*COHORT, "--data-dir", str(data_dir), "--domains", "7"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = subprocess.run([sys.executable, "-m", "stalign", "embed", *args, "--out", str(one)], env=_env(),
+                        capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r1.returncode == 0, r1.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    torchrun += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    r2 = subprocess.run([*torchrun, "-m", "stalign", "embed", *args, "--out", str(two)], env=_env(),
+                        capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r2.returncode == 0, r2.stderr
+    files = ["11.zarr", "MOB1.zarr", "MOB2.zarr", "cohort.h5ad", "manifest.json"]
+    assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir()) == files
+    # rank 0 alone prints: one line per section, the overall count, a summary
+    lines = [line for line in r2.stdout.splitlines() if line.startswith("[")]
+    assert sorted(line.split("]")[0] for line in lines) == ["[1/3", "[2/3", "[3/3"]
+    assert {line.split("  ")[0].split("] ")[1] for line in lines} == set(COHORT)
+    assert "3 of 3 sections, 1048 spots (3 embedded, 0 skipped, 0 failed)" in r2.stdout
+    assert "on 2 processes; 7 joint domains" in r2.stdout
+
+    a, b = ad.read_h5ad(one / "cohort.h5ad"), ad.read_h5ad(two / "cohort.h5ad")
+    assert (a.obs_names == b.obs_names).all() and a.n_obs == 1048
+    for key in ("X_stalign", "X_stalign_image", "X_stalign_gene", "X_stalign_niche"):
+        np.testing.assert_allclose(b.obsm[key], a.obsm[key], atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(a.obs["stalign_domain"].to_numpy(), b.obs["stalign_domain"].to_numpy())
+    assert a.obs["stalign_domain"].nunique() == 7
+    # joint: the two STUtility sections share their domain labels
+    per_domain = a.obs.groupby("stalign_domain", observed=True)["sample"].nunique()
+    assert (per_domain >= 2).sum() >= 3
+    # each section's own file holds the same embeddings as its rows of the cohort
+    from stalign.io import load
+
+    sec = load(two / "MOB2.zarr").tables["table"]
+    np.testing.assert_array_equal(sec.obsm["X_stalign"], b[b.obs["sample"] == "MOB2"].obsm["X_stalign"])
+    m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
+    assert m1 == m2  # the manifest does not depend on the number of processes
+    assert [(s["sample"], s["n_spots"]) for s in m1["sections"]] == [("MOB1", 379), ("MOB2", 407), ("11", 262)]
+    assert m1["model"]["name"] == "stalign-base" and len(m1["model"]["weights_sha256"]) == 64
+
+
+def test_embed_cohort_cli_reruns_keep_going_and_errors(data_dir, tmp_path, capsys):
+    out = tmp_path / "cohort"
+    bad = tmp_path / "broken.h5ad"
+    bad.write_text("not an h5ad")
+    base = ["embed", "--data-dir", str(data_dir), "--format", "h5ad", "--out", str(out)]
+    # without --keep-going the bad section stops the run with its name
+    assert main([*base, COHORT[0], str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stalign embed: error: Section") and "broken.h5ad" in err
+    # with it the others finish, the failure is listed in manifest.json and the exit status says so
+    assert main([*base, COHORT[0], str(bad), COHORT[1], "--keep-going"]) == 1
+    captured = capsys.readouterr()
+    assert "skipped: MOB1.h5ad exists, same model" in captured.out  # written by the first run
+    assert "FAILED" in captured.out and "broken.h5ad failed" in captured.err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [f["spec"] for f in manifest["failures"]] == [str(bad)]
+    assert [s["sample"] for s in manifest["sections"]] == ["MOB1", "MOB2"]
+    # usage errors, before any work
+    for argv, message in [
+        (["embed", *COHORT[:2]], "--out DIR"),
+        (["embed", *COHORT[:2], "--out", str(tmp_path / "x.zarr")], "folder"),
+        (["embed", COHORT[0], "--out", str(tmp_path / "y.h5ad"), "--format", "zarr"], "--format zarr"),
+    ]:
+        assert main([*argv, "--data-dir", str(data_dir)]) == 2
+        assert message in capsys.readouterr().err

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from ._constants import Key
@@ -65,6 +68,62 @@ def l2_normalize(X: Any):
 
     X = np.asarray(X, dtype=np.float32)
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+#: Prefix of the temporary folders :func:`atomic_path` writes into, next to the final output.
+TMP_PREFIX = ".stalign-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; when the block succeeds, move it to ``path`` in one rename.
+
+    The temporary lives in a hidden folder of ``path``'s folder (same filesystem, so the rename is atomic), and is
+    removed whatever happens: an interrupted write never leaves a partial file under the final name, and a
+    previous output stays as it was until the new one is complete. An existing folder (a ``.zarr``) is moved aside
+    first, since a rename cannot replace a non-empty folder, and put back if the rename fails.
+    """
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=path.parent))
+    except OSError as e:
+        msg = f"Cannot write into the output folder {str(path.parent)!r} ({e.strerror}); choose another output path."
+        raise PermissionError(msg) from e
+    tmp = tmpdir / path.name
+    try:
+        yield tmp
+        old = None
+        if path.is_dir():
+            old = tmpdir / f"{path.name}.old"
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)  # atomic for a file, even over an existing one
+        except OSError:
+            if old is not None:
+                os.replace(old, path)  # put the previous output back
+            raise
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def unique_names(names: Iterable[str]) -> list[str]:
+    """``names`` made unique in order: a repeat of a name gets ``-2``, ``-3``, …, skipping names already given.
+
+    Deterministic: the same list always gives the same names (``["C2", "C2", "C2-2"]`` → ``["C2", "C2-3", "C2-2"]``).
+    """
+    names = [str(n) for n in names]
+    given, used, out = set(names), set(), []
+    for n in names:
+        name, k = n, 1
+        while name in used or (name != n and name in given):
+            k += 1
+            name = f"{n}-{k}"
+        used.add(name)
+        out.append(name)
+    return out
 
 
 def save_data(adata, *, attr: str, key: str, data: Any) -> None:

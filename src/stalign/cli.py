@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -44,7 +45,7 @@ def _summary(sdata) -> str:
 
 
 def _cmd_info(args) -> int:
-    sdata = _load_input(args)  # an image file is tiled at 100 µm, so its summary counts tiles
+    sdata = _load_input(args.input, args)  # an image file is tiled at 100 µm, so its summary counts tiles
     sys.stdout.write(_summary(sdata) + "\n")
     return 0
 
@@ -56,7 +57,10 @@ def _check_output(out: str, *, overwrite: bool, table_only: bool = False) -> Non
 
     path = Path(out)
     if path.suffix not in (".h5ad", ".zarr"):
-        msg = f"Output {str(path)!r} must end in .h5ad (the table) or .zarr (the whole SpatialData)."
+        msg = (
+            f"Output {str(path)!r} must end in .h5ad (the table) or .zarr (the whole SpatialData); a folder path "
+            "(no suffix) gets one file per section."
+        )
         raise ValueError(msg)
     if table_only and path.suffix == ".zarr":
         msg = f"Output {str(path)!r}: an AnnData input can only be written as .h5ad; use an .h5ad path."
@@ -83,23 +87,14 @@ def _check_output(out: str, *, overwrite: bool, table_only: bool = False) -> Non
 
 
 def _write(data, out: str, *, overwrite: bool) -> None:
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     from anndata import AnnData
 
+    from ._utils import atomic_path
+
     _check_output(out, overwrite=overwrite, table_only=isinstance(data, AnnData))
-    path = Path(out)
     # write next to the target, then rename: never a half-written output
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=".stalign-", dir=path.parent)) / path.name
-    except OSError as e:
-        msg = f"Cannot write into the output folder {str(path.parent)!r} ({e.strerror}); choose another --out path."
-        raise PermissionError(msg) from e
-    try:
-        if path.suffix == ".h5ad":
+    with atomic_path(out) as tmp:
+        if tmp.suffix == ".h5ad":
             table = data if isinstance(data, AnnData) else data.tables["table"]
             table.write_h5ad(tmp)
         else:
@@ -107,22 +102,70 @@ def _write(data, out: str, *, overwrite: bool) -> None:
                 msg = "An AnnData input can only be written as .h5ad."
                 raise ValueError(msg)
             data.write(tmp)
-        old = None
-        if path.is_dir():  # os.replace cannot replace a non-empty folder: move the old one aside first
-            old = tmp.parent / f"{path.name}.old"
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)  # atomic for a file, even over an existing one
-        except OSError:
-            if old is not None:
-                os.replace(old, path)  # put the previous output back
-            raise
-    finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
-def _load_input(args):
-    """The section ``args.input`` names: an image file read and tiled (``--tile-um``), or a spec for ``io.load``."""
+def _cohort_mode(args) -> bool:
+    """Whether ``stalign embed`` writes a folder (several sections, or ``--out DIR``) rather than one file."""
+    from pathlib import Path
+
+    if len(args.input) > 1:
+        return True
+    if not args.out or Path(args.out).suffix in (".zarr", ".h5ad"):
+        return False
+    return not Path(args.out).suffix or Path(args.out).is_dir()
+
+
+def _cmd_embed_cohort(args) -> int:
+    import json
+    import warnings
+    from pathlib import Path
+
+    from . import tl
+
+    if not args.out:
+        msg = f"{len(args.input)} sections need an output folder: pass --out DIR (one file per section goes there)."
+        raise ValueError(msg)
+    if Path(args.out).suffix in (".zarr", ".h5ad"):
+        msg = (
+            f"--out {args.out}: several sections are written into a folder, one file per section; pass a folder "
+            "path without .zarr/.h5ad (and --format zarr|h5ad for the files)."
+        )
+        raise ValueError(msg)
+
+    def emit(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*sections failed.*", category=UserWarning)  # said below
+        tl.embed_cohort(
+            args.input,
+            args.out,
+            model=args.model,
+            n_domains=args.domains,
+            format=args.format or "zarr",
+            overwrite=args.overwrite,
+            keep_going=args.keep_going,
+            loader=lambda spec: _load_input(spec, args),
+            device=args.device,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            progress=(lambda line: None) if args.quiet else emit,
+        )
+    if not is_main:
+        return 0
+    manifest = json.loads((Path(args.out) / "manifest.json").read_text())
+    emit(f"written        {args.out}/ ({len(manifest['sections'])} sections, cohort.h5ad, manifest.json)")
+    if manifest["failures"]:
+        for f in manifest["failures"]:
+            sys.stderr.write(f"stalign embed: section {f['spec'] or f['sample']} failed: {f['error']}\n")
+        return 1
+    return 0
+
+
+def _load_input(spec: str, args):
+    """Read one SPEC of ``stalign embed``/``info``: an H&E image tiled at ``--tile-um``, or what ``io.load`` reads."""
     from ._utils import is_image_path
     from .io import load
 
@@ -132,18 +175,18 @@ def _load_input(args):
         if val is not None and not (val > 0 and val < float("inf")):
             msg = f"{flag} {val}: it must be a positive number of micrometres (e.g. {flag} 100)."
             raise ValueError(msg)
-    if not is_image_path(args.input):
+    if not is_image_path(spec):
         if tile_um is not None or mpp is not None:
             msg = (
                 f"--tile-um / --microns-per-pixel apply to an H&E image file (.svs, .ndpi, .tif, .tiff, .jpg, .png); "
-                f"{args.input!r} is not one."
+                f"{spec!r} is not one."
             )
             raise ValueError(msg)
-        return load(args.input, data_dir=args.data_dir)
+        return load(spec, data_dir=args.data_dir)
     from .io import read_image
     from .pp import tile_tissue
 
-    sdata = read_image(args.input, microns_per_pixel=mpp)
+    sdata = read_image(spec, microns_per_pixel=mpp)
     tile_tissue(sdata, spacing_um=100.0 if tile_um is None else tile_um)
     return sdata
 
@@ -154,9 +197,21 @@ def _cmd_embed(args) -> int:
     if args.domains is not None and args.domains < 1:
         msg = f"--domains {args.domains}: the number of domains must be a positive integer (e.g. --domains 7)."
         raise ValueError(msg)
+    if _cohort_mode(args):
+        return _cmd_embed_cohort(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        msg = (
+            "Several processes (torchrun) write one file per section into a folder: pass --out DIR. One output "
+            "file (--out x.zarr|x.h5ad) is written by a single process."
+        )
+        raise ValueError(msg)
+    (spec,) = args.input
+    if args.format is not None and args.out and not args.out.endswith(f".{args.format}"):
+        msg = f"--format {args.format} names the files of --out DIR; with --out {args.out} its suffix sets the format."
+        raise ValueError(msg)
     if args.out:  # fail before the (long) embedding, not after
-        _check_output(args.out, overwrite=args.overwrite, table_only=str(args.input).endswith(".h5ad"))
-    data = _load_input(args)
+        _check_output(args.out, overwrite=args.overwrite, table_only=str(spec).endswith(".h5ad"))
+    data = _load_input(spec, args)
     tl.embed(
         data,
         model=args.model,
@@ -236,23 +291,37 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--data-dir", default=None, help="shared data folder (default $STALIGN_DATA_DIR)")
     info.set_defaults(func=_cmd_info)
 
-    emb = sub.add_parser("embed", help="embed a section with a model; write .zarr or .h5ad")
-    emb.add_argument(
-        "input", help="same inputs as `stalign info`, or an H&E image (.svs .ndpi .tif .tiff .ome.tif .jpg .png)"
+    emb = sub.add_parser(
+        "embed",
+        help="embed sections with a model; write .zarr or .h5ad (several sections: a folder, under torchrun too)",
+        description="Embed one section into --out FILE.zarr|FILE.h5ad, or several into --out DIR: one file per "
+        "section, DIR/cohort.h5ad (every spot, the embeddings, joint --domains) and DIR/manifest.json. Under "
+        "`torchrun --nproc-per-node N -m stalign embed ...` the sections are shared out over the processes.",
     )
-    emb.add_argument("--tile-um", type=float, default=None, help="image input: pseudo-spot spacing in µm (default 100)")
+    emb.add_argument("input", nargs="+", help="one or more SPECs, as `stalign info` accepts")
     emb.add_argument(
-        "--microns-per-pixel", type=float, default=None, help="image input: µm per pixel, if the file lacks it"
+        "--out", default=None, help="output .zarr (SpatialData) or .h5ad (table) of one section, or a folder"
     )
-    emb.add_argument("--out", default=None, help="output .zarr (SpatialData) or .h5ad (table)")
+    emb.add_argument(
+        "--tile-um", type=float, default=None, help="H&E image input: pseudo-spot spacing in µm (default 100)"
+    )
+    emb.add_argument(
+        "--microns-per-pixel", type=float, default=None, help="H&E image input: µm per pixel, if the file lacks it"
+    )
     emb.add_argument("--model", default="stalign-base", help="registry name or path of saved weights")
     emb.add_argument("--device", default=None)
     emb.add_argument("--batch-size", type=int, default=256)
     emb.add_argument("--num-workers", type=int, default=0)
-    emb.add_argument("--domains", type=int, default=None, help="also cluster into this many domains")
+    emb.add_argument("--domains", type=int, default=None, help="also cluster into this many (joint) domains")
+    emb.add_argument(
+        "--format", choices=["zarr", "h5ad"], default=None, help="file per section in --out DIR (default zarr)"
+    )
     emb.add_argument("--data-dir", default=None)
-    emb.add_argument("--overwrite", action="store_true")
-    emb.add_argument("--quiet", action="store_true", help="no progress bar")
+    emb.add_argument("--overwrite", action="store_true", help="replace outputs that exist (a folder: recompute)")
+    emb.add_argument(
+        "--keep-going", action="store_true", help="finish the other sections when one fails; list it in manifest.json"
+    )
+    emb.add_argument("--quiet", action="store_true", help="no progress bar / per-section lines")
     emb.set_defaults(func=_cmd_embed)
 
     pre = sub.add_parser("pretrain", help="pretrain a model from a TOML/JSON config")

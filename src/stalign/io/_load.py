@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._constants import Key
+from .._utils import unique_names
 
 logger = logging.getLogger(__name__)
 
@@ -141,19 +142,33 @@ def to_anndata(sdata: Any, *, table_key: str = Key.table, max_side: int = HIRES_
     """
     from .._section import get_section
 
+    _check_max_side(max_side)
+    sec = get_section(sdata, table_key=table_key)
+    adata = sec.table.copy()
+    spatial = adata.uns.setdefault(Key.spatial, {})
+    spatial[sec.library_id] = _library_entry(sec, images=True, max_side=max_side)
+    adata.uns.pop("spatialdata_attrs", None)
+    return adata
+
+
+def _check_max_side(max_side: Any) -> None:
     if isinstance(max_side, bool) or not isinstance(max_side, int | np.integer) or max_side < 1:
         msg = f"max_side={max_side!r}; it must be a positive integer number of pixels (e.g. {HIRES_MAX_SIDE})."
         raise ValueError(msg)
-    sec = get_section(sdata, table_key=table_key)
-    adata = sec.table.copy()
-    lib = sec.library_id
-    spatial = adata.uns.setdefault(Key.spatial, {})
-    entry = dict(spatial.get(lib, {}))
+
+
+def _library_entry(sec: Any, *, images: bool, max_side: int = HIRES_MAX_SIDE) -> dict:
+    """``uns["spatial"][library]`` of a section: its scalefactors (µm/px included) and, if asked, a ``"hires"`` image.
+
+    The image is the finest pyramid level whose longer side is at most ``max_side`` pixels (block-averaged from the
+    next finer level when none is that small), with a matching ``scalefactors["tissue_hires_scalef"]``.
+    """
+    entry = dict(sec.table.uns.get(Key.spatial, {}).get(sec.library_id, {}))
     sf = dict(entry.get("scalefactors", {}))
     sf[Key.microns_per_pixel] = sec.microns_per_pixel
     sf[Key.spot_diameter_fullres] = sec.spot_diameter_fullres
-    images = {}
-    if sec.images:
+    imgs = {}
+    if images and sec.images:
         small = [lv for lv in sec.images if max(lv.shape) <= max_side]
         if small:
             lv = min(small, key=lambda v: v.fullres_per_px)
@@ -161,10 +176,232 @@ def to_anndata(sdata: Any, *, table_key: str = Key.table, max_side: int = HIRES_
         else:
             lv = sec.images[-1]
             arr, f = _downsample(np.asarray(lv.data), max_side)
-        images["hires"] = np.moveaxis(np.asarray(arr), 0, -1)
+        imgs["hires"] = np.moveaxis(np.asarray(arr), 0, -1)
         sf["tissue_hires_scalef"] = 1.0 / (lv.fullres_per_px * f)
     entry["scalefactors"] = sf
-    entry["images"] = images
-    spatial[lib] = entry
-    adata.uns.pop("spatialdata_attrs", None)
-    return adata
+    entry["images"] = imgs
+    return entry
+
+
+def _stored_sample(path: Path) -> str | None:
+    """The one value of ``obs["sample"]`` stored in an ``.h5ad`` or a SpatialData ``.zarr``, read alone; else None."""
+    try:
+        from anndata.io import read_elem
+    except ImportError:  # pragma: no cover - anndata < 0.11
+        from anndata.experimental import read_elem
+    try:
+        if path.suffix == ".h5ad":
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                col = f.get(f"obs/{Key.sample}")
+                values = read_elem(col) if col is not None else None
+        else:
+            import zarr
+
+            col = zarr.open_group(str(path), mode="r").get(f"tables/{Key.table}/obs/{Key.sample}")
+            values = read_elem(col) if col is not None else None
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        logger.debug("Cannot read obs['sample'] of %s: %s", path, e)
+        return None
+    if values is None:
+        return None
+    import pandas as pd
+
+    uniq = pd.unique(np.asarray(values, dtype=object).astype(str))
+    return str(uniq[0]) if len(uniq) == 1 else None
+
+
+def sample_name(spec: str | os.PathLike) -> str:
+    """The name of the section a spec reads (its ``obs["sample"]``), found without reading the section.
+
+    What :func:`load` would name it: the section of a dataset spec (as the dataset's reader writes it), the
+    ``obs["sample"]`` stored in an ``.h5ad`` or ``.zarr`` (else the file name), the folder name of a Space Ranger
+    folder (its parent's for ``outs``). Any other path gives its file name without the suffix. Used to name one
+    output per section before any section is read (:func:`stalign.tl.embed_cohort`).
+
+    Parameters
+    ----------
+    spec
+        What :func:`load` accepts.
+
+    Returns
+    -------
+    The section name.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> sta.io.sample_name("her2st:C2"), sta.io.sample_name("stahl_mob:1")
+    ('C2', '01')
+    >>> sta.io.sample_name("runs/patient7/outs"), sta.io.sample_name("slides/A1.zarr")
+    ('patient7', 'A1')
+    """
+    from ._st import stahl_replicate
+    from ._visium import default_dataset_id
+
+    if not isinstance(spec, str | os.PathLike):
+        msg = f"spec must be a dataset spec such as 'dlpfc:151673' or a path, got {type(spec).__name__}."
+        raise TypeError(msg)
+    text = str(spec)
+    name, sep, section = text.partition(":")
+    if sep and name in _loaders() and not Path(text).exists():
+        if not section:
+            msg = f"Spec {text!r} has no section; use e.g. '{name}:<section>'."
+            raise ValueError(msg)
+        return stahl_replicate(section) if name == "stahl_mob" else section
+    path = Path(text).expanduser()
+    if path.suffix in (".h5ad", ".zarr") and path.exists():
+        return _stored_sample(path) or path.stem
+    if path.is_dir() or path.name == "outs":
+        return default_dataset_id(path)
+    return path.stem or path.name
+
+
+def concat(
+    sections: Any,
+    *,
+    label: str = Key.sample,
+    keys: list[str] | None = None,
+    join: str = "inner",
+    counts: bool = True,
+    images: bool = False,
+    table_key: str = Key.table,
+):
+    """Several sections in one AnnData, each keeping its spatial metadata (squidpy's ``library_key`` layout).
+
+    A thin layer over :func:`anndata.concat`: every section's table is stacked, ``obs[label]`` names each spot's
+    section, ``uns["spatial"][<name>]`` keeps each section's scalefactors (``microns_per_pixel`` included) and,
+    with ``images=True``, a downsampled H&E image; ``obsm["spatial"]`` stays in each section's own full-resolution
+    pixels. Spatial functions given ``library_key=label`` then work section by section (:func:`stalign.pp.spatial_smooth`)
+    while :func:`stalign.tl.domains` clusters every spot jointly. The stalign embedding record (``uns["stalign"]``) is
+    kept when every section was embedded by the same model; embeddings of different models are refused.
+
+    Parameters
+    ----------
+    sections
+        SpatialData or AnnData sections (any iterable, read one at a time), or a mapping name → section.
+    label
+        ``obs`` column naming each spot's section (replaces a column of that name).
+    keys
+        One unique name per section; default the mapping's keys, else each section's ``obs[label]`` (when it holds
+        one value) or library id, made unique by appending ``-2``, ``-3``, ….
+    join
+        How genes are joined (:func:`anndata.concat`): ``"inner"`` keeps the genes of every section, ``"outer"``
+        all of them.
+    counts
+        Keep the count matrices; ``False`` gives a table of 0 genes with ``obs``, ``obsm`` (embeddings, positions)
+        and the spatial metadata only, small enough for a whole cohort.
+    images
+        Keep a downsampled image per section in ``uns["spatial"][name]["images"]["hires"]`` (as
+        :func:`to_anndata`); ``False`` keeps the scalefactors only.
+    table_key
+        Table of SpatialData sections.
+
+    Returns
+    -------
+    AnnData with ``obs[label]`` (categorical, in section order), obs names made unique as ``<obs name>-<name>``,
+    the ``obsm`` entries every section holds with the same width, ``uns["spatial"]`` and the embedding record.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> mob1, mob2 = sta.io.stutility_mob("MOB1"), sta.io.stutility_mob("MOB2")
+    >>> adata = sta.io.concat([mob1, mob2])
+    >>> adata.obs["sample"].value_counts().sort_index().to_dict(), sorted(adata.uns["spatial"])
+    ({'MOB1': 379, 'MOB2': 407}, ['MOB1', 'MOB2'])
+    >>> adata.uns["spatial"]["MOB2"]["scalefactors"]["microns_per_pixel"]  # doctest: +ELLIPSIS
+    4.3...
+    >>> smooth = sta.pp.spatial_smooth(adata, adata.X, radius_um=250, library_key="sample")  # never across sections
+    """
+    from collections.abc import Mapping
+
+    import anndata as ad
+    import pandas as pd
+
+    from .._section import get_section
+    from .._validators import check_key
+
+    check_key(label)
+    if join not in ("inner", "outer"):
+        msg = f"join={join!r}; use 'inner' (genes of every section) or 'outer' (all genes)."
+        raise ValueError(msg)
+    if isinstance(sections, Mapping):
+        if keys is not None:
+            msg = "keys= names the sections of a list; a mapping's keys already name them. Pass one or the other."
+            raise ValueError(msg)
+        keys = [str(k) for k in sections]
+        sections = list(sections.values())
+    pieces, names, entries = [], [], []
+    for i, data in enumerate(sections):
+        sec = get_section(data, table_key=table_key)
+        t = sec.table
+        if counts:
+            piece = t.copy()
+        else:
+            piece = ad.AnnData(obs=t.obs.copy(), obsm={k: v.copy() for k, v in t.obsm.items()})
+            piece.uns.update({k: v for k, v in t.uns.items() if k != Key.spatial})
+        piece.uns.pop(Key.spatial, None)
+        piece.uns.pop("spatialdata_attrs", None)
+        if label in piece.obs:
+            vals = pd.unique(piece.obs[label].astype(str))
+            own = str(vals[0]) if len(vals) == 1 else sec.library_id
+            piece.obs = piece.obs.drop(columns=label)
+        else:
+            own = sec.library_id
+        entries.append(_library_entry(sec, images=images))
+        names.append(own)
+        pieces.append(piece)
+        del sec, t, data
+        logger.debug("concat: section %d (%s), %d spots", i, own, piece.n_obs)
+    if not pieces:
+        msg = "No sections to concatenate; pass at least one SpatialData or AnnData."
+        raise ValueError(msg)
+    if keys is not None:
+        keys = [str(k) for k in keys]
+        if len(keys) != len(pieces) or len(set(keys)) != len(keys):
+            msg = f"keys= must hold {len(pieces)} unique names, one per section; got {keys!r}."
+            raise ValueError(msg)
+        names = keys
+    else:
+        names = unique_names(names)
+    uns = _common_records(pieces, names)
+    # keep the obsm entries every section holds with one width (an embedding, positions), drop the others
+    common = set(pieces[0].obsm)
+    for p in pieces[1:]:
+        common &= {k for k in p.obsm if k in pieces[0].obsm and p.obsm[k].shape[1:] == pieces[0].obsm[k].shape[1:]}
+    for p in pieces:
+        for k in [k for k in p.obsm if k not in common]:
+            del p.obsm[k]
+        p.uns.clear()
+    out = ad.concat(pieces, join=join, label=label, keys=names, index_unique="-")
+    out.obs[label] = pd.Categorical(out.obs[label].astype(str), categories=names)
+    out.uns[Key.spatial] = dict(zip(names, entries, strict=True))
+    out.uns.update(uns)
+    return out
+
+
+def _common_records(pieces: list, names: list[str]) -> dict:
+    """The stalign embedding records (``tl.embed``'s ``uns`` entries) shared by every section; refuse mixed models."""
+    from collections.abc import Mapping
+
+    def records(p) -> dict:
+        return {k: v for k, v in p.uns.items() if isinstance(v, Mapping) and "weights_fingerprint" in v and "keys" in v}
+
+    first = records(pieces[0])
+    out = {}
+    for key, rec in first.items():
+        recs = [records(p).get(key) for p in pieces]
+        if any(r is None for r in recs):
+            continue  # not every section holds this embedding: inner concat drops it
+        fps = {str(r["weights_fingerprint"]) for r in recs}
+        if len(fps) > 1:
+            which = ", ".join(f"{n}: {r.get('model')} ({str(r['weights_fingerprint'])[:12]}…)" for n, r in
+                              zip(names, recs, strict=True))  # fmt: skip
+            msg = (
+                f"uns[{key!r}]: the sections were embedded by different models ({which}); their embeddings are not "
+                "comparable. Embed every section with the same model (tl.embed(..., model=...))."
+            )
+            raise ValueError(msg)
+        out[key] = rec
+    return out

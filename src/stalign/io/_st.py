@@ -495,6 +495,14 @@ def _stahl_counts(root: Path, rep: str) -> AnnData | None:
     return None
 
 
+def stahl_replicate(replicate: str | int) -> str:
+    """The section name of a Ståhl MOB replicate (``obs["sample"]``): ``11`` → ``"11"``, ``1`` → ``"01"``."""
+    try:
+        return f"{int(str(replicate)):02d}"
+    except ValueError:
+        return str(replicate)
+
+
 def stahl_mob(replicate: str | int, *, data_dir: str | os.PathLike | None = None):
     """Load one Ståhl et al. 2016 mouse olfactory bulb replicate (legacy ST, Splotch layout).
 
@@ -533,10 +541,7 @@ def stahl_mob(replicate: str | int, *, data_dir: str | os.PathLike | None = None
     """
     root = resolve_root(data_dir)
     paths = _stahl_paths(root)
-    try:
-        rep = f"{int(str(replicate)):02d}"
-    except ValueError:
-        rep = str(replicate)
+    rep = stahl_replicate(replicate)
     img_dir, ann_dir = paths["splotch"] / "images", paths["splotch"] / "annotations"
     available = sorted({p.stem for p in img_dir.glob("*.jpg")} if img_dir.is_dir() else set())
     if rep not in available:

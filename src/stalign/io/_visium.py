@@ -390,6 +390,12 @@ def _counts_from_outs(outs: Path, dataset_id: str | None):
     return None, None
 
 
+def default_dataset_id(path: Path) -> str:
+    """The section name :func:`read_visium` gives a folder: its name, or its parent's for an ``outs`` folder."""
+    path = Path(path).expanduser()
+    return path.resolve().parent.name if path.name == "outs" else path.resolve().name
+
+
 def read_visium(
     path: str | os.PathLike,
     *,
@@ -448,7 +454,7 @@ def read_visium(
         msg = f"Space Ranger folder {str(outs)!r} does not exist; pass the `outs` folder of a Space Ranger run."
         raise FileNotFoundError(msg)
     if dataset_id is None:
-        dataset_id = outs.resolve().parent.name if outs.name == "outs" else outs.resolve().name
+        dataset_id = default_dataset_id(outs)
     spatial = outs / "spatial" if (outs / "spatial").is_dir() else outs
     pos_path = find_positions(spatial)
     if pos_path is None:

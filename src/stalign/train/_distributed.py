@@ -1,71 +1,25 @@
-"""DDP plumbing: detect ``torchrun``, initialise/destroy the process group, gather embeddings with gradients."""
+"""DDP plumbing of training: gather embeddings with gradients, mean over ranks, RNG states of every rank.
+
+Joining and leaving the process group (:func:`init_distributed`, :func:`cleanup`) is shared with cohort embedding
+and lives in :mod:`stalign._distributed`; it is re-exported here.
+"""
 
 from __future__ import annotations
-
-import logging
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-logger = logging.getLogger(__name__)
+from .._distributed import DistInfo, cleanup, init_distributed, launched_by_torchrun
 
-
-@dataclass
-class DistInfo:
-    """Where this process sits in a (possibly one-process) job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialized_here: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        """Whether this process writes checkpoints, metrics and the final model."""
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        """Whether more than one process takes part."""
-        return self.world_size > 1
-
-
-def launched_by_torchrun() -> bool:
-    """Whether the environment of ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) is present."""
-    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-
-
-def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
-    """Join the process group when started by ``torchrun`` (gloo on CPU, NCCL on CUDA).
-
-    Returns the rank information and the device this rank trains on (``cuda:LOCAL_RANK`` on CUDA).
-    """
-    if dist.is_available() and dist.is_initialized():
-        info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), False)
-    elif launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
-        if not dist.is_available():
-            msg = "Launched by torchrun but this torch build has no torch.distributed; run one process instead."
-            raise RuntimeError(msg)
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        local_rank = int(os.environ["LOCAL_RANK"])
-        if device.type == "cuda":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-        info = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, True)
-        logger.info("Joined %s process group as rank %d of %d", backend, info.rank, info.world_size)
-    else:
-        return DistInfo(), device
-    if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    return info, device
-
-
-def cleanup(info: DistInfo) -> None:
-    """Destroy the process group if :func:`init_distributed` created it."""
-    if info.initialized_here and dist.is_initialized():
-        dist.destroy_process_group()
+__all__ = [
+    "DistInfo",
+    "all_gather_with_grad",
+    "all_reduce_mean",
+    "cleanup",
+    "gather_rng_states",
+    "init_distributed",
+    "launched_by_torchrun",
+]
 
 
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
