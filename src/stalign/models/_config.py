@@ -26,6 +26,7 @@ _TINY_RESNET = {"channels": [16, 32, 64, 128], "stem_width": 16}
 #: Names of the five contrastive terms and their default weights.
 LOSS_TERMS = ("spot", "niche", "ns", "image_ns", "gene_ns")
 GENE_POOL_NORMS = ("batch", "layer", "none")
+NORM_STATISTICS = ("running", "section")
 
 
 def _normalize_genes(genes: Sequence[str]) -> list[str]:
@@ -95,12 +96,20 @@ class STAlignConfig:
         CPU/gloo DDP ranks use their own batch statistics (there is no CPU SyncBatchNorm; CUDA runs convert to
         SyncBatchNorm); for runs that must match one process exactly, use ``"layer"`` and
         ``{"norm_layer": "groupnorm1"}`` in the encoder kwargs.
+    norm_statistics
+        Statistics the BatchNorm layers of the trainable encoders use at inference: ``"running"`` (averaged over the
+        training batches) or ``"section"`` (those of the section being embedded, computed on a sample of its spots:
+        training batches come from one section each, so each batch is normalised by its own section's statistics;
+        "section" makes inference match, like AdaBN, Li et al. 2016, and removes section-wide stain and depth shifts).
     spot_gene_layers, niche_gene_layers
         Transformer layers over the gene tokens (the niche gene encoder is "MLP + transformer").
     embed_dim
         Dimension of the shared, L2-normalised embedding space.
     temperature, learn_temperature
         InfoNCE temperature (fixed, or learnable starting at this value).
+    soft_targets
+        Temperature of the expression-similarity soft targets of ``L_spot`` and ``L_niche`` (see
+        :func:`~stalign.models.contrastive_loss`); ``0``: one-hot targets.
     w_spot, w_niche, w_ns
         Weights of ``L_spot`` (spot image ↔ spot gene), ``L_niche`` (niche image ↔ niche gene) and
         ``L_NS`` (fused spot ↔ fused niche).
@@ -147,11 +156,13 @@ class STAlignConfig:
     gene_dim: int = 128
     share_gene_embedding: bool = True
     gene_pool_norm: str = "batch"
+    norm_statistics: str = "running"
     spot_gene_layers: int = 0
     niche_gene_layers: int = 1
     embed_dim: int = 128
     temperature: float = 0.1
     learn_temperature: bool = False
+    soft_targets: float = 0.0
     w_spot: float = 0.3
     w_niche: float = 0.3
     w_ns: float = 0.4
@@ -199,6 +210,9 @@ class STAlignConfig:
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             msg = "`image_mean` and `image_std` need 3 values each (RGB) and `image_std` must be positive."
             raise ValueError(msg)
+        if not (isinstance(self.soft_targets, int | float) and self.soft_targets >= 0):
+            msg = f"`soft_targets` must be >= 0 (0: one-hot targets), got {self.soft_targets!r}."
+            raise ValueError(msg)
         if not self.temperature > 0:
             msg = f"`temperature` must be > 0, got {self.temperature!r}."
             raise ValueError(msg)
@@ -214,6 +228,9 @@ class STAlignConfig:
             msg = (
                 f"`niche_radius_um` must be None (per-section default) or a positive number of micrometres, got {r!r}."
             )
+            raise ValueError(msg)
+        if self.norm_statistics not in NORM_STATISTICS:
+            msg = f"`norm_statistics` must be one of {NORM_STATISTICS}, got {self.norm_statistics!r}."
             raise ValueError(msg)
         if self.gene_pool_norm not in GENE_POOL_NORMS:
             msg = f"`gene_pool_norm` must be one of {GENE_POOL_NORMS}, got {self.gene_pool_norm!r}."

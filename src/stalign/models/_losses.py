@@ -175,13 +175,34 @@ def _directional(
     scale: torch.Tensor,
     neg: torch.Tensor | None,
     neg_mask: torch.Tensor | None,
+    target: torch.Tensor | None = None,
 ) -> torch.Tensor:
     logits = scale * (q @ cand.T)
     logits = logits.masked_fill(~cand_mask[None, :], float("-inf"))
     if neg is not None:
         nl = scale * torch.einsum("nd,nkd->nk", q, neg)
         logits = torch.cat([logits, nl.masked_fill(~neg_mask, float("-inf"))], dim=1)
-    return F.cross_entropy(logits.float(), pos)
+    if target is None:
+        return F.cross_entropy(logits.float(), pos)
+    logp = F.log_softmax(logits.float(), dim=1)
+    return -torch.where(target > 0, target * logp, torch.zeros_like(logp)).sum(dim=1).mean()
+
+
+def _soft_target(
+    anchor: torch.Tensor, cand: torch.Tensor, cand_mask: torch.Tensor, temperature: float, n_neg: int
+) -> torch.Tensor:
+    """Targets ``softmax(g_i · g_j / temperature)`` over the candidates from expression similarity (no gradient).
+
+    Spots of the same tissue share the probability mass instead of being pushed apart as negatives; hard negatives,
+    when there are any, keep a target of zero.
+    """
+    with torch.no_grad():
+        s = (anchor.float() @ cand.float().T) / temperature
+        s = s.masked_fill(~cand_mask[None, :], float("-inf"))
+        t = torch.softmax(s, dim=1)
+        if n_neg:
+            t = torch.cat([t, t.new_zeros((t.shape[0], n_neg))], dim=1)
+    return t
 
 
 def contrastive_loss(
@@ -192,6 +213,7 @@ def contrastive_loss(
     logit_scale: torch.Tensor,
     offset: int = 0,
     negatives: dict[str, torch.Tensor] | None = None,
+    soft_targets: float = 0.0,
 ) -> LossOutput:
     """Weighted sum of masked symmetric InfoNCE terms.
 
@@ -210,6 +232,10 @@ def contrastive_loss(
         Row of the first local anchor in ``gathered``.
     negatives
         Hard negatives from :func:`gather_negatives`: ``(B, K, D)`` per key and ``(B, K)`` masks.
+    soft_targets
+        Temperature of soft targets for the image ↔ gene terms (``L_spot``, ``L_niche``): each anchor's target is
+        spread over the candidates by the similarity of their gene embeddings, ``softmax(g_i · g_j / soft_targets)``
+        (no gradient through the targets); ``0`` keeps one-hot targets (InfoNCE).
 
     Returns
     -------
@@ -245,11 +271,17 @@ def contrastive_loss(
         rows = torch.nonzero(m).squeeze(1)
         pos = rows + offset
         parts = []
+        gene_key = kb if kb in _GENE_KEYS and ka in _IMAGE_KEYS else None
         for q_key, c_key in ((ka, kb), (kb, ka)):
             neg = neg_mask = None
             if negatives is not None and c_key in negatives:
                 neg = negatives[c_key][rows]
                 neg_mask = modality_mask(negatives, c_key)[rows]
+            target = None
+            if soft_targets > 0 and gene_key is not None:
+                mask = modality_mask(gathered, c_key) & modality_mask(gathered, gene_key)
+                n_neg = 0 if neg is None else neg.shape[1]
+                target = _soft_target(emb[gene_key][rows], gathered[gene_key], mask, soft_targets, n_neg)
             parts.append(
                 _directional(
                     emb[q_key][rows],
@@ -259,6 +291,7 @@ def contrastive_loss(
                     logit_scale,
                     neg,
                     neg_mask,
+                    target,
                 )
             )
         value = 0.5 * (parts[0] + parts[1])

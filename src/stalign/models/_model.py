@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal
 
 import torch
@@ -323,6 +324,52 @@ class STAlign(nn.Module):
         """Same as :meth:`embed`."""
         return self.embed(batch)
 
+    def _adaptable_norms(self) -> list[nn.Module]:
+        """BatchNorm layers of the trainable encoders (a frozen trunk keeps its own statistics)."""
+        frozen = [enc.trunk for enc in (self.spot_image_encoder, self.niche_image_encoder) if enc.freeze]
+        skip = {id(m) for t in frozen for m in t.modules()}
+        return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in skip]
+
+    @contextlib.contextmanager
+    def section_statistics(self, batches: Iterable[Mapping[str, torch.Tensor]]) -> Iterator[STAlign]:
+        """Within the block, BatchNorm layers normalise with the statistics of ``batches`` (spots of one section).
+
+        Each training batch comes from one section and is normalised by its own statistics; embedding a section with
+        statistics of its own spots (AdaBN, Li et al. 2016) makes inference match. The running statistics, the
+        momentum and the train/eval state of every layer are restored on exit, so a shared model is not modified.
+
+        Parameters
+        ----------
+        batches
+            Batch dicts (:class:`~stalign._batch.BatchKey`) of spots of the section, e.g. a random sample of them.
+
+        Yields
+        ------
+        The model, in eval mode, normalising with the section's statistics.
+        """
+        norms = self._adaptable_norms()
+        saved = [(m, {k: v.clone() for k, v in m.state_dict().items()}, m.momentum, m.training) for m in norms]
+        was_training = self.training
+        try:
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over all the batches given
+            self.eval()
+            for m in norms:
+                m.train()
+            with torch.no_grad():
+                for batch in batches:
+                    self.embed(batch)
+            for m in norms:
+                m.eval()
+            yield self
+        finally:
+            for m, state, momentum, training in saved:
+                m.load_state_dict(state)
+                m.momentum = momentum
+                m.train(training)
+            self.train(was_training)
+
     # ------------------------------------------------------------------ losses
     def loss(
         self,
@@ -388,6 +435,7 @@ class STAlign(nn.Module):
             logit_scale=self.logit_scale,
             offset=offset,
             negatives=None if negatives is None else dict(negatives),
+            soft_targets=self.config.soft_targets,
         )
 
     # ------------------------------------------------------------------ save

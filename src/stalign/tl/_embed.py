@@ -78,7 +78,7 @@ def embed_arrays(
     n = sec.table.n_obs
     out: dict[str, np.ndarray] = {}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
+    with _normalisation(model, ds, batch_size=batch_size, device=dev), torch.inference_mode(), autocast:
         for batch in track(loader, desc="embedding", total=len(ds), disable=not show_progress_bar):
             idx = batch["index"].numpy()
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
@@ -102,6 +102,35 @@ def embed_arrays(
         )
         raise FloatingPointError(msg)
     return out
+
+
+#: Spots sampled from a section to compute its normalisation statistics (``norm_statistics="section"``).
+SECTION_STATISTICS_SPOTS = 1024
+#: Below this many spots the section's own statistics are too noisy: the running statistics are used.
+MIN_SECTION_SPOTS = 32
+
+
+def _normalisation(model, ds, *, batch_size: int, device) -> contextlib.AbstractContextManager:
+    """The model's normalisation for this section: its own statistics (``norm_statistics="section"``) or running ones.
+
+    The statistics come from a fixed random sample of up to :data:`SECTION_STATISTICS_SPOTS` spots, read in batches
+    like the embedding, so they do not depend on the batch size or the order of the spots.
+    """
+    n = ds.n_spots
+    if model.config.norm_statistics != "section" or not model._adaptable_norms():
+        return contextlib.nullcontext(model)
+    if n < MIN_SECTION_SPOTS:
+        logger.info("Section of %d spots (< %d): running normalisation statistics are used.", n, MIN_SECTION_SPOTS)
+        return contextlib.nullcontext(model)
+    rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, SECTION_STATISTICS_SPOTS), replace=False))
+    # chunks of (nearly) equal size: the statistics are the plain average of the chunks' statistics
+    chunks = np.array_split(rows, -(-len(rows) // batch_size))
+
+    def batches():
+        for r in chunks:
+            yield {k: v.to(device, non_blocking=True) for k, v in ds.make_batch(0, r).items()}
+
+    return model.section_statistics(batches())
 
 
 def embed(
