@@ -135,12 +135,12 @@ def test_domains_end_to_end(dlpfc_small, tiny_model):
     sec = res["sections"][DLPFC]
     assert sec["n_domains"] == 7 and sec["smooth_um"] == 150.0 and sec["seeds"] == [0, 1]
     assert list(sec["methods"]) == [
-        "stalign", "stalign_gene", "stalign_image", "stalign_niche", "stalign_no_fusion", "random_init",
+        "stalign", "stalign_gene", "stalign_image", "stalign_niche", "stalign_image_gene", "random_init",
         "pca", "pca_niche", "squidpy",
     ]  # fmt: skip
     m = sec["methods"]
     assert m["stalign"]["use_rep"] == "X_stalign" and m["stalign_gene"]["use_rep"] == "X_stalign_gene"
-    assert m["stalign_no_fusion"]["use_rep"] == "image+gene"
+    assert m["stalign_image_gene"]["use_rep"] == "image+gene"
     assert m["stalign"]["runs"] == [["stalign", 0], ["stalign", 1]]
     assert m["pca"]["runs"] == [[None, 0], [None, 1]]
     for r in m.values():

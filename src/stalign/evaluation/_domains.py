@@ -92,7 +92,7 @@ def eval_domains(
     baselines
         Also score PCA of log-normalised expression, niche-smoothed PCA (PCA averaged over each spot's niche,
         :func:`stalign.pp.spatial_smooth` with ``radius_um=None``), squidpy image features (standardised, PCA),
-        the random-init model, and ``stalign_no_fusion`` (image and gene embeddings averaged, not fused).
+        the random-init model, and ``stalign_image_gene`` (the spot's image and gene embeddings averaged: a cross-modal fusion, the ablation of the fused spot + niche embedding).
     parts
         Also score the parts of the fused embedding (``stalign_gene``, ``stalign_image``, ``stalign_niche``) where
         the default representation is the fused one.
@@ -170,7 +170,7 @@ def eval_domains(
                                     key_added=_KEY)  # fmt: skip
                             runs.setdefault(m, []).append(((member, s), _score(lab, view.obs[_KEY])))
                 if baselines and "image" in emb.arrays and "gene" in emb.arrays:
-                    m = f"{MAIN}_no_fusion"
+                    m = f"{MAIN}_image_gene"
                     reps[m] = "image+gene"
                     X = l2_normalize(emb.arrays["image"] + emb.arrays["gene"])
                     preds = cluster(data, X, n_domains=k, smooth_um=smooth, seeds=seeds_)

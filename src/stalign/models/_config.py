@@ -112,7 +112,7 @@ class STAlignConfig:
         :func:`~stalign.models.contrastive_loss`); ``0``: one-hot targets.
     w_spot, w_niche, w_ns
         Weights of ``L_spot`` (spot image ↔ spot gene), ``L_niche`` (niche image ↔ niche gene) and
-        ``L_NS`` (fused spot ↔ fused niche).
+        ``L_NS`` (joint spot ↔ joint niche: the ABFN outputs ``f_spot`` ↔ ``f_niche``).
     w_image_ns, w_gene_ns
         Weights of the unimodal spot ↔ niche terms (image ↔ image, gene ↔ gene) that let image-only and
         expression-only sections train.

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Renamed state-dict prefixes per format version: version 1 named the ABFN heads ``fused`` and ``niche``.
+_RENAMED = {1: {"heads.fused.": "heads.joint.", "heads.niche.": "heads.niche_joint."}}
 #: Weights suffixes that ``allow_torch_load=True`` reads with ``torch.load(weights_only=True)``.
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
@@ -479,6 +481,8 @@ def _load_files(
             raise ValueError(msg) from e
     else:
         state = _torch_state(weights_path)
+    for old, new in _RENAMED.get(int(meta.get("format_version", 1)), {}).items():
+        state = {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
     expected_state = _unique_state(model)
     missing = sorted(set(expected_state) - set(state))
     unexpected = sorted(set(state) - set(expected_state))

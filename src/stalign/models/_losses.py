@@ -14,12 +14,12 @@ logger = logging.getLogger(__name__)
 TERMS: dict[str, tuple[str, str]] = {
     "spot": ("image", "gene"),  # L_spot
     "niche": ("niche_image", "niche_gene"),  # L_niche
-    "ns": ("fused", "niche"),  # L_NS
+    "ns": ("joint", "niche_joint"),  # L_NS: ABFN spot ↔ ABFN niche
     "image_ns": ("image", "niche_image"),  # unimodal spot ↔ niche, images
     "gene_ns": ("gene", "niche_gene"),  # unimodal spot ↔ niche, expression
 }
 #: embedding keys produced by :meth:`STAlign.embed`
-EMBEDDING_KEYS = ("image", "gene", "fused", "niche_image", "niche_gene", "niche")
+EMBEDDING_KEYS = ("image", "gene", "joint", "niche_image", "niche_gene", "niche_joint")
 _IMAGE_KEYS = {"image", "niche_image"}
 _GENE_KEYS = {"gene", "niche_gene"}
 

@@ -54,7 +54,7 @@ class STAlign(nn.Module):
     >>> ds = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)
     >>> batch = ds[0]
     >>> emb = model.embed(batch)
-    >>> emb["fused"].shape
+    >>> emb["joint"].shape
     torch.Size([32, 128])
     >>> out = model.loss(batch)
     >>> out.loss.backward()
@@ -105,10 +105,10 @@ class STAlign(nn.Module):
             {
                 "image": ProjectionHead(W, D),
                 "gene": ProjectionHead(W, D),
-                "fused": ProjectionHead(2 * W, D),
+                "joint": ProjectionHead(2 * W, D),
                 "niche_image": ProjectionHead(W, D),
                 "niche_gene": ProjectionHead(W, D),
-                "niche": ProjectionHead(2 * W, D),
+                "niche_joint": ProjectionHead(2 * W, D),
             }
         )
 
@@ -262,9 +262,9 @@ class STAlign(nn.Module):
         Get the tokens from :meth:`encode_image` / :meth:`encode_gene` with ``return_tokens=True``.
         """
         if level == "spot":
-            return self.heads["fused"](self.spot_fusion(image_tokens, gene_tokens))
+            return self.heads["joint"](self.spot_fusion(image_tokens, gene_tokens))
         if level == "niche":
-            return self.heads["niche"](self.niche_fusion(image_tokens, gene_tokens))
+            return self.heads["niche_joint"](self.niche_fusion(image_tokens, gene_tokens))
         msg = f"`level` must be 'spot' or 'niche', got {level!r}."
         raise ValueError(msg)
 
@@ -274,9 +274,10 @@ class STAlign(nn.Module):
         Returns
         -------
         L2-normalised ``(B, D)`` tensors for what the inputs allow: ``"image"``, ``"niche_image"`` (from
-        crops), ``"gene"``, ``"niche_gene"`` (from expression), ``"fused"``, ``"niche"`` (where both exist),
+        crops), ``"gene"``, ``"niche_gene"`` (from expression), ``"joint"``, ``"niche_joint"`` (the ABFN outputs
+        ``f_spot`` and ``f_niche``, where both modalities exist),
         plus the bool ``(B,)`` masks ``"has_image"`` and ``"has_expr"``. Rows lacking a modality are zero
-        in the tensors that need it (use the masks); the fused ones need both.
+        in the tensors that need it (use the masks); the joint ones need both.
         """
         K = BatchKey
         n = None
@@ -308,8 +309,8 @@ class STAlign(nn.Module):
         both = has_image & has_expr
         if bool(both.any()):
             for key, ti, tg, level in (
-                ("fused", "image_tokens", "gene_tokens", "spot"),
-                ("niche", "niche_image_tokens", "niche_gene_tokens", "niche"),
+                ("joint", "image_tokens", "gene_tokens", "spot"),
+                ("niche_joint", "niche_image_tokens", "niche_gene_tokens", "niche"),
             ):
                 if ti in out and tg in out:
                     out[key] = _apply_rows(

@@ -55,7 +55,7 @@ def _pick_use(data, table, use: str, *, order: tuple[str, ...], table_key: str, 
     from .._section import get_section
 
     sec = get_section(data, table_key=table_key)
-    allowed = {"image": sec.has_image, "gene": sec.has_expression, "fused": sec.has_image and sec.has_expression}
+    allowed = {"image": sec.has_image, "gene": sec.has_expression, "fused": sec.has_image or sec.has_expression}
     for name in order:
         if allowed[name]:
             return name

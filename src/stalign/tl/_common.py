@@ -138,7 +138,7 @@ def get_embedding(
     m, _ = resolve_model(model, device=device)
     arrays = embed_arrays(data, m, table_key=table_key, show_progress_bar=False, **embed_kwargs)
     if use not in arrays:
-        need = {"fused": "an image and expression", "image": "an image", "gene": "expression"}[use]
+        need = {"fused": "an image or expression", "image": "an image", "gene": "expression"}[use]
         msg = f"Cannot compute the {use} embedding: the section needs {need}."
         raise ValueError(msg)
     return arrays[use]

@@ -18,8 +18,29 @@ from ._common import DEFAULT_MODEL, SLOTS, model_record, resolve_model
 
 logger = logging.getLogger(__name__)
 
-#: model outputs kept: spot image, spot gene, fused (spot + niche, re-normalised) and fused niche
+#: What tl.embed keeps: the spot image and spot gene embeddings, the fused (spot + niche) embedding, and the joint
+#: (ABFN) niche embedding.
 _OUTPUTS = ("image", "gene", "fused", "niche")
+
+
+def fuse(emb: dict) -> dict:
+    """The outputs of :data:`_OUTPUTS` from one batch of :meth:`~stalign.models.STAlign.embed`.
+
+    ``"fused"`` is the spot's fused spot + niche embedding: its spot and niche embeddings averaged in the shared space
+    and re-normalised, from expression when the section has it (the spot's profile and its neighbourhood's), from
+    the H&E otherwise. The image and the joint (ABFN) embeddings are not averaged in: on sections the model has not
+    seen, its image ↔ expression alignment is weak, and mixing them in lowers domain quality (ablation in
+    ``MODEL_CARD.md``). ``"niche"`` is the joint ABFN niche embedding ``f_niche``.
+    """
+    import torch
+
+    out = {k: emb[k] for k in ("image", "gene") if k in emb}
+    if "niche_joint" in emb:
+        out["niche"] = emb["niche_joint"]
+    spot, niche = ("gene", "niche_gene") if "gene" in emb else ("image", "niche_image")
+    if spot in emb and niche in emb:
+        out["fused"] = torch.nn.functional.normalize(emb[spot].float() + emb[niche].float(), dim=-1)
+    return out
 
 
 def embed_arrays(
@@ -82,11 +103,7 @@ def embed_arrays(
         for batch in track(loader, desc="embedding", total=len(ds), disable=not show_progress_bar):
             idx = batch["index"].numpy()
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            emb = model.embed(batch)
-            if "fused" in emb and "niche" in emb:
-                # X_stalign: the fused spot and fused niche embeddings, averaged and re-normalised
-                f = emb["fused"].float() + emb["niche"].float()
-                emb = {**emb, "fused": torch.nn.functional.normalize(f, dim=-1)}
+            emb = fuse(model.embed(batch))
             for k in _OUTPUTS:
                 if k in emb:
                     if k not in out:
@@ -183,11 +200,14 @@ def embed(
     -------
     ``None``, or a copy of ``data`` when ``copy=True``; sets in the table:
 
-    - ``obsm[key_added]``: fused spot + niche embedding, when the section has an image and expression;
-    - ``obsm[key_added + "_image"]``: H&E-only embedding, whenever there is an image;
-    - ``obsm[key_added + "_gene"]``: expression-only embedding, whenever there is expression;
-    - ``obsm[key_added + "_niche"]``: fused niche embedding, when both modalities exist;
-    - ``uns[...]["params"]``, model name, weights sha256 and package version.
+    - ``obsm[key_added]``: the fused spot + niche embedding (each spot's own embedding and its neighbourhood's,
+      averaged: from expression when the section has it, else from the H&E; see :func:`fuse`), the default of
+      :func:`~stalign.tl.domains` and :func:`~stalign.tl.annotate`;
+    - ``obsm[key_added + "_image"]``: the spot's H&E embedding, whenever there is an image;
+    - ``obsm[key_added + "_gene"]``: the spot's expression embedding, whenever there is expression;
+    - ``obsm[key_added + "_niche"]``: the joint image + expression (ABFN) niche embedding, when both exist;
+    - ``uns[...]``: ``params``, the model name, its weights sha256 and fingerprint, the stalign version and the
+      ``keys`` written.
 
     Examples
     --------
