@@ -116,3 +116,30 @@ def test_registry_load_verifies_sha(tmp_path, model, monkeypatch):
     monkeypatch.setitem(io_mod.REGISTRY, "tiny-test", {**entry, "sha256": "f" * 64})
     with pytest.raises(ValueError, match="sha256"):
         sm.load("tiny-test", device="cpu")
+
+
+def test_format_1_weights_load_through_the_renamed_heads(tmp_path):
+    """Files written before the ABFN heads were renamed (``fused``/``niche`` → ``joint``/``niche_joint``) still load."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from stalign.models import STAlign, STAlignConfig, load, save
+    from stalign.models._io import sha256_file
+
+    torch.manual_seed(0)
+    cfg = STAlignConfig.base(
+        ["A", "B"], spot_size=16, niche_size=16, token_dim=16, n_heads=2, gene_dim=16, embed_dim=16
+    )
+    m = STAlign(cfg)
+    d = save(m, tmp_path / "m")
+    state = load_file(str(d / "model.safetensors"))
+    old = {k.replace("heads.joint.", "heads.fused.").replace("heads.niche_joint.", "heads.niche."): v
+           for k, v in state.items()}  # fmt: skip
+    save_file(old, str(d / "model.safetensors"))
+    meta = json.loads((d / "config.json").read_text())
+    meta.update(format_version=1, weights_sha256=sha256_file(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps(meta))
+    back = load(d)
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[k], v)

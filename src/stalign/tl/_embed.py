@@ -99,7 +99,7 @@ def embed_arrays(
     n = sec.table.n_obs
     out: dict[str, np.ndarray] = {}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
-    with _normalisation(model, ds, batch_size=batch_size, device=dev), torch.inference_mode(), autocast:
+    with _normalisation(model, ds, device=dev), torch.inference_mode(), autocast:
         for batch in track(loader, desc="embedding", total=len(ds), disable=not show_progress_bar):
             idx = batch["index"].numpy()
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
@@ -125,9 +125,11 @@ def embed_arrays(
 SECTION_STATISTICS_SPOTS = 1024
 #: Below this many spots the section's own statistics are too noisy: the running statistics are used.
 MIN_SECTION_SPOTS = 32
+#: Spots per forward pass of the statistics (fixed, so the statistics do not depend on ``batch_size``).
+STATISTICS_CHUNK = 256
 
 
-def _normalisation(model, ds, *, batch_size: int, device) -> contextlib.AbstractContextManager:
+def _normalisation(model, ds, *, device) -> contextlib.AbstractContextManager:
     """The model's normalisation for this section: its own statistics (``norm_statistics="section"``) or running ones.
 
     The statistics come from a fixed random sample of up to :data:`SECTION_STATISTICS_SPOTS` spots, read in batches
@@ -141,7 +143,7 @@ def _normalisation(model, ds, *, batch_size: int, device) -> contextlib.Abstract
         return contextlib.nullcontext(model)
     rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, SECTION_STATISTICS_SPOTS), replace=False))
     # chunks of (nearly) equal size: the statistics are the plain average of the chunks' statistics
-    chunks = np.array_split(rows, -(-len(rows) // batch_size))
+    chunks = np.array_split(rows, -(-len(rows) // STATISTICS_CHUNK))
 
     def batches():
         for r in chunks:
