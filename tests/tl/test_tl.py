@@ -207,7 +207,7 @@ def test_annotate_markers(embedded, tiny_model):
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-4)
     np.testing.assert_allclose(ad.obs["lab_score"], scores.max(axis=1), atol=1e-6)
     params = ad.uns["lab"]["params"]
-    assert params["use"] == "fused" and params["scores"] == "expression"
+    assert params["use"] == "gene" and params["scores"] == "expression"
     assert params["markers_not_found"] == {"WM": ["NOTAGENE1"]}
     # white matter scores follow the myelin genes
     mbp = np.asarray(ad[:, "MBP"].X.todense()).ravel()

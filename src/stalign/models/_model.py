@@ -358,9 +358,16 @@ class STAlign(nn.Module):
             self.eval()
             for m in norms:
                 m.train()
+            ids = {id(m) for m in norms}
+            image = any(id(m) in ids for e in (self.spot_image_encoder, self.niche_image_encoder) for m in e.modules())
+            gene = any(id(m) in ids for e in (self.spot_gene_encoder, self.niche_gene_encoder) for m in e.modules())
+            K = BatchKey
             with torch.no_grad():
-                for batch in batches:
-                    self.embed(batch)
+                for batch in batches:  # only the encoders that hold BatchNorm layers run
+                    if image and bool(batch[K.has_image].any()):
+                        self.encode_image(batch[K.spot_image], batch[K.niche_image], mask=batch[K.has_image])
+                    if gene and bool(batch[K.has_expr].any()):
+                        self.encode_gene(batch[K.spot_expr], batch[K.niche_expr], mask=batch[K.has_expr])
             for m in norms:
                 m.eval()
             yield self

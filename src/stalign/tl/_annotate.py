@@ -9,7 +9,8 @@ Marker mode
    image embedding and the embedding of the label's marker prompt (a pseudo-spot expressing the markers, embedded by
    the gene encoder), z-scored the same way.
 2. **Refinement over the embedding.** The scores become probabilities ``P0 = softmax(z / 0.5)``, which are spread
-   over the ``n_neighbors``-nearest-neighbour graph of the smoothed embedding (label spreading, Zhou et al. 2004):
+   over the ``n_neighbors``-nearest-neighbour graph of the smoothed spot embedding (its expression embedding, or
+   its H&E embedding on an H&E-only section; label spreading, Zhou et al. 2004):
    ``P ← (1 − α) P0 + α W P`` with ``α = propagate``. Spots whose markers are weak or noisy take the label of the
    spots their embedding resembles; ``propagate=0`` keeps the marker scores alone.
 """
@@ -205,8 +206,8 @@ def annotate(
     labels_key
         ``obs`` column of ``reference`` with the labels.
     use
-        Embedding used: ``"image"`` (H&E only), ``"gene"``, ``"fused"``; ``"auto"``: fused, else gene, else image for
-        markers; fused, else image, else gene for label transfer.
+        Embedding used: ``"image"`` (H&E only), ``"gene"``, ``"fused"``; ``"auto"``: for markers, the spot's gene
+        embedding, else (an H&E-only section) its image embedding; for label transfer, fused, else image, else gene.
     model
         Model for prompts and missing embeddings. Default: the model that computed the stored embeddings (recorded
         by :func:`~stalign.tl.embed` in ``uns``), else ``"stalign-base"``. A model other than the one that computed
@@ -270,7 +271,8 @@ def annotate(
     else:
         markers = _check_markers(markers)
     table = get_table(data, table_key=table_key)
-    order = ("fused", "gene", "image") if markers is not None else ("fused", "image", "gene")
+    # markers: the spot's own embedding (the fused one holds its niche too, a second smoothing that blurs thin layers)
+    order = ("gene", "image", "fused") if markers is not None else ("fused", "image", "gene")
     rec = embedding_record(table, embed_key)
     use_ = _pick_use(data, table, use, order=order, table_key=table_key, record=rec)
 

@@ -82,6 +82,8 @@ def embed_arrays(
         niche_px=cfg.niche_size,
         batch_size=batch_size,
         inference=True,
+        # a section small enough to be its own statistics sample is read once, for both passes
+        cache_crops=model.config.norm_statistics == "section" and sec.table.n_obs <= SECTION_STATISTICS_SPOTS,
         table_key=table_key,
         image_key=image_key,
         library_id=library_id,
