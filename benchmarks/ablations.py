@@ -1,0 +1,172 @@
+"""Ablations of the retrained `stalign-base` recipe on the development sections, each lever on vs off, in one run.
+
+    .venv/bin/python benchmarks/ablations.py --models seed0=runs/seed0/model seed1=runs/seed1/model ... \\
+        [--variant hard_targets=runs/hard/model ...] [--seeds 3]
+
+For every model it reports, on the held-out paired sections (DLPFC 151674, her2st C6, Ståhl MOB 11):
+
+- image → gene alignment: the held-out contrastive ``L_spot`` (fixed batches of 128, 3 shuffles, the model's
+  temperature) and image→gene Recall@10 as a multiple of chance;
+- zero-shot domains (ARI of a GMM with the number of labelled classes, ``--seeds`` seeds, every representation
+  smoothed over 150 µm) of the embedding's parts and of the fusion rules considered for ``X_stalign``: the spot +
+  niche expression embeddings averaged (the shipped rule), the ABFN joint spot + niche embeddings averaged (the
+  previous rule), the spot image and gene embeddings averaged, all four spot/niche parts concatenated;
+- both with the section's own normalisation statistics (the shipped inference) and with the running statistics (the
+  inference-time ablation of ``norm_statistics``).
+
+Training-time levers (gene LayerNorm vs BatchNorm, 64 vs 32 px spot crops, soft vs one-hot targets) are compared by
+passing models trained without the lever as ``--variant name=path``. Writes benchmarks/results/ablations.json/.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PAIRED = ["dlpfc:151674", "her2st:C6", "stahl_mob:11"]
+LABELLED = ["dlpfc:151674", "stahl_mob:11"]
+SMOOTH_UM = 150.0
+
+
+def l2n(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def embed_all(model, data, *, section_stats: bool) -> dict[str, np.ndarray]:
+    """Every output of ``model.embed`` for every spot, normalised like tl.embed (or with running statistics)."""
+    import contextlib
+
+    import torch
+
+    from stalign.pp import SpotDataset
+    from stalign.tl._embed import _normalisation
+
+    cfg = model.config
+    ds = SpotDataset([data], genes=cfg.genes, spot_um=cfg.spot_um, niche_um=cfg.niche_um,
+                     niche_radius_um=cfg.niche_radius_um, spot_px=cfg.spot_size, niche_px=cfg.niche_size,
+                     batch_size=256, inference=True)  # fmt: skip
+    norm = _normalisation(model, ds, device=model.device) if section_stats else contextlib.nullcontext(model)
+    out: dict[str, np.ndarray] = {}
+    with norm, torch.inference_mode():
+        for i in range(len(ds)):
+            batch = ds[i]
+            idx = batch["index"].numpy()
+            for k, v in model.embed(batch).items():
+                if v.ndim == 2:
+                    out.setdefault(k, np.zeros((ds.n_spots, v.shape[1]), np.float32))[idx] = v.float().numpy()
+    return out
+
+
+def alignment(model, E) -> dict[str, float]:
+    from stalign.evaluation import recall_at_k, spot_infonce
+
+    n = len(E["image"])
+    scale = float(model.logit_scale)
+    loss = np.mean([spot_infonce(E["image"], E["gene"], logit_scale=scale, batch_size=128, seed=s) for s in (0, 1, 2)])
+    r10 = recall_at_k(E["image"], E["gene"], ks=(10,))["R@10"]
+    return {"L_spot": float(loss), "R@10": float(r10), "R@10_x_chance": float(r10 / (10 / n))}
+
+
+def representations(E) -> dict[str, np.ndarray]:
+    reps = {k: E[k] for k in ("gene", "niche_gene", "image", "niche_image", "niche_joint") if k in E}
+    if "gene" in E and "niche_gene" in E:
+        reps["fused = avg(gene, niche gene)"] = l2n(E["gene"] + E["niche_gene"])
+    if "joint" in E and "niche_joint" in E:
+        reps["avg(joint, niche joint) [previous X_stalign]"] = l2n(E["joint"] + E["niche_joint"])
+    if "image" in E and "gene" in E:
+        reps["avg(image, gene)"] = l2n(E["image"] + E["gene"])
+        reps["concat(gene, niche gene, image, niche image)"] = np.hstack(
+            [E["gene"], E["niche_gene"], E["image"], E["niche_image"]]
+        )
+    return reps
+
+
+def domains(data, X, labels, k, seeds) -> list[float]:
+    from stalign.evaluation import clustering_scores
+    from stalign.pp import spatial_smooth
+    from stalign.tl._domains import cluster_embedding
+
+    Xs = spatial_smooth(data, X, radius_um=SMOOTH_UM)
+    return [clustering_scores(labels, cluster_embedding(Xs, n_domains=k, method="gmm", random_state=s))["ari"]
+            for s in seeds]  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", required=True, help="NAME=PATH of the shipped recipe's training seeds")
+    p.add_argument("--variant", nargs="*", default=[], help="NAME=PATH of models trained without one lever")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="ablations", help="results name under benchmarks/results/")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from _results import write_results  # benchmarks/ is on sys.path when a script runs
+
+    import stalign as sta
+    from stalign.models import load
+
+    groups = {"recipe": [m.split("=", 1) for m in args.models]}
+    for v in args.variant:
+        name, path = v.split("=", 1)
+        groups.setdefault(name, []).append((name, path))
+    seeds = list(range(args.seeds))
+    data = {s: sta.io.load(s) for s in sorted(set(PAIRED + LABELLED))}
+    results: dict = {"models": {}, "rows": []}
+    for group, members in groups.items():
+        for name, path in members:
+            model = load(path)
+            results["models"][name] = {"group": group, "path": path, "weights_sha256": model.weights_sha256}
+            for stats in (True, False):
+                inference = "section statistics" if stats else "running statistics"
+                for sec, d in data.items():
+                    E = embed_all(model, d, section_stats=stats)
+                    row = {"group": group, "model": name, "inference": inference, "section": sec}
+                    if sec in PAIRED:
+                        row.update(alignment(model, E))
+                    if sec in LABELLED:
+                        t = d.tables["table"]
+                        lab = t.obs["annotation"]
+                        k = int(lab.dropna().nunique())
+                        for rep, X in representations(E).items():
+                            row[f"ari: {rep}"] = float(np.mean(domains(d, X, lab.to_numpy(), k, seeds)))
+                    results["rows"].append(row)
+                    print(json.dumps(row), flush=True)
+    results["meta"] = {"python": platform.python_version(), "seeds": seeds, "smooth_um": SMOOTH_UM}
+    write_results(Path(args.out).stem, results, markdown(results))
+
+
+def markdown(results: dict) -> str:
+    rows = results["rows"]
+    lines = ["# Ablations of the stalign-base recipe", ""]
+    lines.append(f"Every representation smoothed over {SMOOTH_UM:g} µm; ARI = mean over clustering seeds "
+                 f"{results['meta']['seeds']}; each cell: mean ± sd over the models of the group.")  # fmt: skip
+    lines.append("")
+    keys = sorted({k for r in rows for k in r if k.startswith(("ari:", "L_spot", "R@10_x"))})
+    for inference in ("section statistics", "running statistics"):
+        lines += [f"## Inference with {inference}", ""]
+        cols = [(sec, k) for sec in sorted({r["section"] for r in rows}) for k in keys
+                if any(k in r for r in rows if r["section"] == sec)]  # fmt: skip
+        lines.append("| group | " + " | ".join(f"{sec} {k}" for sec, k in cols) + " |")
+        lines.append("|---|" + "---|" * len(cols))
+        for group in dict.fromkeys(r["group"] for r in rows):
+            cells = []
+            for sec, k in cols:
+                v = [r[k] for r in rows if r["group"] == group and r["inference"] == inference
+                     and r["section"] == sec and k in r]  # fmt: skip
+                cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f} (n={len(v)})" if v else "–")
+            lines.append(f"| {group} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
