@@ -84,11 +84,12 @@ def test_image_only_section(data_dir, tiny_model, subset):
     t = sd.tables["table"]
     assert t.n_vars == 0
     sta.tl.embed(sd, model=tiny_model, show_progress_bar=False)
-    assert "X_stalign_image" in t.obsm
-    assert "X_stalign_gene" not in t.obsm and "X_stalign" not in t.obsm
+    # the fused spot + niche embedding comes from the H&E alone; no gene or joint (image + gene) niche embedding
+    assert "X_stalign_image" in t.obsm and "X_stalign" in t.obsm
+    assert "X_stalign_gene" not in t.obsm and "X_stalign_niche" not in t.obsm
     sta.tl.domains(sd, n_domains=3)
     assert t.obs["stalign_domain"].nunique() == 3
-    assert t.uns["stalign_domain"]["params"]["use_rep"] == "X_stalign_image"
+    assert t.uns["stalign_domain"]["params"]["use_rep"] == "X_stalign"  # the fused embedding, whatever it is made of
 
 
 def test_expression_only_section(data_dir, tiny_model):
@@ -96,8 +97,8 @@ def test_expression_only_section(data_dir, tiny_model):
     t = sd.tables["table"]
     assert len(sd.images) == 0
     sta.tl.embed(sd, model=tiny_model, show_progress_bar=False)
-    assert "X_stalign_gene" in t.obsm
-    assert "X_stalign_image" not in t.obsm and "X_stalign" not in t.obsm
+    assert "X_stalign_gene" in t.obsm and "X_stalign" in t.obsm  # fused spot + niche, from expression alone
+    assert "X_stalign_image" not in t.obsm and "X_stalign_niche" not in t.obsm
 
 
 def test_no_image_no_expression_errors(data_dir, tiny_model, subset):
