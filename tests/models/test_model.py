@@ -43,8 +43,9 @@ def test_fuse_and_embed(model, batch):
     gen = model.encode_gene(batch[K.spot_expr], return_tokens=True)
     f = model.fuse(img["image_tokens"], gen["gene_tokens"])
     emb = model.embed(batch)
-    assert set(emb) == {"image", "gene", "fused", "niche_image", "niche_gene", "niche", "has_image", "has_expr"}
-    torch.testing.assert_close(emb["fused"], f)
+    keys = {"image", "gene", "joint", "niche_image", "niche_gene", "niche_joint", "has_image", "has_expr"}
+    assert set(emb) == keys
+    torch.testing.assert_close(emb["joint"], f)
     with pytest.raises(ValueError, match="level"):
         model.fuse(img["image_tokens"], gen["gene_tokens"], level="tissue")
 
@@ -60,8 +61,8 @@ def test_embed_image_only_and_mixed(model):
     mixed[K.has_expr][:3] = False
     mixed[K.has_image][5:] = False
     emb = model.embed(mixed)
-    assert (emb["fused"][[0, 1, 2, 5, 6, 7]] == 0).all()
-    assert (emb["fused"][[3, 4]].norm(dim=1) > 0.99).all()
+    assert (emb["joint"][[0, 1, 2, 5, 6, 7]] == 0).all()
+    assert (emb["joint"][[3, 4]].norm(dim=1) > 0.99).all()
     # rows are encoded independently of the masked rows (eval mode)
     full = model.embed(make_batch())
     torch.testing.assert_close(emb["image"][:5], full["image"][:5])

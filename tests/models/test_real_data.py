@@ -81,7 +81,7 @@ def test_real_section_embed_and_loss(real_batch):
     model.eval()
     with torch.no_grad():
         emb = model.embed(batch)
-        for k in ("image", "gene", "fused", "niche_image", "niche_gene", "niche"):
+        for k in ("image", "gene", "joint", "niche_image", "niche_gene", "niche_joint"):
             torch.testing.assert_close(emb[k].norm(dim=1), torch.ones(len(emb[k])))
         # zero-shot prompts: marker genes of tumour vs stroma give different gene embeddings
         prompts = torch.zeros(2, len(genes))
