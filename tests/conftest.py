@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.register_assert_rewrite("tests._bad_input")
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "agg")
 _DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -67,3 +69,11 @@ def toy_embedded(toy_adata, toy_model):
     emb = toy_adata.copy()
     sta.tl.embed(emb, model=toy_model, device="cpu", show_progress_bar=False)
     return emb
+
+
+@pytest.fixture
+def bad_input_ctx(request, tmp_path):
+    """What the bad-input cases build their inputs from (:class:`tests._bad_input.Ctx`); shared inputs load lazily."""
+    from ._bad_input import Ctx
+
+    return Ctx(request, tmp_path)

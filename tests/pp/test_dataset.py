@@ -170,14 +170,3 @@ def test_image_only_and_expression_only(sdata, genes):
     a, e = batches[0], batches[1]
     assert a[BatchKey.has_image].all() and not a[BatchKey.has_expr].any() and (a[BatchKey.spot_expr] == 0).all()
     assert e[BatchKey.has_expr].all() and not e[BatchKey.has_image].any() and (e[BatchKey.spot_image] == 0).all()
-
-
-def test_bad_arguments(sdata, genes):
-    with pytest.raises(ValueError, match="rank"):
-        SpotDataset([sdata], genes=genes, rank=2, world_size=2)
-    with pytest.raises(ValueError, match="empty"):
-        SpotDataset([], genes=genes)
-    with pytest.raises(TypeError, match="SpatialData or an AnnData"):
-        SpotDataset([np.zeros(3)], genes=genes)
-    with pytest.raises(ValueError, match="clusters"):
-        SpotDataset([sdata], genes=genes, clusters=[np.zeros(3)])

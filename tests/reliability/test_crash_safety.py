@@ -24,13 +24,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _snapshot import assert_unchanged, snapshot
-
 import stalign as sta
 from stalign import cli
 from stalign.train import _checkpoint
+
+from .._bad_input import assert_unchanged, snapshot
 
 HERE = Path(__file__).parent
 

@@ -11,7 +11,6 @@ huge) raises ValueError/TypeError with a message, never another exception, and l
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -23,11 +22,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _snapshot import assert_unchanged, snapshot
-
 import stalign as sta
+
+from .._bad_input import assert_unchanged, snapshot
 
 FUZZ = settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True
