@@ -159,8 +159,9 @@ def _bad_choice(valid):
 
 
 @pytest.fixture(scope="module")
-def fz(mob1, tiny_model, make_subset):
-    sd = make_subset(mob1, 40)
+def fz(toy_section, toy_model):
+    """The fuzzed calls' inputs: a 40-spot synthetic section (tests/_synthetic.py, no data folder), the tiny model."""
+    sd, tiny_model = toy_section(n_rows=4, n_cols=10), toy_model
     ad = sta.io.to_anndata(sd)
     emb = ad.copy()
     sta.tl.embed(emb, model=tiny_model, device="cpu", show_progress_bar=False)
