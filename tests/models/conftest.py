@@ -6,23 +6,17 @@ import torch
 from stalign._batch import BatchKey as K
 from stalign.models import STAlign, STAlignConfig
 
+from .._synthetic import toy_config
+
 GENES = [f"GENE{i}" for i in range(64)]
 
 
 def tiny_config(**overrides) -> STAlignConfig:
-    params = {
-        "spot_size": 32,
-        "niche_size": 32,
-        "spot_encoder_kwargs": {"channels": [8, 8, 16, 16], "stem_width": 8},
-        "niche_encoder_kwargs": {"channels": [8, 8, 16, 16], "stem_width": 8},
-        "n_tokens": 2,
-        "token_dim": 16,
-        "n_heads": 2,
-        "gene_dim": 16,
-        "embed_dim": 16,
-    }
-    params.update(overrides)
-    return STAlignConfig.base(GENES, **params)
+    """The tests' tiny config (:func:`tests._synthetic.toy_config`) with 32 px crops and 16-dimensional embeddings."""
+    encoder = {"channels": [8, 8, 16, 16], "stem_width": 8}
+    params = {"spot_size": 32, "niche_size": 32, "token_dim": 16, "gene_dim": 16, "embed_dim": 16}
+    params |= {"spot_encoder_kwargs": encoder, "niche_encoder_kwargs": dict(encoder)}
+    return toy_config(GENES, **{**params, **overrides})
 
 
 def make_batch(n: int = 8, *, n_genes: int = len(GENES), seed: int = 0, image=True, expr=True) -> dict:

@@ -43,7 +43,8 @@ def test_fuse_and_embed(model, batch):
     gen = model.encode_gene(batch[K.spot_expr], return_tokens=True)
     f = model.fuse(img["image_tokens"], gen["gene_tokens"])
     emb = model.embed(batch)
-    assert set(emb) == {"image", "gene", "joint", "niche_image", "niche_gene", "niche_joint", "has_image", "has_expr"}
+    keys = {"image", "gene", "joint", "niche_image", "niche_gene", "niche_joint", "has_image", "has_expr"}
+    assert set(emb) == keys
     torch.testing.assert_close(emb["joint"], f)
     with pytest.raises(ValueError, match="level"):
         model.fuse(img["image_tokens"], gen["gene_tokens"], level="tissue")

@@ -11,8 +11,9 @@ import stalign as sta
 
 
 @pytest.fixture(scope="module")
-def sdata(data_dir):
-    return sta.io.dlpfc("151673", data_dir=data_dir)
+def sdata(toy_section):
+    """The synthetic section (tests/_synthetic.py): the gallery's logic needs no real tissue."""
+    return toy_section()
 
 
 def test_gallery_both(sdata, tmp_path):

@@ -13,18 +13,20 @@ from matplotlib.colors import to_rgba
 
 import stalign as sta
 
-N_SPOTS = 300
+N_SPOTS = 60
 
 
 @pytest.fixture(scope="module")
-def sdata(data_dir):
-    """A 300-spot random subset of DLPFC 151673 (image and shapes kept)."""
-    from spatialdata import SpatialData
-
-    full = sta.io.dlpfc("151673", data_dir=data_dir)
-    t = full.tables["table"]
-    keep = np.sort(np.random.default_rng(0).choice(t.n_obs, size=N_SPOTS, replace=False))
-    return SpatialData(images=dict(full.images), shapes=dict(full.shapes), tables={"table": t[keep].copy()})
+def sdata(toy_section):
+    """The synthetic section (tests/_synthetic.py), with an ``annotation`` (its zones, every 7th spot unlabelled)."""
+    sd = toy_section()
+    obs = sd.tables["table"].obs
+    zones = obs["zone"].astype(str).to_numpy().astype(object)
+    zones[::7] = None
+    obs["annotation"] = pd.Categorical(zones, categories=["z0", "z1", "z2"])
+    obs["in_tissue"] = 1
+    assert sd.tables["table"].n_obs == N_SPOTS
+    return sd
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +76,7 @@ def test_palette_from_uns(sdata):
 
 def test_gene_continuous_into_ax(sdata):
     fig, ax = plt.subplots()
-    gene = "MBP"
+    gene = "Mbp"
     out = sta.pl.spatial(sdata, color=gene, ax=ax)
     assert out is ax
     scatters = _scatters(ax)
@@ -102,7 +104,7 @@ def test_bad_color(sdata):
 
 def test_values_predicted_genes(sdata):
     table = sdata.tables["table"]
-    names = table.obs_names[: N_SPOTS - 50]  # 50 spots without a prediction
+    names = table.obs_names[: N_SPOTS - 20]  # 20 spots without a prediction
     pred_vals = np.linspace(0.0, 1.0, len(names), dtype=np.float32)
     pred = ad.AnnData(
         X=pred_vals[::-1, None].copy(),
@@ -118,7 +120,7 @@ def test_values_predicted_genes(sdata):
     assert len(_colorbars(ax.figure)) == 1
     assert ax.get_title() == "predicted"
     with pytest.raises(KeyError, match="not a gene of `values`"):
-        sta.pl.spatial(sdata, color="MBP", values=pred)
+        sta.pl.spatial(sdata, color="Mbp", values=pred)
 
 
 def test_domains_labels_embedding(sdata):

@@ -124,8 +124,8 @@ def test_anndata_and_sdata_give_same_crops(dlpfc_sdata, data_dir, helpers):
         )
 
 
-def test_batch_read_equals_single_reads(dlpfc_sdata):
-    sec = get_section(dlpfc_sdata)
+def test_batch_read_equals_single_reads(toy_sdata):
+    sec = get_section(toy_sdata)
     order = spatial_order(sec.coords)
     xy = sec.coords[order[:40]]
     batch = read_crops(sec, xy, size_um=200, out_px=32)
@@ -177,19 +177,19 @@ def test_spatial_order_is_compact(dlpfc_sdata):
     assert ext < ext_rnd / 3
 
 
-def test_spot_and_niche_crops_store_boxes(dlpfc_sdata):
-    sdata = sta.pp.spot_crops(dlpfc_sdata, copy=True)
-    assert Key.spot_bbox not in dlpfc_sdata.tables["table"].obsm  # copy leaves the input alone
+def test_spot_and_niche_crops_store_boxes(toy_sdata):
+    sdata = sta.pp.spot_crops(toy_sdata, copy=True)
+    assert Key.spot_bbox not in toy_sdata.tables["table"].obsm  # copy leaves the input alone
     t = sdata.tables["table"]
     assert t.obsm[Key.spot_bbox].shape == (t.n_obs, 4)
     assert t.uns[Key.spot_bbox]["params"]["size_um"] == 100
-    ad = dlpfc_anndata_like(sdata)
+    ad = anndata_like(sdata)
     assert sta.pp.niche_crops(ad, key_added="nb") is None
     b = ad.obsm["nb"]
     np.testing.assert_allclose(b[:, 2] - b[:, 0], 2 * (t.obsm[Key.spot_bbox][:, 2] - t.obsm[Key.spot_bbox][:, 0]))
 
 
-def dlpfc_anndata_like(sdata):
+def anndata_like(sdata):
     sec = get_section(sdata)
     lv = sec.images[0]
     ad = AnnData(shape=(sec.table.n_obs, 0))

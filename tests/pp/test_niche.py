@@ -47,12 +47,12 @@ def test_niche_mean_equals_explicit_mean_dlpfc(dlpfc_counts):
     del table.obsm[Key.niche_expr], table.uns[Key.niche_expr]
 
 
-def test_radius_and_key_added_anndata(dlpfc_counts):
-    adata = dlpfc_counts.tables["table"].copy()
+def test_radius_and_key_added_anndata(toy_adata):
+    adata = toy_adata.copy()
     out = sta.pp.niche_expression(adata, radius_um=250, key_added="nb250", copy=True)
     assert isinstance(out, AnnData) and "nb250" not in adata.obsm
     sec = get_section(adata)
-    for i in (0, 100, 2000):
+    for i in (12, 25, 47):  # inner spots
         mean, nb = _explicit_mean(adata, sec.coords, sec.microns_per_pixel, i, 250)
         assert len(nb) > 7
         np.testing.assert_allclose(out.obsm["nb250"][i].toarray().ravel(), mean, rtol=1e-5, atol=1e-5)
@@ -62,17 +62,12 @@ def test_radius_and_key_added_anndata(dlpfc_counts):
     np.testing.assert_allclose(out0.obsm[Key.niche_expr].toarray(), adata.X.toarray())
 
 
-def test_synthetic_and_errors():
+def test_three_spots_by_hand():
     xy = np.array([[0.0, 0.0], [10.0, 0.0], [30.0, 0.0]])
     X = sparse.csr_matrix(np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]]))
     adata = AnnData(X=X, obsm={"spatial": xy}, uns={"spatial": {"s": {"scalefactors": {"microns_per_pixel": 2.0}}}})
     sta.pp.niche_expression(adata, radius_um=20)  # 10 px
     np.testing.assert_allclose(adata.obsm[Key.niche_expr].toarray(), [[2, 1], [2, 1], [5, 4]])
-    with pytest.raises(ValueError, match="radius_um"):
-        sta.pp.niche_expression(adata, radius_um=-1, key_added="bad")
-    assert "bad" not in adata.obsm
-    with pytest.raises(TypeError, match="SpatialData or an AnnData"):
-        sta.pp.niche_expression(np.zeros((3, 2)))
 
 
 @pytest.mark.parametrize("radius_um", [60.0, 110.0, 300.0])
@@ -115,9 +110,3 @@ def test_default_radius_holds_the_first_ring_on_legacy_st(data_dir, dlpfc_counts
         mean, nb = _explicit_mean(table, sec.coords, sec.microns_per_pixel, i, radius)
         np.testing.assert_allclose(table.obsm[Key.niche_expr][i].toarray().ravel(), mean, rtol=1e-5, atol=1e-6)
         assert len(nb) == sizes[i]
-
-
-@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "110", True])
-def test_bad_radius_is_refused(dlpfc_counts, bad):
-    with pytest.raises(ValueError, match="radius"):
-        sta.pp.niche_expression(dlpfc_counts, radius_um=bad, copy=True)

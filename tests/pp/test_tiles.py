@@ -178,9 +178,10 @@ def test_tiles_embed_and_cluster_image_only(data_dir):
     sta.pp.tile_tissue(sdata, spacing_um=100)
     sta.tl.embed(sdata, show_progress_bar=False)
     table = sdata.tables["table"]
-    assert {k for k in table.obsm if k.startswith("X_stalign")} == {"X_stalign_image"}
+    # H&E only: the image embedding and the fused spot + niche embedding made from it
+    assert {k for k in table.obsm if k.startswith("X_stalign")} == {"X_stalign", "X_stalign_image"}
     assert np.isfinite(table.obsm["X_stalign_image"]).all()
     with threadpool_limits(1):  # a loaded 2-core machine makes multi-threaded BLAS crawl
-        sta.tl.domains(sdata, n_domains=5)  # falls back to the image embedding
+        sta.tl.domains(sdata, n_domains=5)
     assert table.obs["stalign_domain"].nunique() == 5
-    assert table.uns["stalign_domain"]["params"]["use_rep"] == "X_stalign_image"
+    assert table.uns["stalign_domain"]["params"]["use_rep"] == "X_stalign"

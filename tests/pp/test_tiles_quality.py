@@ -51,7 +51,7 @@ def test_domains_from_tiles_match_spots(data_dir):
 
 
 def test_expression_maps_from_tiles_match_spots(data_dir):
-    from stalign.tl._common import log_normalize
+    from stalign.pp import log_normalize
 
     refs = [sta.io.her2st(s, data_dir=data_dir) for s in ("C2", "C3", "C4")]
     c5 = sta.io.her2st("C5", data_dir=data_dir)

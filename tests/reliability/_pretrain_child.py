@@ -18,8 +18,8 @@ torch.set_num_threads(1)
 import stalign as sta  # noqa: E402
 from stalign.train import _engine  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import tiny_config  # noqa: E402  (the one tiny config of these tests)
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from _synthetic import toy_config  # noqa: E402  (the one tiny config of the tests)
 
 out = sys.argv[1]
 delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
@@ -38,7 +38,7 @@ mob = sta.io.stutility_mob("MOB1")
 t = mob.tables["table"]
 keep = np.sort(np.random.default_rng(0).choice(t.n_obs, size=192, replace=False))
 section = SpatialData(images=dict(mob.images), shapes=dict(mob.shapes), tables={"table": t[keep].copy()})
-cfg = tiny_config(t.var_names[:200])
+cfg = toy_config(t.var_names[:200])
 sta.train.pretrain(
     [section], cfg, output_dir=out, epochs=2, batch_size=32, seed=3, checkpoint_every=2, device="cpu",
     show_progress_bar=False, resume=True,

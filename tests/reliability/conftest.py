@@ -1,10 +1,11 @@
-"""Shared inputs of the reliability tests: small real sections (loaded once) and a tiny random model."""
+"""Shared inputs of the reliability tests: small real sections (loaded once) and a tiny random model over MOB1 genes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+
+from .._synthetic import toy_model
 
 
 def subset_sdata(sdata, n, *, seed=0):
@@ -46,27 +47,7 @@ def mob1(data_dir):
     return sta.io.stutility_mob("MOB1", data_dir=data_dir)
 
 
-def tiny_config(genes):
-    from stalign.models import STAlignConfig
-
-    return STAlignConfig.base(
-        list(genes),
-        spot_size=16,
-        niche_size=16,
-        spot_encoder_kwargs={"channels": [8, 8, 8, 8], "stem_width": 8},
-        niche_encoder_kwargs={"channels": [8, 8, 8, 8], "stem_width": 8},
-        n_tokens=2,
-        token_dim=8,
-        n_heads=2,
-        gene_dim=8,
-        embed_dim=8,
-    )
-
-
 @pytest.fixture(scope="session")
 def tiny_model(mob1):
     """A small random-init model over 300 MOB1 genes (fast on CPU)."""
-    from stalign.models import STAlign
-
-    torch.manual_seed(0)
-    return STAlign(tiny_config(mob1.tables["table"].var_names[:300])).eval()
+    return toy_model(mob1.tables["table"].var_names[:300])

@@ -24,13 +24,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _snapshot import assert_unchanged, snapshot
-
 import stalign as sta
 from stalign import cli
 from stalign.train import _checkpoint
+
+from .._bad_input import assert_unchanged, snapshot
 
 HERE = Path(__file__).parent
 
@@ -117,8 +115,10 @@ def test_sigkilled_checkpoint_write_is_cleaned_by_the_next_save(tmp_path):
     _no_temporaries(tmp_path)
 
 
-def test_model_save_is_atomic(tmp_path, monkeypatch, tiny_model):
+def test_model_save_is_atomic(tmp_path, monkeypatch, toy_model):
     import safetensors.torch
+
+    tiny_model = toy_model
 
     d = sta.models.save(tiny_model, tmp_path / "m")
     before = snapshot(d)
@@ -150,23 +150,18 @@ def test_model_save_is_atomic(tmp_path, monkeypatch, tiny_model):
     _no_temporaries(d)
 
 
-def _section_h5ad(tmp_path, mob1, make_subset) -> Path:
-    src = tmp_path / "section.h5ad"
-    sta.io.to_anndata(make_subset(mob1, 30)).write_h5ad(src)
-    return src
-
-
 @pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
-def test_cli_output_is_atomic(tmp_path, monkeypatch, mob1, make_subset, tiny_model, suffix):
+def test_cli_output_is_atomic(tmp_path, monkeypatch, toy_section, toy_model, suffix):
     from anndata import AnnData
     from spatialdata import SpatialData
 
+    section = toy_section(n_rows=3, n_cols=10)  # 30 synthetic spots
+    src = tmp_path / f"section{suffix}"
     if suffix == ".h5ad":
-        src = _section_h5ad(tmp_path, mob1, make_subset)
+        sta.io.to_anndata(section).write_h5ad(src)
     else:
-        src = tmp_path / "section.zarr"
-        make_subset(mob1, 30).write(src)
-    model_dir = sta.models.save(tiny_model, tmp_path / "model")
+        section.write(src)
+    model_dir = sta.models.save(toy_model, tmp_path / "model")
     out = tmp_path / f"out{suffix}"
     argv = ["embed", str(src), "--model", str(model_dir), "--out", str(out), "--quiet", "--device", "cpu"]
 
@@ -192,9 +187,9 @@ def test_cli_output_is_atomic(tmp_path, monkeypatch, mob1, make_subset, tiny_mod
     _no_temporaries(tmp_path)
 
 
-def test_embed_interrupted_leaves_data_unchanged(mob1, make_subset, tiny_model, monkeypatch):
+def test_embed_interrupted_leaves_data_unchanged(toy_section, toy_model, monkeypatch):
     """An embedding that dies in its second batch writes nothing into the user's object."""
-    sd = make_subset(mob1, 40)
+    sd, tiny_model = toy_section(n_rows=4, n_cols=10), toy_model  # 40 synthetic spots
     before = snapshot(sd)
     real = tiny_model.embed
     calls = {"n": 0}

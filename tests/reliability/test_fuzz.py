@@ -11,7 +11,6 @@ huge) raises ValueError/TypeError with a message, never another exception, and l
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -23,11 +22,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _snapshot import assert_unchanged, snapshot
-
 import stalign as sta
+
+from .._bad_input import assert_unchanged, snapshot
 
 FUZZ = settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True
@@ -162,8 +159,9 @@ def _bad_choice(valid):
 
 
 @pytest.fixture(scope="module")
-def fz(mob1, tiny_model, make_subset):
-    sd = make_subset(mob1, 40)
+def fz(toy_section, toy_model):
+    """The fuzzed calls' inputs: a 40-spot synthetic section (tests/_synthetic.py, no data folder), the tiny model."""
+    sd, tiny_model = toy_section(n_rows=4, n_cols=10), toy_model
     ad = sta.io.to_anndata(sd)
     emb = ad.copy()
     sta.tl.embed(emb, model=tiny_model, device="cpu", show_progress_bar=False)

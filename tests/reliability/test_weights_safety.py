@@ -19,14 +19,14 @@ from stalign.models import STAlign, load, save
 from stalign.models import _io as mio
 from stalign.models._registry import REGISTRY
 
-from .conftest import tiny_config
+from .._synthetic import toy_config
 
 GENES = [f"GENE{i}" for i in range(40)]
 
 
 def _tiny(genes=GENES) -> STAlign:
     torch.manual_seed(0)
-    return STAlign(tiny_config(genes)).eval()
+    return STAlign(toy_config(genes)).eval()
 
 
 @pytest.fixture(scope="module")

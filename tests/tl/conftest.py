@@ -40,8 +40,3 @@ def _subset(sdata, n):
     rng = np.random.default_rng(0)
     keep = np.sort(rng.choice(t.n_obs, size=n, replace=False))
     return SpatialData(images=dict(sdata.images), shapes=dict(sdata.shapes), tables={"table": t[keep].copy()})
-
-
-@pytest.fixture
-def subset():
-    return _subset
