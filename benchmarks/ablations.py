@@ -40,8 +40,6 @@ def l2n(x):
 
 def embed_all(model, data, *, section_stats: bool) -> dict[str, np.ndarray]:
     """Every output of ``model.embed`` for every spot, normalised like tl.embed (or with running statistics)."""
-    import contextlib
-
     import torch
 
     from stalign.pp import SpotDataset
@@ -51,7 +49,9 @@ def embed_all(model, data, *, section_stats: bool) -> dict[str, np.ndarray]:
     ds = SpotDataset([data], genes=cfg.genes, spot_um=cfg.spot_um, niche_um=cfg.niche_um,
                      niche_radius_um=cfg.niche_radius_um, spot_px=cfg.spot_size, niche_px=cfg.niche_size,
                      batch_size=256, inference=True)  # fmt: skip
-    norm = _normalisation(model, ds, device=model.device) if section_stats else contextlib.nullcontext(model)
+    # the inference ablation applies to any model, whatever its config asks for
+    model.config.norm_statistics = "section" if section_stats else "running"
+    norm = _normalisation(model, ds, device=model.device)
     out: dict[str, np.ndarray] = {}
     with norm, torch.inference_mode():
         for i in range(len(ds)):
