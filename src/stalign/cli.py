@@ -238,6 +238,8 @@ def _cmd_pretrain(args) -> int:
         overrides["output_dir"] = args.output_dir
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     if args.device:
         overrides["device"] = args.device
     pretrain_from_config(args.config, **overrides)
@@ -328,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--config", required=True, help="TOML or JSON file with [data], [model], [train]")
     pre.add_argument("--output-dir", default=None)
     pre.add_argument("--epochs", type=int, default=None)
+    pre.add_argument("--seed", type=int, default=None, help="training seed (overrides the config's)")
     pre.add_argument("--device", default=None)
     pre.set_defaults(func=_cmd_pretrain)
 

@@ -27,7 +27,7 @@ REGISTRY: dict[str, RegistryEntry] = {
     "stalign-base": {
         "file": "weights/stalign-base/model.safetensors",
         "config": "weights/stalign-base/config.json",
-        "sha256": "64fe961c28d2589a8aaea7f05ecd8bcfd97ce13256a3c59c82107798493c44ee",
+        "sha256": "4c60eb1ff6a259c29d4d806647f41dc99ea7cfcf654a8de0451b8060ea77b5d9",
         "version": "0.1.0.dev0",
         "description": "STAlignConfig.base pretrained from scratch on the public sections of the shared data.",
     },
