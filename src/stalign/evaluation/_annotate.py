@@ -12,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import Key
+from .._docs import inject
 from .._section import get_section
 from .._utils import get_table
 from ..pp import gene_index, log_normalize, normalize_symbol, spatial_smooth
@@ -143,6 +144,7 @@ def _in_vocabulary(markers: Mapping[str, Sequence[str]], vocabulary: Sequence[st
     return out
 
 
+@inject
 def eval_annotate(
     sections: Any,
     *,
@@ -185,10 +187,7 @@ def eval_annotate(
         Smoothing radius (µm) of ``tl.annotate`` and of the baseline's expression; default ``tl.annotate``'s.
     seeds
         Seeds of ``tl.annotate`` (when it takes ``random_state``) and of the baseline's control genes.
-    data_dir
-        Data folder for section specs.
-    device
-        Torch device.
+    {eval_params}
 
     Returns
     -------

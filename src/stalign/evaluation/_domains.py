@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._docs import inject
 from .._section import get_section
 from .._utils import get_table, l2_normalize
 from ..pp import spatial_smooth
@@ -58,6 +59,7 @@ def _score(lab, pred) -> dict[str, float]:
     return {"ari": s["ari"], "nmi": s["nmi"]}
 
 
+@inject
 def eval_domains(
     sections: Any,
     *,
@@ -108,10 +110,7 @@ def eval_domains(
         Clustering seeds (``random_state`` of ``tl.domains``): a number (``3`` → 0, 1, 2) or a list.
     image_features
         squidpy feature groups of the image baseline (empty: no image baseline).
-    data_dir
-        Data folder for section specs.
-    device
-        Torch device.
+    {eval_params}
 
     Returns
     -------

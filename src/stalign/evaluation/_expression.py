@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._constants import Key
+from .._docs import inject
 from .._section import get_section
 from .._utils import get_table
 from ..pp import reference_hvgs
@@ -48,6 +49,7 @@ def _splits(query: list[str], reference: list[str], sections: list[str], split: 
     return out
 
 
+@inject
 def eval_genes(
     query: Any = None,
     reference: Any = None,
@@ -100,10 +102,7 @@ def eval_genes(
         squidpy feature groups of the ridge baseline.
     seeds
         Accepted for a uniform interface; prediction has no random step, so runs differ only by model.
-    data_dir
-        Data folder for section specs.
-    device
-        Torch device.
+    {eval_params}
 
     Returns
     -------

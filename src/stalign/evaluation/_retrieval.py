@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._docs import inject
 from .._utils import get_table
 from ._aggregate import merge, pooled, summarise
 from ._metrics import recall_at_k, spot_infonce
@@ -20,6 +21,7 @@ LOSS_BATCH = 128
 LOSS_TARGET = 0.85
 
 
+@inject
 def eval_retrieval(
     sections: Any,
     *,
@@ -57,10 +59,7 @@ def eval_retrieval(
         Spots per batch of ``l_spot``.
     seeds
         Shufflings of ``l_spot`` (Recall@k has no random step: its runs differ only by model).
-    data_dir
-        Data folder for section specs.
-    device
-        Torch device.
+    {eval_params}
 
     Returns
     -------

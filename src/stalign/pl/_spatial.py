@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
+from .._docs import inject
 from .._section import get_section
 from .._utils import get_table
 
@@ -59,6 +60,7 @@ def _values(data, table, color: str, *, layer: str | None, values: Any):
     raise KeyError(msg)
 
 
+@inject
 def spatial(
     data: Any,
     *,
@@ -106,18 +108,11 @@ def spatial(
         Draw the H&E image underneath.
     title
         Axes title (default ``color``).
-    figsize
-        Figure size when ``ax`` is None.
-    ax
-        Axes to draw into.
-    show
-        Show the figure (and return None).
-    return_fig
-        Return the Figure instead of the Axes.
+    {plot_params}
 
     Returns
     -------
-    The Axes, the Figure (``return_fig=True``) or None (``show=True``).
+    {plot_returns}
 
     Examples
     --------
@@ -178,6 +173,7 @@ def spatial(
     return _finish(fig, ax, show=show, return_fig=return_fig)
 
 
+@inject
 def domains(data: Any, *, key: str = Key.domain, **kwargs):
     """Spatial domains from :func:`stalign.tl.domains` over the H&E (see :func:`spatial` for options).
 
@@ -192,7 +188,7 @@ def domains(data: Any, *, key: str = Key.domain, **kwargs):
 
     Returns
     -------
-    The Axes, the Figure (``return_fig=True``) or None (``show=True``).
+    {plot_returns}
 
     Examples
     --------
@@ -205,6 +201,7 @@ def domains(data: Any, *, key: str = Key.domain, **kwargs):
     return spatial(data, color=key, **kwargs)
 
 
+@inject
 def labels(data: Any, *, key: str = Key.label, **kwargs):
     """Labels from :func:`stalign.tl.annotate` over the H&E (see :func:`spatial` for options).
 
@@ -219,7 +216,7 @@ def labels(data: Any, *, key: str = Key.label, **kwargs):
 
     Returns
     -------
-    The Axes, the Figure (``return_fig=True``) or None (``show=True``).
+    {plot_returns}
 
     Examples
     --------
@@ -232,6 +229,7 @@ def labels(data: Any, *, key: str = Key.label, **kwargs):
     return spatial(data, color=key, **kwargs)
 
 
+@inject
 def embedding(
     data: Any,
     *,
@@ -266,7 +264,7 @@ def embedding(
 
     Returns
     -------
-    The Axes, the Figure (``return_fig=True``) or None (``show=True``).
+    {plot_returns}
 
     Examples
     --------

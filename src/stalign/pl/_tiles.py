@@ -8,12 +8,14 @@ from typing import Any
 import numpy as np
 
 from .._constants import Key
+from .._docs import inject
 from .._section import get_section
 from ._spatial import _background, _finish
 
 logger = logging.getLogger(__name__)
 
 
+@inject
 def tissue_mask(
     sdata: Any,
     *,
@@ -40,18 +42,11 @@ def tissue_mask(
         Colour of the mask outline and shading.
     title
         Axes title (default: number of tiles, spacing and threshold).
-    figsize
-        Figure size when ``ax`` is None.
-    ax
-        Axes to draw into.
-    show
-        Show the figure (and return None).
-    return_fig
-        Return the Figure instead of the Axes.
+    {plot_params}
 
     Returns
     -------
-    The Axes, the Figure (``return_fig=True``) or None (``show=True``).
+    {plot_returns}
 
     Examples
     --------
