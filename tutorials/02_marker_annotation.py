@@ -1,10 +1,12 @@
 # %% [markdown]
 # # Zero-shot annotation from marker genes
 #
-# Each label is described by a few marker genes. stalign turns the markers into a pseudo-spot expression profile,
-# embeds it with the gene encoder into the aligned space and assigns every spot the closest prompt: from the spot's
-# expression embedding, or from its H&E alone (`use="image"`). No label is used for training or tuning; the manual
-# annotation only scores the result.
+# Each label is described by a few marker genes. With expression, `tl.annotate` scores every label from its markers
+# on expression averaged over 150 µm (z-scored per label, like `scanpy.tl.score_genes`), then spreads the scores over
+# the nearest-neighbour graph of the spots' smoothed embedding, so spots with weak or noisy markers follow the spots
+# they resemble. On an H&E-only section the markers become a pseudo-spot expression profile embedded by the gene
+# encoder, and each spot is scored by how close its H&E embedding is. No label is used for training or tuning; the
+# manual annotation only scores the result.
 
 # %%
 import os
@@ -49,10 +51,12 @@ fig.savefig(os.path.join(out_dir, "02_dlpfc_labels.png"), dpi=80)
 
 # %% [markdown]
 # ## HER2+ breast cancer (her2st C6): tumour vs stroma from H&E alone
-# The section's counts are not used: the prompts are matched to the H&E embedding.
+# The section's counts are dropped, as for a slide with no assay: the marker prompts are matched to the H&E
+# embedding.
 
 # %%
 c6 = sta.io.her2st("C6")
+c6.tables["table"] = c6.tables["table"][:, []].copy()  # H&E only: no genes
 sta.tl.embed(c6, show_progress_bar=False)
 tumour_markers = {
     "invasive cancer": ["ERBB2", "KRT19", "KRT8", "EPCAM"],
