@@ -36,13 +36,14 @@ SECTIONS = [
     ),
     (
         "ablations",
-        "Ablations (issue 6)",
-        "Zero-shot domains of the bundled model next to a model trained with `L_spot` as the only cross-modal term "
-        "(`recipes/ablation_spot_only.toml`, same data and steps) and two inference-time ablations of the bundled "
-        "weights: the fused spot embedding alone (`stalign_no_niche`) and image + gene embeddings averaged instead of "
-        "fused (`stalign_no_fusion`). Command: `stalign evaluate --task domains --sections dlpfc:151674 stahl_mob:11 "
-        "dlpfc:151508 dlpfc:151670 --ablation spot_only_loss=runs/ablation-spot-only/model --image-features summary "
-        "--out benchmarks/results/ablations.json`.",
+        "Ablations of the stalign-base recipe (issues 13, 14)",
+        "Each lever of `recipes/base.toml` on vs off on the development sections: the three training seeds of the "
+        "recipe, and models trained with levers switched off (`recipes/ablations/`, one seed each): one-hot instead "
+        "of soft targets; also 32 px spot crops; also per-image GroupNorm instead of BatchNorm in the image "
+        "encoders; and the previous recipe (BatchNorm on the gene side too). Each with the section's own "
+        "normalisation statistics (shipped) and with the running statistics; the fusion rules considered for "
+        "`X_stalign` side by side. Command: `bash benchmarks/seeds.sh` (or `benchmarks/ablations.py` on trained "
+        "models).",
     ),
     (
         "throughput",
