@@ -197,3 +197,17 @@ def test_predict_expression_ignores_query_counts(toy_embedded, toy_model):
     q2.obsm["X_stalign_gene"] = np.roll(q2.obsm["X_stalign_gene"], 1, axis=0)
     b = sta.tl.predict_expression(q2, r, n_top_genes=10, model=toy_model)
     np.testing.assert_allclose(a.X, b.X)
+
+
+def test_log_normalised_input_is_named(toy_adata, toy_model):
+    """Log-normalised expression where raw counts are expected is refused with the fix, the input unchanged."""
+    import scanpy as sc
+
+    ad = toy_adata.copy()
+    sc.pp.normalize_total(ad, target_sum=1e4)
+    sc.pp.log1p(ad)
+    before = ad.X.copy()
+    with pytest.raises(ValueError, match=r"look log-normalised.*layers\['counts'\]"):
+        sta.tl.embed(ad, model=toy_model, show_progress_bar=False)
+    assert (ad.X != before).nnz == 0 if hasattr(before, "nnz") else np.array_equal(ad.X, before)
+    assert "X_stalign" not in ad.obsm
