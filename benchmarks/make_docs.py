@@ -76,6 +76,12 @@ SECTIONS = [
         "tl.embed before and after the speed work",
         "The same `tl.embed` calls timed on two commits in alternating worker processes of one run.",
     ),
+    (
+        "cohort",
+        "Embedding a cohort (issue 15)",
+        "Cohort spots/s of `stalign embed SPEC... --out DIR` with 1 process vs 2 gloo processes under torchrun on the "
+        "same sections, in one run (`benchmarks/cohort.py --repeats 3`).",
+    ),
     ("profile", "Where tl.embed spends its time", "A pyinstrument profile of `tl.embed`, summarised."),
 ]
 

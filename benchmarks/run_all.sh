@@ -1,21 +1,16 @@
 #!/usr/bin/env bash
-# One command for every table of docs/benchmarks.md, from the real data (../shared/data or $STALIGN_DATA_DIR):
-#   bash benchmarks/run_all.sh            # CPU; about 30-40 min on 2 free cores (training the ablation included)
+# One command for every table of docs/benchmarks.md, from the real data ($STALIGN_DATA_DIR):
+#   bash benchmarks/run_all.sh            # CPU; about 3 h on 2 free cores (seven training runs included)
 # Each step writes benchmarks/results/<name>.{json,md}; make_docs.py then regenerates docs/benchmarks.md.
+# Timing steps (throughput, memory, slide_throughput, cohort) must not share the machine with a training run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-SECTIONS=(dlpfc:151674 stahl_mob:11 dlpfc:151508 dlpfc:151670)
-$PY benchmarks/dev_eval.py --models stalign-base --image-features summary histogram --threads 1
-# ablation: L_spot as the only cross-modal term, same data and steps as the bundled recipe (resumes if already trained)
-.venv/bin/stalign pretrain --config recipes/ablation_spot_only.toml
-.venv/bin/stalign evaluate --task domains --sections "${SECTIONS[@]}" --model stalign-base \
-  --ablation spot_only_loss=runs/ablation-spot-only/model --image-features summary \
-  --out benchmarks/results/ablations.json
-.venv/bin/stalign evaluate --task retrieval --sections dlpfc:151674 her2st:C6 stahl_mob:11 --model stalign-base \
-  --ablation spot_only_loss=runs/ablation-spot-only/model --out benchmarks/results/ablations_retrieval.json
+# three training seeds of recipes/base.toml + the ablation recipes, then dev_eval (3 seeds) and ablations
+bash benchmarks/seeds.sh
 $PY benchmarks/throughput.py
 $PY benchmarks/memory.py
 $PY benchmarks/tiles_quality.py
 $PY benchmarks/slide_throughput.py
+$PY benchmarks/cohort.py --repeats 3
 $PY benchmarks/make_docs.py
