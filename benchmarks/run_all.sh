@@ -18,4 +18,6 @@ $PY benchmarks/throughput.py
 $PY benchmarks/memory.py
 $PY benchmarks/tiles_quality.py
 $PY benchmarks/slide_throughput.py
+$PY benchmarks/ondisk.py
+$PY benchmarks/import_time.py
 $PY benchmarks/make_docs.py
