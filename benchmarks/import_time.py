@@ -7,8 +7,8 @@ Each run is a new `python -X importtime -c "import <pkg>"` process (the parent's
 scanpy alternating so that load from other jobs falls on both alike. Reported per package: the median over the runs of
 the package's cumulative import time from `-X importtime` and of the process's wall clock (interpreter start
 included), and whether torch was imported (`import stalign` must not import it: the models load torch on first use).
-When the median for stalign is above the 1.5 s target, the markdown lists the largest contributors of its median
-run: every top-level package imported on the way, by cumulative time.
+The markdown also lists the largest contributors of stalign's median run (every top-level package imported on the
+way, by cumulative time), whether or not the 1.5 s target is met: the margin is small on a shared machine.
 
 Never times beside a training run: waits while `/tmp/stalign_train.lock` exists. Writes
 benchmarks/results/import_time.json and .md.
@@ -103,20 +103,20 @@ def markdown(res: dict) -> str:
         f"**{'met' if s['import_s'] <= TARGET_S else 'not met'}**; torch imported: "
         f"**{'yes' if s['torch'] else 'no'}**.",
     ]
-    if s["import_s"] > TARGET_S:
-        lines += [
-            "",
-            "Largest contributors to the median `import stalign` run (top-level packages imported on the way, by "
-            "cumulative time; nested packages count in their importer's time too):",
-            "",
-            "| package | cumulative (s) | share of `import stalign` | nesting depth |",
-            "|---|---|---|---|",
-        ]
-        for c in s["contributors"]:
-            lines.append(
-                f"| `{c['module']}` | {c['cumulative_s']:.2f} | {100 * c['cumulative_s'] / s['import_s']:.0f} % | "
-                f"{c['depth']} |"
-            )
+    # listed whether or not the target is met: the margin is small on a shared machine
+    lines += [
+        "",
+        "Largest contributors to the median `import stalign` run (top-level packages imported on the way, by "
+        "cumulative time; nested packages count in their importer's time too):",
+        "",
+        "| package | cumulative (s) | share of `import stalign` | nesting depth |",
+        "|---|---|---|---|",
+    ]
+    for c in s["contributors"]:
+        lines.append(
+            f"| `{c['module']}` | {c['cumulative_s']:.2f} | {100 * c['cumulative_s'] / s['import_s']:.0f} % | "
+            f"{c['depth']} |"
+        )
     lines += ["", f"Command: `{m['command']}`"]
     return "\n".join(lines) + "\n"
 

@@ -20,8 +20,9 @@ with `SpatialData.write` in up to three layouts:
 Every measurement runs in a fresh subprocess: `spatialdata.read_zarr` (lazy) + `tl.embed` with the bundled
 `stalign-base` (loaded and warmed up on 300 spots of the same slide, through a cache of its own, before the clock
 starts), `--threads` torch threads, block cache on (default) and off (`CACHE_MB = 0`: the crop reader as it was before
-the cache and the derived levels), alternating, `--repeats` fresh processes each (the fastest kept: other jobs share
-the machine). Peak RSS: the high-water mark of the embedding call (reset through `/proc/self/clear_refs` just before it,
+the cache and the derived levels; up to `--nocache-max-side`, as it takes ~15 min a run at 40,960²), alternating,
+`--repeats` fresh processes each (the fastest kept: other jobs share the machine). Results are written after every
+slide, so a run cut short keeps what it measured (marked incomplete). Peak RSS: the high-water mark of the embedding call (reset through `/proc/self/clear_refs` just before it,
 machinery of benchmarks/memory.py) and the child's lifetime peak. squidpy runs in its own subprocess on the same
 spots at the finest level, as `evaluation.squidpy_features` calls it; squidpy has no lazy reader, so the level is
 loaded first (timed separately, not counted in its features-only rate).
@@ -60,10 +61,15 @@ N_GENES = 2000
 LAYOUTS = ("multiscale", "single", "single_auto")
 
 
+#: seconds spent waiting for training runs to finish
+WAITED = [0.0]
+
+
 def _wait_for_lock(what: str) -> None:
     while LOCK.exists():
         log.info("%s exists (a training run): waiting before %s", LOCK, what)
         time.sleep(120)
+        WAITED[0] += 120
 
 
 def _source(data_dir: Path) -> tuple[np.ndarray, float]:
@@ -198,6 +204,7 @@ def child_stalign(path: str, threads: int, cache: bool) -> dict:
         "lifetime_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "finite": bool(np.isfinite(table.obsm["X_stalign"]).all()),
         "embedding_file": str(out),
+        "load_average_1min_after": os.getloadavg()[0],
     }
 
 
@@ -258,10 +265,19 @@ def _ratio(on: dict, off: dict) -> str:
 
 def markdown(res: dict) -> str:
     m = res["meta"]
+    loads = [
+        x["load_average_1min_after"]
+        for r in res["runs"]
+        for x in r["stalign"].values()
+        if x.get("load_average_1min_after") is not None
+    ]
     lines = [
         f"Run {m['date']} · {m['machine']} (load average {m['load_average_at_start'][1]:.1f} at the start, "
-        f"{m['load_average_at_end'][1]:.1f} at the end, over 5 min; no training run: `{LOCK}` absent before every "
-        f"measurement) · model {m['model']} · torch threads {m['threads']}",
+        f"{m['load_average_at_end'][1]:.1f} at the end, over 5 min; 1-min load after each stalign run "
+        f"{min(loads, default=0):.1f}–{max(loads, default=0):.1f}; no training run: `{LOCK}` absent before every "
+        f"measurement, {m.get('waited_for_lock_s', 0) / 60:.0f} min spent waiting for it) · model {m['model']} · "
+        f"torch threads {m['threads']} · block cache {m['cache_mb']} MB · fastest of {m.get('repeats', 1)} fresh "
+        "processes per setting" + ("" if m.get("complete", True) else " · **incomplete run** (cut short)"),
         "",
         f"Slides: her2st C3's H&E resampled to {MPP} µm/px, mirrored copies tiled to fill the square, written with "
         "`SpatialData.write` and read back with `spatialdata.read_zarr`; Visium-like spots (55 µm, 100 µm hexagonal "
@@ -345,6 +361,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="stalign runs per setting (fresh processes, fastest kept)")
     p.add_argument("--no-cache-run", dest="nocache", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the reader with the block cache off (the code path before it)")  # fmt: skip
+    p.add_argument(
+        "--nocache-max-side",
+        type=int,
+        default=20480,
+        help="largest slide timed with the cache off too (the path before it takes ~15 min a run at 40,960²)",
+    )
     p.add_argument("--squidpy-max-side", type=int, default=20480, help="largest slide squidpy runs on (loads it whole)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--tmp", default=None, help="folder for the slides (default: a temporary folder)")
@@ -364,9 +386,29 @@ def main(argv=None) -> int:
         sys.stdout.write(json.dumps(child_squidpy(args.path, args.threads)) + "\n")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s ondisk: %(message)s")
+    import stalign as sta
+    import stalign.pp._blocks as blocks
+
     _wait_for_lock("starting")
-    load_start = os.getloadavg()
-    runs = []
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs)",
+        "load_average_at_start": os.getloadavg(),
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "model": "stalign-base",
+        "cache_mb": blocks.CACHE_MB,
+        "microns_per_pixel": MPP,
+        "source": "her2st C3 H&E JPG",
+        "stalign_version": sta.__version__,
+        "command": "python benchmarks/ondisk.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    runs: list[dict] = []
+
+    def save(complete: bool) -> Path:  # after every slide: a run cut short keeps what it measured
+        meta.update(load_average_at_end=os.getloadavg(), complete=complete, waited_for_lock_s=WAITED[0])
+        return write_results("ondisk", {"runs": runs, "meta": meta}, markdown({"runs": runs, "meta": meta}))
+
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for side in sorted(args.sizes):
             for layout in args.layouts:
@@ -376,9 +418,10 @@ def main(argv=None) -> int:
                                    *extra])  # fmt: skip
                 log.info("wrote %s: %s", path.name, file)
                 common = ["--path", str(path), "--threads", str(args.threads)]
+                settings = (1, 0) if args.nocache and side <= args.nocache_max_side else (1,)
                 reps: dict[str, list] = {}
                 for _ in range(args.repeats):  # on and off alternating: other jobs' load falls on both alike
-                    for cache in (1, 0) if args.nocache else (1,):
+                    for cache in settings:
                         _wait_for_lock("timing")
                         r = _run_child(["--child", "stalign", *common, "--cache", str(cache)])
                         reps.setdefault("cache" if cache else "nocache", []).append(r)
@@ -402,31 +445,13 @@ def main(argv=None) -> int:
                         st["cache"]["embedding_file"], ms["stalign"]["cache"]["embedding_file"]
                     )
                 runs.append(run)
+                save(complete=False)
             for f in Path(tmp).glob(f"slide_{side}_*"):
                 if f.is_dir():
                     shutil.rmtree(f)
-    import stalign as sta
-    import stalign.pp._blocks as blocks
-
-    res = {
-        "runs": runs,
-        "meta": {
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs)",
-            "load_average_at_start": load_start,
-            "load_average_at_end": os.getloadavg(),
-            "threads": args.threads,
-            "model": "stalign-base",
-            "cache_mb": blocks.CACHE_MB,
-            "microns_per_pixel": MPP,
-            "source": "her2st C3 H&E JPG",
-            "stalign_version": sta.__version__,
-            "command": "python benchmarks/ondisk.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        },
-    }
-    out = write_results("ondisk", res, markdown(res))
+    out = save(complete=True)
     log.info("wrote %s", out)
-    sys.stdout.write(markdown(res))
+    sys.stdout.write(markdown({"runs": runs, "meta": meta}))
     return 0
 
 
