@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/dev_eval.py --model stalign-base
     .venv/bin/python benchmarks/throughput.py                  # (+ --device cuda --tag gpu on a GPU machine)
     .venv/bin/python benchmarks/memory.py
+    .venv/bin/python benchmarks/ondisk.py
+    .venv/bin/python benchmarks/import_time.py
     .venv/bin/python benchmarks/embed_before_after.py --before <commit>
     .venv/bin/python benchmarks/make_docs.py
 
@@ -70,6 +72,18 @@ SECTIONS = [
         "`io.read_image` + `pp.tile_tissue` + `tl.embed` on pyramidal OME-TIFFs of real H&E of growing size, next to "
         'squidpy `calculate_image_features(features="summary")` on the same tiles. Command: '
         "`python benchmarks/slide_throughput.py`.",
+    ),
+    (
+        "ondisk",
+        "On-disk slides: multiscale and single-scale zarr (issue 12)",
+        "`tl.embed` on real H&E written as SpatialData zarr and read back lazily with `spatialdata.read_zarr`, "
+        "multiscale and single-scale, with the crop reader's block cache on and off (the code path before it), next "
+        'to squidpy `calculate_image_features(features="summary")` on the same spots from the same zarr, in one run.',
+    ),
+    (
+        "import_time",
+        "Import time",
+        "`import stalign` vs `import scanpy` in fresh interpreters (`python -X importtime`), alternating, in one run.",
     ),
     (
         "embed_before_after",

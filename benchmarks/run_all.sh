@@ -13,4 +13,6 @@ $PY benchmarks/memory.py
 $PY benchmarks/tiles_quality.py
 $PY benchmarks/slide_throughput.py
 $PY benchmarks/cohort.py --repeats 3
+$PY benchmarks/ondisk.py
+$PY benchmarks/import_time.py
 $PY benchmarks/make_docs.py

@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     import stalign as sta
-    from stalign._utils import data_dir
+    from stalign.io._common import resolve_root as data_dir
 
     root = data_dir(args.data_dir)
     t0 = time.perf_counter()

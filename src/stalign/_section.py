@@ -106,7 +106,11 @@ class ImageLevel:
 
 @dataclass
 class Section:
-    """A read-only view of one section: table, spot centres, geometry and image levels (finest first)."""
+    """A read-only view of one section: table, spot centres, geometry and image levels (finest first).
+
+    ``block_cache`` holds the decoded image blocks that crop reads reuse (:class:`stalign.pp._blocks.BlockCache`,
+    created on first read; a :class:`~stalign.pp.SpotDataset` gives its sections one shared cache).
+    """
 
     table: AnnData
     library_id: str
@@ -114,6 +118,7 @@ class Section:
     microns_per_pixel: float  # µm per full-resolution px
     spot_diameter_fullres: float
     images: list[ImageLevel] = field(default_factory=list)
+    block_cache: Any = field(default=None, repr=False, compare=False)
 
     @property
     def has_image(self) -> bool:

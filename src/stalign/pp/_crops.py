@@ -5,7 +5,9 @@ Geometry
 A crop of side ``size_um`` centred on a spot covers ``size_um / microns_per_pixel`` full-resolution pixels. To
 produce an ``out_px`` crop, the coarsest pyramid level that is at least as fine as ``size_um / out_px`` µm/px is
 read (:meth:`stalign._section.Section.level_for`), so a 100 µm crop covers the same tissue on a 0.25 µm/px scan,
-a hires PNG and a 12 µm/px lowres PNG alike.
+a hires PNG and a 12 µm/px lowres PNG alike. A lazy (e.g. zarr-backed) level is read through a bounded cache of
+decoded blocks, and when it is 2× or more finer than the crop needs (a single-scale slide), through a factor-2 level
+derived from it block by block (:mod:`stalign.pp._blocks`).
 
 Coordinates are continuous pixel coordinates: pixel ``i`` covers ``[i, i + 1)`` and its centre is ``i + 0.5``;
 boxes are ``(x0, y0, x1, y1)``.
@@ -31,6 +33,7 @@ from .._constants import NICHE_UM, SPOT_UM, Key
 from .._section import ImageLevel, Section, get_section
 from .._utils import save_data
 from .._validators import check_key
+from ._blocks import LevelReader, level_reader
 
 logger = logging.getLogger(__name__)
 
@@ -101,20 +104,6 @@ def inside_fraction(section: Section, boxes_full: np.ndarray) -> np.ndarray:
     ih = np.clip(np.minimum(boxes_full[:, 3], H) - np.maximum(boxes_full[:, 1], 0), 0, None)
     area = (boxes_full[:, 2] - boxes_full[:, 0]) * (boxes_full[:, 3] - boxes_full[:, 1])
     return (iw * ih / area).astype(np.float32)
-
-
-def _read_windows(level: ImageLevel, windows: Sequence[tuple[int, int, int, int]]) -> list[np.ndarray]:
-    """``(3, y1-y0, x1-x0)`` uint8 RGB of windows ``(x0, y0, x1, y1)`` that lie inside the level.
-
-    A lazy (dask) level is read with one synchronous ``dask.compute`` for all windows: building and running a dask
-    graph costs milliseconds, which dominated reading the many small windows of a sparse legacy-ST grid.
-    """
-    slices = [level.data[:3, y0:y1, x0:x1] for x0, y0, x1, y1 in windows]
-    if any(hasattr(a, "compute") for a in slices):
-        import dask
-
-        slices = dask.compute(*slices, scheduler="synchronous")
-    return [np.asarray(a).astype(np.uint8, copy=False) for a in slices]
 
 
 def _supersample(boxes: np.ndarray, out_px: int) -> np.ndarray:
@@ -203,9 +192,9 @@ def _sample_patches(
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def _plan_windows(level: ImageLevel, boxes: np.ndarray, rows: np.ndarray, plan: list) -> None:
+def _plan_windows(shape: tuple[int, int], boxes: np.ndarray, rows: np.ndarray, plan: list) -> None:
     """Append ``(rows, (x0, y0, x1, y1))`` windows covering ``boxes[rows]`` (all of one size class) to ``plan``."""
-    h, w = level.shape
+    h, w = shape
     b = boxes[rows]
     x0 = min(max(math.floor(b[:, 0].min()) - 1, 0), w - 1)
     y0 = min(max(math.floor(b[:, 1].min()) - 1, 0), h - 1)
@@ -219,34 +208,34 @@ def _plan_windows(level: ImageLevel, boxes: np.ndarray, rows: np.ndarray, plan: 
         axis = 0 if (x1 - x0) >= (y1 - y0) else 1
         order = np.argsort(b[:, axis] + b[:, axis + 2], kind="stable")
         half = len(order) // 2
-        _plan_windows(level, boxes, rows[order[:half]], plan)
-        _plan_windows(level, boxes, rows[order[half:]], plan)
+        _plan_windows(shape, boxes, rows[order[:half]], plan)
+        _plan_windows(shape, boxes, rows[order[half:]], plan)
         return
     # the window holds every in-image pixel the boxes touch; taps outside the image carry weight 0
     plan.append((rows, (x0, y0, x1, y1)))
 
 
-def _resample(level: ImageLevel, boxes: np.ndarray, out_px: int) -> np.ndarray:
+def _resample(reader: LevelReader, boxes: np.ndarray, out_px: int) -> np.ndarray:
     """Crops ``(n, 3, out_px, out_px)`` uint8 of level-pixel ``boxes``, read through compact windows.
 
     Each crop is a fixed linear function of the level's pixels under its box (:func:`_axis_weights`), so it is
     identical whatever batch, window or worker reads it. Windows are read in groups of at most
-    :data:`MAX_WINDOW_PX` pixels (one ``dask.compute`` per group).
+    :data:`MAX_WINDOW_PX` pixels (one :meth:`LevelReader.read` per group).
     """
     out = np.empty((len(boxes), 3, out_px, out_px), dtype=np.uint8)
     plan: list = []
     size_class = _taps(boxes) * 1000 + _supersample(boxes, out_px)
     for c in np.unique(size_class):  # boxes of different sizes: windows per size class
-        _plan_windows(level, boxes, np.flatnonzero(size_class == c), plan)
+        _plan_windows(reader.shape, boxes, np.flatnonzero(size_class == c), plan)
     a = 0
     while a < len(plan):
         z, px = a, 0
         while z < len(plan) and (z == a or px + _area(plan[z][1]) <= MAX_WINDOW_PX):
             px += _area(plan[z][1])
             z += 1
-        wins = _read_windows(level, [win for _, win in plan[a:z]])
+        wins = reader.read([win for _, win in plan[a:z]])
         for (rows, (x0, y0, _, _)), win in zip(plan[a:z], wins, strict=True):
-            out[rows] = _sample_patches(win, (x0, y0), boxes[rows], out_px, level.shape)
+            out[rows] = _sample_patches(win, (x0, y0), boxes[rows], out_px, reader.shape)
         a = z
     return out
 
@@ -266,8 +255,9 @@ def read_crops(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Read square crops of side ``size_um`` centred on ``centers_fullres``, resampled to ``out_px`` pixels.
 
-    One window (the union of the batch's boxes, on the level chosen by :meth:`Section.level_for`) is read and all
-    crops are resampled from it: bilinear, ``k x k`` samples per output pixel averaged when downsampling (as
+    One window (the union of the batch's boxes, on the level chosen by :meth:`Section.level_for`, or on a factor-2
+    level derived from a lazy one that is 2× or more finer than needed) is read and all crops are resampled from it:
+    bilinear, ``k x k`` samples per output pixel averaged when downsampling (as
     :func:`torchvision.ops.roi_align` with an adaptive sampling ratio), applied as separable weight matrices
     computed in the level's absolute pixel coordinates. A crop therefore does not depend on which other spots share
     its batch or window (same bytes for any batch size or worker). Pass spatially compact batches (see
@@ -312,7 +302,8 @@ def read_crops(
     if len(centres) == 0:
         crops = np.zeros((0, 3, out_px, out_px), dtype=np.uint8)
     else:
-        crops = _resample(level, bfull / level.fullres_per_px, out_px)
+        reader = level_reader(section, level, fullres_per_out_px=size_um / out_px / section.microns_per_pixel)
+        crops = _resample(reader, bfull / reader.fullres_per_px, out_px)
     if return_inside:
         return crops, inside_fraction(section, bfull)
     return crops

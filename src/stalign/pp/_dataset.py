@@ -21,6 +21,7 @@ from .._batch import BatchKey
 from .._constants import NICHE_UM, SPOT_UM, Key
 from .._genes import gene_index
 from .._section import Section, get_section
+from ._blocks import BlockCache
 from ._crops import DEFAULT_PX, _check_size, check_centres_on_image, read_crops, spatial_order
 from ._niche import _check_radius, niche_counts
 from ._normalize import log_normalize
@@ -282,10 +283,15 @@ class SpotDataset(torch.utils.data.Dataset):
                     use_expr=use_expr,
                 )  # fmt: skip
             )
+        # one bounded cache of decoded image blocks for all sections: memory does not grow with their number
+        self._block_cache = BlockCache()
+        for p in self._sections:
+            p.section.block_cache = self._block_cache
         self._cells = [self._cell(p) for p in self._sections]
         if cache_crops:
             for p, cell in zip(self._sections, self._cells, strict=True):
                 self._fill_cache(p, cell)
+            self._block_cache.clear()  # every crop is in memory now: the decoded blocks are not read again
         self.epoch = 0
         self.start = 0
         self._plan_cache: tuple[int, list] | None = None
