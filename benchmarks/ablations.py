@@ -104,7 +104,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="ablations", help="results name under benchmarks/results/")
+    p.add_argument("--resume", help="log of an interrupted run (its JSON rows are kept and not recomputed)")
     args = p.parse_args()
+    done = _rows_of(args.resume) if args.resume else []
 
     import torch
 
@@ -121,6 +123,8 @@ def main() -> None:
     seeds = list(range(args.seeds))
     data = {s: sta.io.load(s) for s in sorted(set(PAIRED + LABELLED))}
     results: dict = {"models": {}, "rows": []}
+    key = lambda r: (r["model"], r["inference"], r["section"])  # noqa: E731
+    kept = {key(r): r for r in done}
     for group, members in groups.items():
         for name, path in members:
             model = load(path)
@@ -128,8 +132,11 @@ def main() -> None:
             for stats in (True, False):
                 inference = "section statistics" if stats else "running statistics"
                 for sec, d in data.items():
-                    E = embed_all(model, d, section_stats=stats)
                     row = {"group": group, "model": name, "inference": inference, "section": sec}
+                    if key(row) in kept:
+                        results["rows"].append(kept[key(row)])
+                        continue
+                    E = embed_all(model, d, section_stats=stats)
                     if sec in PAIRED:
                         row.update(alignment(model, E))
                     if sec in LABELLED:
@@ -142,6 +149,18 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
     results["meta"] = {"python": platform.python_version(), "seeds": seeds, "smooth_um": SMOOTH_UM}
     write_results(Path(args.out).stem, results, markdown(results))
+
+
+def _rows_of(log: str) -> list[dict]:
+    """The JSON rows an earlier run printed to ``log`` (other lines are skipped)."""
+    rows = []
+    for line in Path(log).read_text().splitlines():
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a row cut off when the run was stopped
+                continue
+    return rows
 
 
 def markdown(results: dict) -> str:
