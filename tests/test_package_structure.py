@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import pathlib
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_numpydoc(func):
 
 
 def test_no_print_in_library():
-    import pathlib
+
     import re
 
     root = pathlib.Path(stalign.__file__).parent
@@ -141,7 +142,6 @@ def _is_module(name: str) -> bool:
 
 
 def _modules():
-    import pathlib
 
     root = pathlib.Path(stalign.__file__).parent
     for p in sorted(root.rglob("*.py")):
@@ -181,3 +181,28 @@ def test_core_modules_import_no_torch_at_module_level():
     code = "import sys, stalign; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def _stalign_imports(path: pathlib.Path) -> list[tuple[str, str]]:
+    """``(module, name)`` of every ``from stalign... import name`` in a script, at any depth."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "stalign":
+            found += [(node.module, alias.name) for alias in node.names]
+    return found
+
+
+@pytest.mark.parametrize(
+    "script", sorted((pathlib.Path(__file__).parents[1] / "benchmarks").glob("*.py")), ids=lambda p: p.name
+)
+def test_benchmark_scripts_import_existing_names(script):
+    """Benchmarks reach into stalign's modules; a name moved by a refactor must fail here, not hours into a run."""
+    import importlib
+
+    missing = []
+    for module, name in _stalign_imports(script):
+        if not hasattr(importlib.import_module(module), name):
+            missing.append(f"{module}.{name}")
+    assert not missing, f"{script.name} imports names that no longer exist: {missing}"
