@@ -15,3 +15,31 @@ def write_results(stem: str, res: dict, markdown: str) -> Path:
     out.write_text(json.dumps(res, indent=1))
     out.with_suffix(".md").write_text(markdown.rstrip("\n") + "\n")
     return out
+
+
+def time_squidpy_summary(sec, threads: int) -> dict:
+    """squidpy's ``summary`` image features on ``sec``'s spots, 100 µm crops from the finest level, timed.
+
+    Returns the spot count, the seconds spent loading the finest level (squidpy needs it whole in memory), the
+    seconds of ``calculate_image_features`` and the process's lifetime peak RSS (MB).
+    """
+    import resource
+    import time
+    import warnings
+
+    import squidpy as sq
+    import torch
+
+    from stalign.evaluation._baselines import _squidpy_inputs
+
+    t0 = time.perf_counter()
+    cont, tmp, lib = _squidpy_inputs(sec, size_um=100.0, level="finest")
+    t1 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.set_num_threads(threads)
+        sq.im.calculate_image_features(tmp, cont, layer="image", library_id=lib, features=["summary"], copy=True,
+                                       n_jobs=1, show_progress_bar=False)  # fmt: skip
+    t2 = time.perf_counter()
+    return {"n": int(tmp.n_obs), "load_s": t1 - t0, "features_s": t2 - t1,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip

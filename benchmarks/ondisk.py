@@ -209,33 +209,21 @@ def child_stalign(path: str, threads: int, cache: bool) -> dict:
 
 
 def child_squidpy(path: str, threads: int) -> dict:
-    import warnings
 
     import spatialdata
-    import squidpy as sq
-    import torch
+    from _results import time_squidpy_summary
 
     from stalign._section import get_section
-    from stalign.evaluation._baselines import _squidpy_inputs
 
     sdata = spatialdata.read_zarr(path)
-    sec = get_section(sdata)
-    t0 = time.perf_counter()
-    cont, tmp, lib = _squidpy_inputs(sec, size_um=100.0, level="finest")
-    t1 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.set_num_threads(threads)
-        sq.im.calculate_image_features(tmp, cont, layer="image", library_id=lib, features=["summary"], copy=True,
-                                       n_jobs=1, show_progress_bar=False)  # fmt: skip
-    t2 = time.perf_counter()
+    t = time_squidpy_summary(get_section(sdata), threads)
     return {
-        "n_spots": int(tmp.n_obs),
-        "load_finest_level_s": t1 - t0,
-        "features_s": t2 - t1,
-        "spots_per_s": tmp.n_obs / (t2 - t1),
-        "spots_per_s_with_load": tmp.n_obs / (t2 - t0),
-        "lifetime_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "n_spots": t["n"],
+        "load_finest_level_s": t["load_s"],
+        "features_s": t["features_s"],
+        "spots_per_s": t["n"] / t["features_s"],
+        "spots_per_s_with_load": t["n"] / (t["load_s"] + t["features_s"]),
+        "lifetime_peak_rss_mb": t["peak_rss_mb"],
     }
 
 

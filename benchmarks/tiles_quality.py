@@ -91,8 +91,7 @@ def mob_section(rep: str, root: Path, args) -> dict:
 def her2st_c5(root: Path, args) -> dict:
     import stalign as sta
     from stalign.evaluation import expression_scores
-    from stalign.pp import reference_hvgs
-    from stalign.pp import log_normalize
+    from stalign.pp import log_normalize, reference_hvgs
 
     refs = [sta.io.her2st(s, data_dir=root) for s in ("C2", "C3", "C4")]
     c5 = sta.io.her2st("C5", data_dir=root)
