@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The retrained stalign-base, end to end: three training seeds of recipes/base.toml (about 15 min each on 2 CPU
+# The retrained stalign-base, end to end: three training seeds of recipes/base.toml (8-11 min each on 2 CPU
 # cores), then the development evaluation over the three (every quality number a mean over training seeds x
 # clustering seeds, with its "Done when" table) and the ablations of the recipe's levers.
 #   bash benchmarks/seeds.sh            # writes benchmarks/results/dev_eval.{json,md} and ablations.{json,md}
