@@ -78,7 +78,7 @@ def test_embed_image_file_tiles_and_writes_zarr(data_dir, tmp_path, capsys):
     back = sd.read_zarr(out)
     table = back.tables["table"]
     assert table.n_vars == 0 and table.n_obs > 500
-    assert table.obsm["X_stalign_image"].shape == table.obsm["X_stalign"].shape == (table.n_obs, 128)  # H&E spot + niche
+    assert table.obsm["X_stalign_image"].shape == table.obsm["X_stalign"].shape == (table.n_obs, 128)
     assert table.obs["stalign_domain"].nunique() == 4
     assert back.attrs["stalign"]["microns_per_pixel"] == pytest.approx(16.09, rel=1e-3)
     assert "(tiles every 200 µm)" in capsys.readouterr().out

@@ -362,3 +362,21 @@ def test_cli_evaluate(tiny_model, dlpfc_small, tmp_path, capsys):
     assert methods["stalign"]["runs"]["l_spot"] == [["stalign", 0], ["stalign", 1]]
     assert main(["evaluate", "--task", "domains", "--model", str(path)]) == 2  # no sections: clear error
     assert "sections=" in capsys.readouterr().err
+
+
+def test_write_results_undefined_metric_is_null_not_nan(tmp_path):
+    """A constant prediction has no Pearson r: the JSON holds null (standard JSON) and the markdown shows "–"."""
+    truth = np.array([[1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
+    undefined = ev.expression_scores(np.ones_like(truth), truth)
+    assert np.isnan(undefined["pearson"])
+    res = {"task": "genes", "sections": {"s": {"methods": {"ref_mean": undefined}}}, "values": np.array([np.nan, 1.0])}
+    path, md = ev.write_results(res, tmp_path / "r.json")
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    back = json.loads(path.read_text(), parse_constant=refuse)
+    assert back["sections"]["s"]["methods"]["ref_mean"]["pearson"] is None
+    assert back["values"] == [None, 1.0]
+    assert "nan" not in md.read_text().lower()
+    assert np.isnan(undefined["pearson"])  # the caller's dict is left unchanged

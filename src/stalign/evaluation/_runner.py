@@ -204,11 +204,29 @@ def write_results(results: Mapping, out: str | os.PathLike) -> tuple[Path, Path]
     if not path.parent.exists():
         msg = f"Output folder {str(path.parent)!r} does not exist; create it first."
         raise FileNotFoundError(msg)
-    path.write_text(json.dumps(results, indent=1, default=_json_default))
+    results = _finite_or_none(results)
+    path.write_text(json.dumps(results, indent=1, default=_json_default, allow_nan=False))
     md = path.with_suffix(".md")
     md.write_text(format_markdown(results))
     logger.info("Wrote %s and %s", path, md)
     return path, md
+
+
+def _finite_or_none(o: Any) -> Any:
+    """``o`` with every non-finite float as ``None``.
+
+    An undefined metric (e.g. the Pearson r of a constant prediction) becomes ``null`` in the JSON, which stays
+    standard, and "–" in the markdown.
+    """
+    if isinstance(o, np.ndarray):
+        o = o.tolist()
+    if isinstance(o, Mapping):
+        return {k: _finite_or_none(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite_or_none(v) for v in o]
+    if isinstance(o, float | np.floating) and not np.isfinite(o):
+        return None
+    return o
 
 
 def _json_default(o: Any):
