@@ -17,11 +17,12 @@ def write_results(stem: str, res: dict, markdown: str) -> Path:
     return out
 
 
-def time_squidpy_summary(sec, threads: int) -> dict:
+def time_squidpy_summary(sec, threads: int, unit: str = "spots") -> dict:
     """squidpy's ``summary`` image features on ``sec``'s spots, 100 µm crops from the finest level, timed.
 
-    Returns the spot count, the seconds spent loading the finest level (squidpy needs it whole in memory), the
-    seconds of ``calculate_image_features`` and the process's lifetime peak RSS (MB).
+    Returns ``n_<unit>``, the seconds spent loading the finest level (squidpy needs it whole in memory) and in
+    ``calculate_image_features``, the rates ``<unit>_per_s`` (features only) and ``<unit>_per_s_with_load``, and the
+    process's lifetime peak RSS (MB).
     """
     import resource
     import time
@@ -41,5 +42,11 @@ def time_squidpy_summary(sec, threads: int) -> dict:
         sq.im.calculate_image_features(tmp, cont, layer="image", library_id=lib, features=["summary"], copy=True,
                                        n_jobs=1, show_progress_bar=False)  # fmt: skip
     t2 = time.perf_counter()
-    return {"n": int(tmp.n_obs), "load_s": t1 - t0, "features_s": t2 - t1,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+    return {
+        f"n_{unit}": int(tmp.n_obs),
+        "load_finest_level_s": t1 - t0,
+        "features_s": t2 - t1,
+        f"{unit}_per_s": tmp.n_obs / (t2 - t1),
+        f"{unit}_per_s_with_load": tmp.n_obs / (t2 - t0),
+        "lifetime_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }

@@ -216,15 +216,7 @@ def child_squidpy(path: str, threads: int) -> dict:
     from stalign._section import get_section
 
     sdata = spatialdata.read_zarr(path)
-    t = time_squidpy_summary(get_section(sdata), threads)
-    return {
-        "n_spots": t["n"],
-        "load_finest_level_s": t["load_s"],
-        "features_s": t["features_s"],
-        "spots_per_s": t["n"] / t["features_s"],
-        "spots_per_s_with_load": t["n"] / (t["load_s"] + t["features_s"]),
-        "lifetime_peak_rss_mb": t["peak_rss_mb"],
-    }
+    return time_squidpy_summary(get_section(sdata), threads, unit="spots")
 
 
 def _run_child(args_list: list[str]) -> dict:

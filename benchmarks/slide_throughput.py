@@ -186,15 +186,7 @@ def child_squidpy(path: str, n_sub: int, threads: int) -> dict:
         sdata.tables["table"] = table[keep].copy()
     from _results import time_squidpy_summary
 
-    t = time_squidpy_summary(get_section(sdata), threads)
-    return {
-        "n_tiles": t["n"],
-        "load_finest_level_s": t["load_s"],
-        "features_s": t["features_s"],
-        "tiles_per_s": t["n"] / t["features_s"],
-        "tiles_per_s_with_load": t["n"] / (t["load_s"] + t["features_s"]),
-        "lifetime_peak_rss_mb": t["peak_rss_mb"],
-    }
+    return time_squidpy_summary(get_section(sdata), threads, unit="tiles")
 
 
 def _run_child(args_list: list[str], env: dict | None = None) -> dict:
