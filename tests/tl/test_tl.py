@@ -211,3 +211,66 @@ def test_log_normalised_input_is_named(toy_adata, toy_model):
         sta.tl.embed(ad, model=toy_model, show_progress_bar=False)
     assert (ad.X != before).nnz == 0 if hasattr(before, "nnz") else np.array_equal(ad.X, before)
     assert "X_stalign" not in ad.obsm
+
+
+def _finetuned(model):
+    """``model`` with its weights changed in memory, as after fine-tuning (recorded as ``"custom"``)."""
+    import torch
+
+    ft = _copy.deepcopy(model)
+    with torch.no_grad():
+        next(ft.parameters()).add_(0.01)
+    return ft
+
+
+MARKERS = {"glia": ["Mbp", "Plp1"], "neuron": ["Snap25", "Gad1"]}
+
+
+def test_annotate_and_predict_use_the_model_that_embedded_or_raise(toy_adata, toy_model):
+    """Issue 12: after tl.embed(model=<fine-tuned>), the analysis uses that model's embeddings, or raises."""
+    ft = _finetuned(toy_model)
+    ad = toy_adata.copy()
+    sta.tl.embed(ad, model=ft, device="cpu", show_progress_bar=False)
+    assert ad.uns["stalign"]["model"] == "custom"
+
+    # another model passed: refused, the object left as it was
+    snap = snapshot(ad)
+    with pytest.raises(ValueError, match="is not the model the stored embeddings were computed with"):
+        sta.tl.annotate(ad, markers=MARKERS, model=toy_model)
+    with pytest.raises(ValueError, match="is not the model the stored embeddings were computed with"):
+        sta.tl.predict_expression(ad[:20].copy(), ad[20:].copy(), n_top_genes=5, model=toy_model)
+    assert_unchanged(snap, ad)
+
+    # the fine-tuned model passed again, or no model where the stored embeddings suffice: the stored ones are used
+    a, b = ad.copy(), ad.copy()
+    sta.tl.annotate(a, markers=MARKERS, model=ft)
+    sta.tl.annotate(b, markers=MARKERS)
+    pd.testing.assert_frame_equal(a.obsm["stalign_label_scores"], b.obsm["stalign_label_scores"])
+    q, r = ad[:20].copy(), ad[20:].copy()
+    np.testing.assert_allclose(
+        sta.tl.predict_expression(q, r, n_top_genes=5, model=ft).X, sta.tl.predict_expression(q, r, n_top_genes=5).X
+    )
+
+
+def test_he_only_annotate_needs_the_in_memory_model_passed_again(toy_adata, toy_model):
+    """Marker prompts need the model's gene encoder: an in-memory model is not guessed, nor replaced by the default."""
+    ft = _finetuned(toy_model)
+    he = toy_adata[:, []].copy()  # H&E only: no counts
+    sta.tl.embed(he, model=ft, device="cpu", show_progress_bar=False)
+    snap = snapshot(he)
+    with pytest.raises(ValueError, match="in-memory model .* pass it again as model="):
+        sta.tl.annotate(he, markers=MARKERS)
+    with pytest.raises(ValueError, match="is not the model the stored embeddings were computed with"):
+        sta.tl.annotate(he, markers=MARKERS, model=toy_model)
+    assert_unchanged(snap, he)
+    sta.tl.annotate(he, markers=MARKERS, model=ft)
+    assert he.uns["stalign_label"]["params"]["scores"] == "prompts"
+
+
+def test_annotate_finds_a_custom_embedding_key(toy_adata, toy_model):
+    """A custom tl.embed(key_added=) is found through its uns record, not recomputed under the default keys."""
+    ad = toy_adata.copy()
+    sta.tl.embed(ad, model=toy_model, key_added="X_mine", device="cpu", show_progress_bar=False)
+    sta.tl.annotate(ad, markers=MARKERS, model=toy_model)
+    assert not any(k.startswith("X_stalign") for k in ad.obsm)
+    assert ad.uns["stalign_label"]["params"]["use"] == "gene"

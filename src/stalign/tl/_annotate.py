@@ -134,9 +134,12 @@ def _expression_scores(data, table, found: dict[str, list[int]], *, smooth_um, l
         X, obs=pd.DataFrame(index=table.obs_names.copy()), var=pd.DataFrame(index=pd.RangeIndex(X.shape[1]).astype(str))
     )
     S = np.empty((table.n_obs, len(found)), dtype=np.float64)
+    # scanpy's defaults (25 expression bins, 50 control genes) on panels of >= 250 genes; a small panel gets bins of
+    # about 10 genes, so that every marker's bin holds control genes (with 25 bins of ~1 gene, scanpy finds none)
+    n_bins = min(25, max(tmp.n_vars // 10, 1))
     for j, idx in enumerate(found.values()):
         sc.tl.score_genes(tmp, [str(i) for i in idx], score_name="_s", random_state=random_state,
-                          ctrl_size=min(50, max(tmp.n_vars // 2, 1)))  # fmt: skip
+                          ctrl_size=min(50, max(tmp.n_vars // 2, 1)), n_bins=n_bins)  # fmt: skip
         S[:, j] = tmp.obs["_s"].to_numpy()
     return _zscore(S)
 
