@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for every table of docs/benchmarks.md, from the real data ($STALIGN_DATA_DIR):
-#   bash benchmarks/run_all.sh            # CPU; about 3.5 h on 2 free cores (eight training runs included)
+#   bash benchmarks/run_all.sh            # CPU; about 3.7 h on 2 free cores (nine training runs included)
 # Each step writes benchmarks/results/<name>.{json,md}; make_docs.py then regenerates docs/benchmarks.md.
 # Timing steps (throughput, memory, slide_throughput, cohort) must not share the machine with a training run.
 set -euo pipefail
