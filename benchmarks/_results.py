@@ -50,3 +50,31 @@ def time_squidpy_summary(sec, threads: int, unit: str = "spots") -> dict:
         f"{unit}_per_s_with_load": tmp.n_obs / (t2 - t0),
         "lifetime_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def run_child(script: str, args: list[str], env: dict | None = None) -> dict:
+    """Run ``python script *args`` in a fresh process and return the JSON dict it prints last (its stderr on failure)."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, script, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr[-4000:])
+        msg = f"child {args} failed ({out.returncode})"
+        raise RuntimeError(msg)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def her2st_c3_image(data_dir: Path):
+    """her2st C3's H&E JPEG as an RGB array, and its µm/px (from the ST spot grid)."""
+    import numpy as np
+
+    import stalign as sta
+    from stalign.io._common import read_image_array
+
+    jpg = next((data_dir / "her2st" / "data" / "ST-imgs" / "C" / "C3").glob("*.jpg"))
+    sec = sta.io.her2st("C3", data_dir=data_dir, load_image=False)
+    mpp = float(sec.tables["table"].uns["spatial"]["C3"]["scalefactors"]["microns_per_pixel"])
+    return np.ascontiguousarray(read_image_array(jpg)[..., :3]), mpp

@@ -40,14 +40,13 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _results import write_results  # benchmarks/ is on sys.path when a script runs
+from _results import her2st_c3_image, run_child, write_results  # benchmarks/ is on sys.path when a script runs
 from memory import _status_mb, reset_peak
 from slide_throughput import _mirror_index
 
@@ -76,13 +75,7 @@ def _source(data_dir: Path) -> tuple[np.ndarray, float]:
     """her2st C3's H&E resampled to :data:`MPP` µm/px, and the µm/px of the file."""
     from PIL import Image
 
-    import stalign as sta
-    from stalign.io._common import read_image_array
-
-    jpg = next((data_dir / "her2st" / "data" / "ST-imgs" / "C" / "C3").glob("*.jpg"))
-    sec = sta.io.her2st("C3", data_dir=data_dir, load_image=False)
-    mpp = float(sec.tables["table"].uns["spatial"]["C3"]["scalefactors"]["microns_per_pixel"])
-    img = read_image_array(jpg)[..., :3]
+    img, mpp = her2st_c3_image(data_dir)
     h, w = (round(s * mpp / MPP) for s in img.shape[:2])
     img = np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.LANCZOS))
     return np.ascontiguousarray(img), mpp
@@ -217,16 +210,6 @@ def child_squidpy(path: str, threads: int) -> dict:
 
     sdata = spatialdata.read_zarr(path)
     return time_squidpy_summary(get_section(sdata), threads, unit="spots")
-
-
-def _run_child(args_list: list[str]) -> dict:
-    cmd = [sys.executable, __file__, *args_list]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        sys.stderr.write(out.stderr[-4000:])
-        msg = f"child {args_list} failed ({out.returncode})"
-        raise RuntimeError(msg)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _embedding_agreement(a_file: str, b_file: str) -> dict:
@@ -394,7 +377,7 @@ def main(argv=None) -> int:
             for layout in args.layouts:
                 path = Path(tmp) / f"slide_{side}_{layout}.zarr"
                 extra = ["--data-dir", args.data_dir] if args.data_dir else []
-                file = _run_child(["--child", "write", "--path", str(path), "--side", str(side), "--layout", layout,
+                file = run_child(__file__, ["--child", "write", "--path", str(path), "--side", str(side), "--layout", layout,
                                    *extra])  # fmt: skip
                 log.info("wrote %s: %s", path.name, file)
                 common = ["--path", str(path), "--threads", str(args.threads)]
@@ -403,7 +386,7 @@ def main(argv=None) -> int:
                 for _ in range(args.repeats):  # on and off alternating: other jobs' load falls on both alike
                     for cache in settings:
                         _wait_for_lock("timing")
-                        r = _run_child(["--child", "stalign", *common, "--cache", str(cache)])
+                        r = run_child(__file__, ["--child", "stalign", *common, "--cache", str(cache)])
                         reps.setdefault("cache" if cache else "nocache", []).append(r)
                         log.info("stalign %d² %s cache=%d: %s", side, layout, cache, r)
                 st = {
@@ -413,7 +396,7 @@ def main(argv=None) -> int:
                 run = {"side": side, "layout": layout, "file": file, "stalign": st}
                 if side <= args.squidpy_max_side:
                     _wait_for_lock("timing")
-                    run["squidpy"] = _run_child(["--child", "squidpy", *common])
+                    run["squidpy"] = run_child(__file__, ["--child", "squidpy", *common])
                     log.info("squidpy %d² %s: %s", side, layout, run["squidpy"])
                 if "nocache" in st:
                     run["cache_vs_nocache"] = _embedding_agreement(

@@ -27,14 +27,13 @@ import logging
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _results import write_results  # benchmarks/ is on sys.path when a script runs
+from _results import her2st_c3_image, run_child, write_results  # benchmarks/ is on sys.path when a script runs
 from memory import _status_mb, reset_peak
 
 log = logging.getLogger("slide_throughput")
@@ -45,14 +44,7 @@ TARGET_TILES_PER_S = 500.0
 
 def _source(data_dir: Path) -> tuple[np.ndarray, float]:
     """her2st C3's H&E (cropped to a multiple of 64 px, so mirrored copies align on every level) and its µm/px."""
-    import stalign as sta
-    from stalign.io._common import read_image_array
-
-    base = data_dir / "her2st" / "data"
-    jpg = next((base / "ST-imgs" / "C" / "C3").glob("*.jpg"))
-    sec = sta.io.her2st("C3", data_dir=data_dir, load_image=False)
-    mpp = float(sec.tables["table"].uns["spatial"]["C3"]["scalefactors"]["microns_per_pixel"])
-    img = read_image_array(jpg)[..., :3]
+    img, mpp = her2st_c3_image(data_dir)
     h, w = (s // 64 * 64 for s in img.shape[:2])
     return np.ascontiguousarray(img[:h, :w]), mpp
 
@@ -189,16 +181,6 @@ def child_squidpy(path: str, n_sub: int, threads: int) -> dict:
     return time_squidpy_summary(get_section(sdata), threads, unit="tiles")
 
 
-def _run_child(args_list: list[str], env: dict | None = None) -> dict:
-    cmd = [sys.executable, __file__, *args_list]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
-    if out.returncode != 0:
-        sys.stderr.write(out.stderr[-4000:])
-        msg = f"child {args_list} failed ({out.returncode})"
-        raise RuntimeError(msg)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def markdown(res: dict) -> str:
     m = res["meta"]
     lines = [
@@ -287,14 +269,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for side in sorted(args.sizes):
             path = Path(tmp) / f"slide_{side}.ome.tif"
-            file = _run_child(["--child", "write", "--path", str(path), "--side", str(side)]
+            file = run_child(__file__, ["--child", "write", "--path", str(path), "--side", str(side)]
                               + (["--data-dir", args.data_dir] if args.data_dir else []))  # fmt: skip
             mpp = file["microns_per_pixel"]
             log.info("wrote %s: %s", path.name, file)
             common = ["--path", str(path), "--spacing", str(args.spacing), "--threads", str(args.threads)]
             repeats = []
             for _ in range(args.repeats):  # a shared machine: keep the fastest of a few fresh processes
-                repeats.append(_run_child(["--child", "stalign", *common, "--model", args.model]))
+                repeats.append(run_child(__file__, ["--child", "stalign", *common, "--model", args.model]))
                 log.info("stalign %d²: %s", side, repeats[-1])
             st = {
                 **max(repeats, key=lambda r: r["tiles_per_s"]),
@@ -302,7 +284,8 @@ def main(argv=None) -> int:
             }
             sq = None
             if side <= args.squidpy_max_side:  # squidpy loads the whole full-resolution level
-                sq = _run_child(
+                sq = run_child(
+                    __file__,
                     ["--child", "squidpy", *common, "--squidpy-tiles", str(args.squidpy_tiles)],
                     env={"SPACING": str(args.spacing)},
                 )
