@@ -249,3 +249,25 @@ def is_image_path(path: Any) -> bool:
     from ._constants import IMAGE_SUFFIXES
 
     return Path(str(path)).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_table_elem(path: Path, key: str) -> Any:
+    """One element of the table stored in an ``.h5ad`` or a SpatialData ``.zarr``, read alone; ``None`` if absent.
+
+    ``key`` is relative to the table (``"obs/sample"``, ``"uns/stalign"``). An unreadable file raises ``OSError``,
+    ``KeyError``, ``ValueError`` or ``TypeError``.
+    """
+    try:
+        from anndata.io import read_elem
+    except ImportError:  # pragma: no cover - anndata < 0.11
+        from anndata.experimental import read_elem
+    if Path(path).suffix == ".h5ad":
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            elem = f.get(key)
+            return read_elem(elem) if elem is not None else None
+    import zarr
+
+    elem = zarr.open_group(str(path), mode="r").get(f"tables/{Key.table}/{key}")
+    return read_elem(elem) if elem is not None else None

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._constants import Key
-from .._utils import unique_names
+from .._utils import read_table_elem, unique_names
 
 logger = logging.getLogger(__name__)
 
@@ -186,21 +186,7 @@ def _library_entry(sec: Any, *, images: bool, max_side: int = HIRES_MAX_SIDE) ->
 def _stored_sample(path: Path) -> str | None:
     """The one value of ``obs["sample"]`` stored in an ``.h5ad`` or a SpatialData ``.zarr``, read alone; else None."""
     try:
-        from anndata.io import read_elem
-    except ImportError:  # pragma: no cover - anndata < 0.11
-        from anndata.experimental import read_elem
-    try:
-        if path.suffix == ".h5ad":
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                col = f.get(f"obs/{Key.sample}")
-                values = read_elem(col) if col is not None else None
-        else:
-            import zarr
-
-            col = zarr.open_group(str(path), mode="r").get(f"tables/{Key.table}/obs/{Key.sample}")
-            values = read_elem(col) if col is not None else None
+        values = read_table_elem(path, f"obs/{Key.sample}")
     except (OSError, KeyError, ValueError, TypeError) as e:
         logger.debug("Cannot read obs['sample'] of %s: %s", path, e)
         return None
@@ -383,15 +369,12 @@ def concat(
 
 def _common_records(pieces: list, names: list[str]) -> dict:
     """The stalign embedding records (``tl.embed``'s ``uns`` entries) shared by every section; refuse mixed models."""
-    from collections.abc import Mapping
+    from .._utils import _records
 
-    def records(p) -> dict:
-        return {k: v for k, v in p.uns.items() if isinstance(v, Mapping) and "weights_fingerprint" in v and "keys" in v}
-
-    first = records(pieces[0])
+    per_piece = [_records(p) for p in pieces]
     out = {}
-    for key, rec in first.items():
-        recs = [records(p).get(key) for p in pieces]
+    for key, rec in per_piece[0].items():
+        recs = [r.get(key) for r in per_piece]
         if any(r is None for r in recs):
             continue  # not every section holds this embedding: inner concat drops it
         fps = {str(r["weights_fingerprint"]) for r in recs}

@@ -90,31 +90,16 @@ def _match(markers: dict[str, list[str]], available: np.ndarray) -> tuple[dict[s
     return found, missing
 
 
-def marker_profiles(
-    markers: Mapping[str, Sequence[str]],
-    vocabulary: Sequence[str],
-    *,
-    background: np.ndarray | None = None,
-    boost: float = 50.0,
-) -> tuple[np.ndarray, dict[str, list[str]]]:
-    """Pseudo-spot expression ``(n_labels, V)`` for marker prompts, on the log1p(normalize_total) scale.
+def _marker_profiles(found: Mapping[str, Sequence[int]], n_vocab: int, *, boost: float = 50.0) -> np.ndarray:
+    """Pseudo-spot expression ``(n_labels, n_vocab)`` for marker prompts, on the log1p(normalize_total) scale.
 
-    Each prompt is a background profile (the section's mean counts over the vocabulary, or flat) with the label's
-    markers raised to ``boost`` × the background's mean count, then log-normalised like real spots. Returns the
-    profiles and, per label, the markers found in ``vocabulary``.
+    Each prompt is a flat profile (one count per vocabulary gene) with the label's markers (indices ``found`` in the
+    model's vocabulary) raised by ``boost`` counts, then log-normalised like real spots.
     """
-    markers = _check_markers(markers)
-    V = len(vocabulary)
-    base = np.ones(V, dtype=np.float64) if background is None else np.asarray(background, dtype=np.float64)
-    level = max(float(base.mean()), 1e-3) * boost
-    found, _ = _match(markers, np.asarray(to_vocabulary_symbols(list(vocabulary)), dtype=object))
-    profiles, used = [], {}
-    for label, idx in found.items():
-        p = base.copy()
-        p[idx] += level
-        profiles.append(p)
-        used[label] = [str(vocabulary[i]) for i in idx]
-    return np.asarray(log_normalize(np.vstack(profiles)).todense()), used
+    profiles = np.ones((len(found), n_vocab), dtype=np.float64)
+    for row, idx in enumerate(found.values()):
+        profiles[row, list(idx)] += boost
+    return np.asarray(log_normalize(profiles).todense())
 
 
 def _zscore(S: np.ndarray) -> np.ndarray:
@@ -122,14 +107,12 @@ def _zscore(S: np.ndarray) -> np.ndarray:
     return (S - S.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
 
-def _expression_scores(data, table, found: dict[str, list[int]], *, smooth_um, library_key, table_key, random_state):
-    """z-scored score_genes of every label on smoothed log-normalised expression (``(n_spots, n_labels)``)."""
+def _expression_scores(table, found: dict[str, list[int]], *, smooth, random_state):
+    """z-scored score_genes of every label on ``smooth``-ed log-normalised expression (``(n_spots, n_labels)``)."""
     import scanpy as sc
     from anndata import AnnData
 
-    X = log_normalize(table.X)
-    if smooth_um > 0:
-        X = spatial_smooth(data, X, radius_um=smooth_um, library_key=library_key, table_key=table_key)
+    X = smooth(log_normalize(table.X))
     tmp = AnnData(
         X, obs=pd.DataFrame(index=table.obs_names.copy()), var=pd.DataFrame(index=pd.RangeIndex(X.shape[1]).astype(str))
     )
@@ -315,10 +298,9 @@ def annotate(
                 stacklevel=2,
             )
         if has_expr:
-            S = _expression_scores(data, table, found, smooth_um=smooth_um, library_key=library_key,
-                                   table_key=table_key, random_state=random_state)  # fmt: skip
+            S = _expression_scores(table, found, smooth=smooth, random_state=random_state)
         else:
-            profiles, _ = marker_profiles(markers, m.config.genes)
+            profiles = _marker_profiles(found, len(m.config.genes))
             S = _zscore(Z @ l2n(prompt_embeddings(m, profiles)).T)
         P0 = np.exp((S - S.max(axis=1, keepdims=True)) / SCORE_TEMPERATURE)
         P0 /= P0.sum(axis=1, keepdims=True)

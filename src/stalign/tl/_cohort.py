@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._constants import Key
-from .._utils import TMP_PREFIX, atomic_path, get_table, unique_names
+from .._utils import TMP_PREFIX, atomic_path, get_table, read_table_elem, unique_names
 from .._validators import check_int
 from ._common import DEFAULT_MODEL, model_record, resolve_model
 
@@ -73,20 +73,7 @@ def _object_name(item: Any, index: int) -> str:
 def _read_record(path: Path) -> dict | None:
     """``uns["stalign"]`` (the record of tl.embed) stored in an output file, read alone; None if unreadable."""
     try:
-        from anndata.io import read_elem
-    except ImportError:  # pragma: no cover - anndata < 0.11
-        from anndata.experimental import read_elem
-    key = f"uns/{Key.uns}"
-    try:
-        if path.suffix == ".h5ad":
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                return read_elem(f[key]) if key in f else None
-        import zarr
-
-        elem = zarr.open_group(str(path), mode="r").get(f"tables/{Key.table}/{key}")
-        return read_elem(elem) if elem is not None else None
+        return read_table_elem(path, f"uns/{Key.uns}")
     except (OSError, KeyError, ValueError, TypeError) as e:
         logger.debug("Cannot read the embedding record of %s: %s", path, e)
         return None
@@ -280,12 +267,11 @@ def _post(folder: Path, status: dict) -> None:
 
 
 def _gather(info, mine: list[dict]) -> list[dict]:
-    """Barrier, then every rank's statuses on every rank (rank order)."""
+    """Every rank's statuses on every rank (rank order); the gather waits for every rank, as a barrier would."""
     import torch.distributed as dist
 
     if not info.enabled:
         return mine
-    dist.barrier()
     everyone: list[Any] = [None] * info.world_size
     dist.all_gather_object(everyone, mine)
     return [st for part in everyone for st in part]
@@ -461,6 +447,7 @@ def embed_cohort(
         statuses = known + _gather(info, mine)
         if reporter is not None:
             reporter.stop()
+            reporter = None  # stopped once; the finally clause only stops it after an error
         if not info.is_main:
             return None
         cohort, manifest = _finish(plan, statuses, out, fmt=format, n_domains=n_domains, record=record)

@@ -164,14 +164,6 @@ def prompt_embeddings(model, profiles: np.ndarray, *, device=None) -> np.ndarray
     return out["gene"].float().numpy(force=True)
 
 
-def check_genes_in(genes: Sequence[str], available: Sequence[str], *, what: str) -> list[str]:
-    """Genes of ``genes`` present in ``available`` (case-insensitive, returned as spelled in ``available``)."""
-    from ..pp import normalize_symbol
-
-    lut = dict(zip(normalize_symbol(available), available, strict=True))
-    return [lut[g] for g in normalize_symbol(genes) if g in lut]
-
-
 def knn_average(Q: np.ndarray, R: np.ndarray, values: np.ndarray, *, k: int, temperature: float, block: int = 2048):
     """Softmax-weighted mean of ``values`` over the ``k`` rows of ``R`` most similar to each row of ``Q``.
 
