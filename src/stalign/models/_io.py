@@ -128,7 +128,7 @@ def _read_meta(config_path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or "config" not in meta:
         msg = f"{str(config_path)!r} has no 'config' entry; it was not written by stalign.models.save."
         raise ValueError(msg)
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    if int(meta.get("format_version", 1)) > FORMAT_VERSION:
         msg = (
             f"{str(config_path)!r} uses format version {meta['format_version']}, newer than this stalign supports "
             f"({FORMAT_VERSION}); upgrade stalign."

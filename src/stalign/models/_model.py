@@ -349,8 +349,8 @@ class STAlign(nn.Module):
         The model, in eval mode, normalising with the section's statistics.
         """
         norms = self._adaptable_norms()
-        saved = [(m, {k: v.clone() for k, v in m.state_dict().items()}, m.momentum, m.training) for m in norms]
-        was_training = self.training
+        saved = [(m, {k: v.clone() for k, v in m.state_dict().items()}, m.momentum) for m in norms]
+        modes = [(mod, mod.training) for mod in self.modules()]  # restored exactly, frozen trunks included
         try:
             for m in norms:
                 m.reset_running_stats()
@@ -372,11 +372,11 @@ class STAlign(nn.Module):
                 m.eval()
             yield self
         finally:
-            for m, state, momentum, training in saved:
+            for m, state, momentum in saved:
                 m.load_state_dict(state)
                 m.momentum = momentum
-                m.train(training)
-            self.train(was_training)
+            for mod, training in modes:
+                mod.training = training
 
     # ------------------------------------------------------------------ losses
     def loss(

@@ -266,13 +266,10 @@ class LevelReader:
         ``(height, width)`` of the level read, in its pixels.
     fullres_per_px
         Full-resolution pixels per pixel of the level read.
-    name
-        The level's name (``"<stored level> /<factor>"`` for a derived level), for messages.
     """
 
     shape: tuple[int, int]
     fullres_per_px: float
-    name: str
     _level: ImageLevel
     _source: _Source | None = None
     _cache: BlockCache | None = None
@@ -292,7 +289,7 @@ def level_reader(section: Section, level: ImageLevel, *, fullres_per_out_px: flo
     at least 2× coarser, the reader reads the coarsest factor-2 derived level that is still at least as fine.
     In-memory levels, a cache of budget 0 and stored chunks larger than the budget are read directly.
     """
-    direct = LevelReader(level.shape, level.fullres_per_px, level.name, level)
+    direct = LevelReader(level.shape, level.fullres_per_px, level)
     cache = section_cache(section)
     if not cache.enabled or not is_lazy(level.data):
         return direct
@@ -311,5 +308,4 @@ def level_reader(section: Section, level: ImageLevel, *, fullres_per_out_px: flo
         if factor == 1:
             return direct
     cache.read_levels.add(source.key)
-    name = level.name if factor == 1 else f"{level.name} /{factor}"
-    return LevelReader(source.shape, level.fullres_per_px * factor, name, level, source, cache)
+    return LevelReader(source.shape, level.fullres_per_px * factor, level, source, cache)
