@@ -28,39 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
+from stalign._utils import l2_normalize
+from stalign.tl._domains import DEFAULT_SMOOTH_UM
+
 HERE = Path(__file__).resolve().parent
 PAIRED = ["dlpfc:151674", "her2st:C6", "stahl_mob:11"]
 LABELLED = ["dlpfc:151674", "stahl_mob:11"]
-SMOOTH_UM = 150.0
-
-
-def l2n(x):
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+SMOOTH_UM = DEFAULT_SMOOTH_UM
 
 
 def embed_all(model, data, *, section_stats: bool) -> dict[str, np.ndarray]:
-    """Every output of ``model.embed`` for every spot, normalised like tl.embed (or with running statistics)."""
-    import torch
+    """Every per-spot output of ``model.embed``, as tl.embed computes it, normalised with the section's statistics
+    (or the running ones): the inference ablation applies to any model, whatever its config asks for."""
+    from stalign.tl._embed import embed_arrays
 
-    from stalign.pp import SpotDataset
-    from stalign.tl._embed import _normalisation
-
-    cfg = model.config
-    ds = SpotDataset([data], genes=cfg.genes, spot_um=cfg.spot_um, niche_um=cfg.niche_um,
-                     niche_radius_um=cfg.niche_radius_um, spot_px=cfg.spot_size, niche_px=cfg.niche_size,
-                     batch_size=256, inference=True)  # fmt: skip
-    # the inference ablation applies to any model, whatever its config asks for
     model.config.norm_statistics = "section" if section_stats else "running"
-    norm = _normalisation(model, ds, device=model.device)
-    out: dict[str, np.ndarray] = {}
-    with norm, torch.inference_mode():
-        for i in range(len(ds)):
-            batch = ds[i]
-            idx = batch["index"].numpy()
-            for k, v in model.embed(batch).items():
-                if v.ndim == 2:
-                    out.setdefault(k, np.zeros((ds.n_spots, v.shape[1]), np.float32))[idx] = v.float().numpy()
-    return out
+    return embed_arrays(data, model, outputs=None, show_progress_bar=False)
 
 
 def alignment(model, E) -> dict[str, float]:
@@ -76,11 +59,11 @@ def alignment(model, E) -> dict[str, float]:
 def representations(E) -> dict[str, np.ndarray]:
     reps = {k: E[k] for k in ("gene", "niche_gene", "image", "niche_image", "niche_joint") if k in E}
     if "gene" in E and "niche_gene" in E:
-        reps["fused = avg(gene, niche gene)"] = l2n(E["gene"] + E["niche_gene"])
+        reps["fused = avg(gene, niche gene)"] = l2_normalize(E["gene"] + E["niche_gene"])
     if "joint" in E and "niche_joint" in E:
-        reps["avg(joint, niche joint) [previous X_stalign]"] = l2n(E["joint"] + E["niche_joint"])
+        reps["avg(joint, niche joint) [previous X_stalign]"] = l2_normalize(E["joint"] + E["niche_joint"])
     if "image" in E and "gene" in E:
-        reps["avg(image, gene)"] = l2n(E["image"] + E["gene"])
+        reps["avg(image, gene)"] = l2_normalize(E["image"] + E["gene"])
         reps["concat(gene, niche gene, image, niche image)"] = np.hstack(
             [E["gene"], E["niche_gene"], E["image"], E["niche_image"]]
         )
@@ -88,13 +71,13 @@ def representations(E) -> dict[str, np.ndarray]:
 
 
 def domains(data, X, labels, k, seeds) -> list[float]:
+    """ARI of ``tl.domains`` (GMM, k domains) on ``X`` smoothed over ``SMOOTH_UM``, per clustering seed."""
     from stalign.evaluation import clustering_scores
-    from stalign.pp import spatial_smooth
-    from stalign.tl._domains import cluster_embedding
+    from stalign.evaluation._domains import cluster
 
-    Xs = spatial_smooth(data, X, radius_um=SMOOTH_UM)
-    return [clustering_scores(labels, cluster_embedding(Xs, n_domains=k, method="gmm", random_state=s))["ari"]
-            for s in seeds]  # fmt: skip
+    return [
+        clustering_scores(labels, p)["ari"] for p in cluster(data, X, n_domains=k, smooth_um=SMOOTH_UM, seeds=seeds)
+    ]
 
 
 def main() -> None:

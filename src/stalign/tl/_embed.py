@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -54,8 +55,12 @@ def embed_arrays(
     image_key: str | None = None,
     library_id: str | None = None,
     show_progress_bar: bool = True,
+    outputs: Sequence[str] | None = _OUTPUTS,
 ) -> dict[str, np.ndarray]:
-    """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", "niche"}`` arrays (n_obs, d)."""
+    """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", "niche"}`` arrays (n_obs, d).
+
+    ``outputs=None`` returns every per-spot output of ``model.embed`` (``"joint"``, ``"niche_gene"``, ...) as well.
+    """
     import torch
 
     from ..pp import SpotDataset
@@ -105,11 +110,12 @@ def embed_arrays(
         for batch in track(loader, desc="embedding", total=len(ds), disable=not show_progress_bar):
             idx = batch["index"].numpy()
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            emb = fuse(model.embed(batch))
-            for k in _OUTPUTS:
+            raw = model.embed(batch)
+            emb = {**raw, **fuse(raw)}
+            for k in outputs if outputs is not None else [k for k, v in emb.items() if v.ndim == 2]:
                 if k in emb:
                     if k not in out:
-                        out[k] = np.zeros((n, cfg.embed_dim), dtype=np.float32)
+                        out[k] = np.zeros((n, emb[k].shape[1]), dtype=np.float32)
                     out[k][idx] = emb[k].float().numpy(force=True)
     # every spot of a section has an image when the section has one, and expression when the section has any
     # (empty spots are encoded as empty profiles), so every row is set; a non-finite value is a model failure
