@@ -67,6 +67,11 @@ def run_child(script: str, args: list[str], env: dict | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def her2st_jpg(data_dir: Path, section: str) -> Path:
+    """The H&E JPEG of her2st ``section`` (e.g. ``"C3"``) in the shared data folder."""
+    return next((data_dir / "her2st" / "data" / "ST-imgs" / section[0] / section).glob("*.jpg"))
+
+
 def her2st_c3_image(data_dir: Path):
     """her2st C3's H&E JPEG as an RGB array, and its µm/px (from the ST spot grid)."""
     import numpy as np
@@ -74,7 +79,24 @@ def her2st_c3_image(data_dir: Path):
     import stalign as sta
     from stalign.io._common import read_image_array
 
-    jpg = next((data_dir / "her2st" / "data" / "ST-imgs" / "C" / "C3").glob("*.jpg"))
+    jpg = her2st_jpg(data_dir, "C3")
     sec = sta.io.her2st("C3", data_dir=data_dir, load_image=False)
     mpp = float(sec.tables["table"].uns["spatial"]["C3"]["scalefactors"]["microns_per_pixel"])
     return np.ascontiguousarray(read_image_array(jpg)[..., :3]), mpp
+
+
+#: Exists while a training run is in progress (the project's convention): timings beside one are meaningless.
+TRAIN_LOCK = Path("/tmp/stalign_train.lock")
+
+
+def wait_for_training(what: str = "timing anything", poll_s: float = 60.0) -> float:
+    """Sleep while :data:`TRAIN_LOCK` exists; return the seconds waited."""
+    import logging
+    import time
+
+    waited = 0.0
+    while TRAIN_LOCK.exists():
+        logging.getLogger("benchmarks").info("%s exists (a training run): waiting before %s", TRAIN_LOCK, what)
+        time.sleep(poll_s)
+        waited += poll_s
+    return waited

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_results  # benchmarks/ is on sys.path when a script runs
+from _results import TRAIN_LOCK, wait_for_training, write_results  # benchmarks/ is on sys.path when a script runs
 
 SECTIONS = [
     "stutility_mob:MOB1",
@@ -42,7 +42,6 @@ SECTIONS = [
     "her2st:C2",
     "dlpfc:151673",
 ]
-LOCK = Path("/tmp/stalign_train.lock")
 #: (processes, torch threads per process)
 CONFIGS = [(1, 1), (1, 2), (2, 1)]
 
@@ -51,12 +50,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_for_lock() -> None:
-    while LOCK.exists():
-        print(f"{LOCK} exists (a training run is in progress); waiting", flush=True)
-        time.sleep(30)
 
 
 def run(nproc: int, threads: int, out: Path, sections: list[str]) -> dict:
@@ -69,14 +62,14 @@ def run(nproc: int, threads: int, out: Path, sections: list[str]) -> dict:
         launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
         cmd = [*launcher, *cmd[1:]]
     while True:  # never time beside a training run: wait before, and redo a run during which one started
-        _wait_for_lock()
+        wait_for_training()
         shutil.rmtree(out, ignore_errors=True)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if not LOCK.exists():
+        if not TRAIN_LOCK.exists():
             break
         print("a training run started during this run; redoing it", flush=True)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)  # every process of the run, torchrun's too

@@ -24,13 +24,11 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-from _results import write_results  # benchmarks/ is on sys.path when a script runs
+from _results import TRAIN_LOCK, wait_for_training, write_results  # benchmarks/ is on sys.path when a script runs
 
 log = logging.getLogger("import_time")
-LOCK = Path("/tmp/stalign_train.lock")
 TARGET_S = 1.5
 PACKAGES = ("stalign", "scanpy")
 _LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)$")
@@ -81,7 +79,7 @@ def markdown(res: dict) -> str:
     m = res["meta"]
     lines = [
         f"Run {m['date']} · {m['machine']} (load average {m['load_average_at_start'][1]:.1f} at the start, "
-        f"{m['load_average_at_end'][1]:.1f} at the end, over 5 min; `{LOCK}` absent) · Python {m['python']} · "
+        f"{m['load_average_at_end'][1]:.1f} at the end, over 5 min; `{TRAIN_LOCK}` absent) · Python {m['python']} · "
         f"{m['repeats']} fresh interpreters per package, alternating",
         "",
         "| package | import (s, median of `-X importtime` cumulative) | runs (s) | process wall clock (s, median) | "
@@ -126,9 +124,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s import_time: %(message)s")
-    while LOCK.exists():
-        log.info("%s exists (a training run): waiting before timing anything", LOCK)
-        time.sleep(120)
+    wait_for_training(poll_s=120)
     load_start = os.getloadavg()
     runs: dict[str, list[dict]] = {pkg: [] for pkg in PACKAGES}
     for pkg in PACKAGES:  # once each, untimed: the files are in the page cache for every timed run

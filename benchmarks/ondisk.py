@@ -46,12 +46,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _results import her2st_c3_image, run_child, write_results  # benchmarks/ is on sys.path when a script runs
+
+# benchmarks/ is on sys.path when a script runs
+from _results import TRAIN_LOCK, her2st_c3_image, run_child, time_squidpy_summary, wait_for_training, write_results
 from memory import _status_mb, reset_peak
 from slide_throughput import _mirror_index
 
 log = logging.getLogger("ondisk")
-LOCK = Path("/tmp/stalign_train.lock")
 MPP = 0.5  # µm per full-resolution pixel of the written slides
 TILE = 1024
 PITCH_UM = 100.0  # Visium centre-to-centre distance
@@ -65,10 +66,7 @@ WAITED = [0.0]
 
 
 def _wait_for_lock(what: str) -> None:
-    while LOCK.exists():
-        log.info("%s exists (a training run): waiting before %s", LOCK, what)
-        time.sleep(120)
-        WAITED[0] += 120
+    WAITED[0] += wait_for_training(what, poll_s=120)
 
 
 def _source(data_dir: Path) -> tuple[np.ndarray, float]:
@@ -204,7 +202,6 @@ def child_stalign(path: str, threads: int, cache: bool) -> dict:
 def child_squidpy(path: str, threads: int) -> dict:
 
     import spatialdata
-    from _results import time_squidpy_summary
 
     from stalign._section import get_section
 
@@ -237,7 +234,7 @@ def markdown(res: dict) -> str:
     lines = [
         f"Run {m['date']} · {m['machine']} (load average {m['load_average_at_start'][1]:.1f} at the start, "
         f"{m['load_average_at_end'][1]:.1f} at the end, over 5 min; 1-min load after each stalign run "
-        f"{min(loads, default=0):.1f}–{max(loads, default=0):.1f}; no training run: `{LOCK}` absent before every "
+        f"{min(loads, default=0):.1f}–{max(loads, default=0):.1f}; no training run: `{TRAIN_LOCK}` absent before every "
         f"measurement, {m.get('waited_for_lock_s', 0) / 60:.0f} min spent waiting for it) · model {m['model']} · "
         f"torch threads {m['threads']} · block cache {m['cache_mb']} MB · fastest of {m.get('repeats', 1)} fresh "
         "processes per setting" + ("" if m.get("complete", True) else " · **incomplete run** (cut short)"),

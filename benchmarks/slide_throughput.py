@@ -33,11 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _results import her2st_c3_image, run_child, write_results  # benchmarks/ is on sys.path when a script runs
+
+# benchmarks/ is on sys.path when a script runs
+from _results import her2st_c3_image, run_child, time_squidpy_summary, wait_for_training, write_results
 from memory import _status_mb, reset_peak
 
 log = logging.getLogger("slide_throughput")
-LOCK = Path("/tmp/stalign_train.lock")
 TILE = 512
 TARGET_TILES_PER_S = 500.0
 
@@ -176,8 +177,6 @@ def child_squidpy(path: str, n_sub: int, threads: int) -> dict:
         keep = np.sort(np.random.default_rng(0).choice(table.n_obs, size=n_sub, replace=False))
         del sdata.tables["table"]
         sdata.tables["table"] = table[keep].copy()
-    from _results import time_squidpy_summary
-
     return time_squidpy_summary(get_section(sdata), threads, unit="tiles")
 
 
@@ -262,9 +261,7 @@ def main(argv=None) -> int:
         sys.stdout.write(json.dumps(child_squidpy(args.path, args.squidpy_tiles, args.threads)) + "\n")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s slide_throughput: %(message)s")
-    while LOCK.exists():
-        log.info("%s exists (a training run): waiting before timing anything", LOCK)
-        time.sleep(60)
+    wait_for_training()
     runs = []
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for side in sorted(args.sizes):

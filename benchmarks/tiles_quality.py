@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _results import write_results  # benchmarks/ is on sys.path when a script runs
+from _results import her2st_jpg, write_results  # benchmarks/ is on sys.path when a script runs
 
 log = logging.getLogger("tiles_quality")
 MOB = ["01", "02", "03", "04", "05", "06", "07", "08"]
@@ -101,7 +101,7 @@ def her2st_c5(root: Path, args) -> dict:
     genes = reference_hvgs([r.tables["table"] for r in refs], n_top_genes=50, also_in=[truth_table])
     truth = np.asarray(log_normalize(truth_table.X)[:, truth_table.var_names.get_indexer(genes)].todense())
     mpp = float(truth_table.uns["spatial"]["C5"]["scalefactors"]["microns_per_pixel"])
-    jpg = next((root / "her2st" / "data" / "ST-imgs" / "C" / "C5").glob("*.jpg"))
+    jpg = her2st_jpg(root, "C5")
     tiles = {}
     for spacing in args.c5_spacings:
         tiles[spacing] = sta.io.read_image(jpg, microns_per_pixel=mpp, name="C5")
