@@ -24,7 +24,6 @@ from ._store import (
     RANDOM,
     Models,
     Sections,
-    accepts,
     check_smooth_um,
     dataset_of,
     labels_of,
@@ -209,7 +208,6 @@ def eval_annotate(
 
     smooth = check_smooth_um(smooth_um, _default_smooth_um())
     seeds_ = seed_list(seeds)
-    seeded = accepts(annotate, "random_state")
     store = _store or Sections(data_dir)
     names = store.add(sections)
     models = _models or Models(model, ablations=ablations, random_init=baselines, device=device, seed=seeds_[0])
@@ -231,7 +229,9 @@ def eval_annotate(
                 continue
             for member in members:
                 m = models.models[member]
-                mk_m = _in_vocabulary(mk, m.config.genes)
+                # with expression, tl.annotate matches the markers against the section's genes; H&E marker prompts
+                # need them in the model's vocabulary (a label with none would be refused)
+                mk_m = mk if sec.has_expression else _in_vocabulary(mk, m.config.genes)
                 if not mk_m:
                     continue
                 emb = models.embedded(member, name, data)
@@ -239,12 +239,11 @@ def eval_annotate(
                 if group == MAIN and "image" in emb.arrays and "gene" in emb.arrays:
                     variants[f"{MAIN}_image"] = {"use": "image"}
                 for method, kw in variants.items():
-                    for s in seeds_ if seeded else [None]:
-                        extra = {"random_state": s} if seeded else {}
+                    for s in seeds_:
                         with warnings.catch_warnings():
-                            warnings.simplefilter("ignore", UserWarning)  # markers outside the vocabulary
-                            annotate(emb.view, markers=mk_m, model=m, smooth_um=smooth, device=models.device, **kw,
-                                     **extra)  # fmt: skip
+                            warnings.simplefilter("ignore", UserWarning)  # markers the section lacks
+                            annotate(emb.view, markers=mk_m, model=m, smooth_um=smooth, device=models.device,
+                                     random_state=s, **kw)  # fmt: skip
                         p = get_table(emb.view).obs[Key.label].astype(str).to_numpy()
                         preds.setdefault(method, []).append(((member, s), p))
         if baselines and sec.has_expression:

@@ -69,17 +69,11 @@ def signature_default(func: Callable, name: str) -> Any:
     return inspect.signature(func).parameters[name].default
 
 
-def accepts(func: Callable, name: str) -> bool:
-    """Whether ``func`` takes a parameter ``name``."""
-    return name in inspect.signature(func).parameters
-
-
 def default_smooth_um() -> float:
     """Default smoothing radius (µm) of :func:`stalign.tl.domains`, the one every method of the harness gets."""
-    from .. import tl
+    from ..tl import domains
 
-    value = getattr(tl, "DEFAULT_SMOOTH_UM", None)
-    return float(value if value is not None else signature_default(tl.domains, "smooth_um"))
+    return float(signature_default(domains, "smooth_um"))
 
 
 def check_smooth_um(smooth_um: Any, default: float) -> float:
