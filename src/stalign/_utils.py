@@ -271,3 +271,17 @@ def read_table_elem(path: Path, key: str) -> Any:
 
     elem = zarr.open_group(str(path), mode="r").get(f"tables/{Key.table}/{key}")
     return read_elem(elem) if elem is not None else None
+
+
+def write_data(data: Any, path: Path) -> None:
+    """Write ``data`` atomically (never a half-written file): its table as ``.h5ad``, or the SpatialData as ``.zarr``."""
+    from anndata import AnnData
+
+    with atomic_path(Path(path)) as tmp:
+        if tmp.suffix == ".h5ad":
+            get_table(data).write_h5ad(tmp)
+        elif isinstance(data, AnnData):
+            msg = f"{str(path)!r}: an AnnData can only be written as .h5ad; use an .h5ad path."
+            raise ValueError(msg)
+        else:
+            data.write(tmp)

@@ -89,19 +89,10 @@ def _check_output(out: str, *, overwrite: bool, table_only: bool = False) -> Non
 def _write(data, out: str, *, overwrite: bool) -> None:
     from anndata import AnnData
 
-    from ._utils import atomic_path
+    from ._utils import write_data
 
     _check_output(out, overwrite=overwrite, table_only=isinstance(data, AnnData))
-    # write next to the target, then rename: never a half-written output
-    with atomic_path(out) as tmp:
-        if tmp.suffix == ".h5ad":
-            table = data if isinstance(data, AnnData) else data.tables["table"]
-            table.write_h5ad(tmp)
-        else:
-            if isinstance(data, AnnData):
-                msg = "An AnnData input can only be written as .h5ad."
-                raise ValueError(msg)
-            data.write(tmp)
+    write_data(data, out)
 
 
 def _cohort_mode(args) -> bool:

@@ -230,8 +230,7 @@ def _finite_or_none(o: Any) -> Any:
 
 
 def _json_default(o: Any):
+    """numpy scalars as Python numbers (arrays are lists already, :func:`_finite_or_none`), anything else as text."""
     if isinstance(o, np.generic):
         return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
     return str(o)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._constants import Key
-from .._utils import TMP_PREFIX, atomic_path, get_table, read_table_elem, unique_names
+from .._utils import TMP_PREFIX, atomic_path, get_table, read_table_elem, unique_names, write_data
 from .._validators import check_int
 from ._common import DEFAULT_MODEL, model_record, resolve_model
 
@@ -172,10 +172,8 @@ def _prepare_folder(out: Path) -> None:
     (out / PROGRESS_DIR).mkdir()
 
 
-def _embed_one(entry: dict, item: Any, *, load: Callable, out: Path, fmt: str, embed_kwargs: dict) -> dict:
+def _embed_one(entry: dict, item: Any, *, load: Callable, out: Path, embed_kwargs: dict) -> dict:
     """Read, embed and write one section; its status (``embedded``, ``n_spots``, ``seconds``)."""
-    from anndata import AnnData
-
     from ._embed import embed
 
     t0 = time.perf_counter()
@@ -184,16 +182,8 @@ def _embed_one(entry: dict, item: Any, *, load: Callable, out: Path, fmt: str, e
         embed(data, show_progress_bar=False, **embed_kwargs)
     else:
         data = embed(item, copy=True, show_progress_bar=False, **embed_kwargs)  # never write into the caller's object
-    table = get_table(data)
-    with atomic_path(out / entry["file"]) as tmp:
-        if fmt == "h5ad":
-            table.write_h5ad(tmp)
-        elif isinstance(data, AnnData):
-            msg = f"Section {entry['label']}: an AnnData can only be written as .h5ad; pass format='h5ad'."
-            raise ValueError(msg)
-        else:
-            data.write(tmp)
-    return {"status": "embedded", "n_spots": int(table.n_obs), "seconds": time.perf_counter() - t0}
+    write_data(data, out / entry["file"])  # the file's suffix is the format's; AnnData inputs were checked upfront
+    return {"status": "embedded", "n_spots": int(get_table(data).n_obs), "seconds": time.perf_counter() - t0}
 
 
 class _Progress:
@@ -436,7 +426,7 @@ def embed_cohort(
         todo = [e for e in plan if e["action"] == "embed"][info.rank :: info.world_size]
         mine = []
         for entry in todo:  # one section at a time: memory holds one section's crops
-            st = _run_section(entry, items[entry["index"]], load=load_spec, out=out, fmt=format,
+            st = _run_section(entry, items[entry["index"]], load=load_spec, out=out,
                               embed_kwargs=embed_kwargs, keep_going=keep_going, n=len(plan))  # fmt: skip
             st |= {"index": entry["index"], "rank": info.rank, "finished": time.time()}
             mine.append(st)
