@@ -152,10 +152,18 @@ class Section:
             msg = f"Section {self.library_id!r} has no image; image crops need an H&E image."
             raise ValueError(msg)
         target = microns_per_pixel / self.microns_per_pixel  # full-res px per output px
-        ok = [lv for lv in self.images if lv.fullres_per_px <= target * (1 + 1e-6)]
+        ok = [lv for lv in self.images if fine_enough(lv.fullres_per_px, target)]
         if not ok:
             return self.images[0]
         return max(ok, key=lambda lv: lv.fullres_per_px)
+
+
+def fine_enough(fullres_per_px: float, target_fullres_per_px: float) -> bool:
+    """Whether a level of ``fullres_per_px`` is at least as fine as a crop of ``target_fullres_per_px`` needs.
+
+    The one rule for stored levels (:meth:`Section.level_for`) and derived ones (``pp._blocks.level_reader``).
+    """
+    return fullres_per_px <= target_fullres_per_px * (1 + 1e-6)
 
 
 def _scalefactors(table: AnnData, library_id: str | None) -> tuple[str | None, dict]:

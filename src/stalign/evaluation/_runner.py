@@ -230,7 +230,7 @@ def _finite_or_none(o: Any) -> Any:
 
 
 def _json_default(o: Any):
-    """numpy scalars as Python numbers (arrays are lists already, :func:`_finite_or_none`), anything else as text."""
+    """Convert NumPy scalars to Python numbers (arrays are lists already, :func:`_finite_or_none`), and anything else to text."""
     if isinstance(o, np.generic):
         return o.item()
     return str(o)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .._build import _block_mean
-from .._section import ImageLevel, Section
+from .._section import ImageLevel, Section, fine_enough
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ def level_reader(section: Section, level: ImageLevel, *, fullres_per_out_px: flo
         return direct
     source, factor = _stored(level), 1
     if fullres_per_out_px is not None:
-        while min(source.shape) >= 2 and level.fullres_per_px * factor * 2 <= fullres_per_out_px * (1 + 1e-6):
+        while min(source.shape) >= 2 and fine_enough(level.fullres_per_px * factor * 2, fullres_per_out_px):
             source, factor = _derive(source), factor * 2
     if 3 * source.block[0] * source.block[1] > cache.max_bytes:
         if source.key not in cache.reported:
