@@ -212,11 +212,13 @@ def embedding_record(table, embed_key: str | None = None) -> dict | None:
 
 
 #: obsm keys of ``tl.embed``'s defaults: used for embeddings that carry no ``uns`` record (written by hand).
-DEFAULT_EMBEDDING_KEYS = {"fused": Key.X, "image": Key.X_image, "gene": Key.X_gene, "niche": Key.X_niche}
+DEFAULT_EMBEDDING_KEYS = {
+    "fused": Key.X, "image": Key.X_image, "gene": Key.X_gene, "niche": Key.X_niche, "pred": Key.X_pred,
+}  # fmt: skip
 
 
 def embedding_keys(record: dict | None) -> dict[str, str]:
-    """``{"fused" | "image" | "gene" | "niche": obsm key}`` of an embedding record (default keys without one)."""
+    """``{"fused" | "image" | "gene" | "niche" | "pred": obsm key}`` of an embedding record (default keys without one)."""
     return dict(record["keys"]) if record is not None else dict(DEFAULT_EMBEDDING_KEYS)
 
 

@@ -116,6 +116,15 @@ class STAlignConfig:
     w_image_ns, w_gene_ns
         Weights of the unimodal spot ↔ niche terms (image ↔ image, gene ↔ gene) that let image-only and
         expression-only sections train.
+    predict_genes
+        Genes (a subset of ``genes``) that the image towers learn to predict: a head on the spot image tokens predicts
+        each spot's expression of these genes, and one on the niche image tokens its niche's (the predictive objective
+        of :meth:`~stalign.models.STAlign.predictive_loss`). Empty (default): no head.
+    predict_hidden
+        Hidden width of the two prediction heads.
+    w_predict
+        Weight of the predictive term (mean squared error on expression standardised within each batch, which comes
+        from one section) against the contrastive terms.
 
     Examples
     --------
@@ -168,9 +177,13 @@ class STAlignConfig:
     w_ns: float = 0.4
     w_image_ns: float = 0.1
     w_gene_ns: float = 0.1
+    predict_genes: list[str] = field(default_factory=list)
+    predict_hidden: int = 256
+    w_predict: float = 0.0
 
     def __post_init__(self) -> None:
         self.genes = _normalize_genes(self.genes)
+        self.predict_genes = _normalize_genes(self.predict_genes) if len(self.predict_genes) else []
         self.image_mean = tuple(float(v) for v in self.image_mean)
         self.image_std = tuple(float(v) for v in self.image_std)
         self.spot_encoder_kwargs = dict(self.spot_encoder_kwargs or {})
@@ -223,6 +236,19 @@ class STAlignConfig:
             if getattr(self, f"w_{t}") < 0:
                 msg = f"`w_{t}` must be >= 0, got {getattr(self, f'w_{t}')!r}."
                 raise ValueError(msg)
+        missing = sorted(set(self.predict_genes) - set(self.genes))
+        if missing:
+            msg = (
+                f"{len(missing)} `predict_genes` are not in the vocabulary `genes` (e.g. {missing[:5]}); the prediction "
+                "heads can only learn genes the model reads."
+            )
+            raise ValueError(msg)
+        if isinstance(self.predict_hidden, bool) or not isinstance(self.predict_hidden, int) or self.predict_hidden < 1:
+            msg = f"`predict_hidden` must be a positive integer, got {self.predict_hidden!r}."
+            raise ValueError(msg)
+        if not (isinstance(self.w_predict, int | float) and self.w_predict >= 0):
+            msg = f"`w_predict` must be >= 0, got {self.w_predict!r}."
+            raise ValueError(msg)
         r = self.niche_radius_um
         if r is not None and (isinstance(r, bool) or not isinstance(r, int | float) or not math.isfinite(r) or r <= 0):
             msg = (

@@ -13,7 +13,7 @@ from .._utils import l2_normalize as l2n
 #: The model ``tl.embed`` uses when none is given.
 DEFAULT_MODEL = "stalign-base"
 #: Embedding kinds and the suffix of their ``obsm`` key (``tl.embed``'s ``key_added`` + suffix).
-SLOTS = {"fused": "", "image": "_image", "gene": "_gene", "niche": "_niche"}
+SLOTS = {"fused": "", "image": "_image", "gene": "_gene", "niche": "_niche", "pred": "_pred"}
 
 
 def resolve_model(model: Any = DEFAULT_MODEL, *, device=None):
@@ -125,7 +125,7 @@ def _describe(model: Any) -> str:
 def get_embedding(
     data: Any, *, use: str, model: Any, table_key: str, record: dict | None, device=None, **embed_kwargs
 ) -> np.ndarray:
-    """Embedding ``use`` ∈ {"image", "gene", "fused"}: from ``obsm`` (``record``'s keys), else computed with ``model``.
+    """Embedding ``use`` ∈ {"image", "gene", "fused", "pred"}: from ``obsm`` (``record``'s keys), else computed.
 
     A computed embedding is not stored.
     """
@@ -138,7 +138,10 @@ def get_embedding(
     m, _ = resolve_model(model, device=device)
     arrays = embed_arrays(data, m, table_key=table_key, show_progress_bar=False, **embed_kwargs)
     if use not in arrays:
-        need = {"fused": "an image or expression", "image": "an image", "gene": "expression"}[use]
+        need = {
+            "fused": "an image or expression", "image": "an image", "gene": "expression",
+            "pred": "an image and a model with a prediction head",
+        }[use]  # fmt: skip
         msg = f"Cannot compute the {use} embedding: the section needs {need}."
         raise ValueError(msg)
     return arrays[use]

@@ -19,9 +19,9 @@ from ._common import DEFAULT_MODEL, SLOTS, model_record, resolve_model
 
 logger = logging.getLogger(__name__)
 
-#: What tl.embed keeps: the spot image and spot gene embeddings, the fused (spot + niche) embedding, and the joint
-#: (ABFN) niche embedding.
-_OUTPUTS = ("image", "gene", "fused", "niche")
+#: What tl.embed keeps: the spot image and spot gene embeddings, the fused (spot + niche) embedding, the joint
+#: (ABFN) niche embedding, and the spot prediction head's expression (models with ``predict_genes``).
+_OUTPUTS = ("image", "gene", "fused", "niche", "pred")
 
 
 def fuse(emb: dict) -> dict:
@@ -31,11 +31,14 @@ def fuse(emb: dict) -> dict:
     and re-normalised, from expression when the section has it (the spot's profile and its neighbourhood's), from
     the H&E otherwise. The image and the joint (ABFN) embeddings are not averaged in: on sections the model has not
     seen, its image ↔ expression alignment is weak, and mixing them in lowers domain quality (ablation in
-    ``MODEL_CARD.md``). ``"niche"`` is the joint ABFN niche embedding ``f_niche``.
+    ``MODEL_CARD.md``). ``"niche"`` is the joint ABFN niche embedding ``f_niche``; ``"pred"`` the spot prediction
+    head's output (the expression of ``config.predict_genes`` from the H&E, standardised within a section).
     """
     import torch
 
     out = {k: emb[k] for k in ("image", "gene") if k in emb}
+    if "image_pred" in emb:
+        out["pred"] = emb["image_pred"]
     if "niche_joint" in emb:
         out["niche"] = emb["niche_joint"]
     spot, niche = ("gene", "niche_gene") if "gene" in emb else ("image", "niche_image")
@@ -216,6 +219,9 @@ def embed(
     - ``obsm[key_added + "_image"]``: the spot's H&E embedding, whenever there is an image;
     - ``obsm[key_added + "_gene"]``: the spot's expression embedding, whenever there is expression;
     - ``obsm[key_added + "_niche"]``: the joint image + expression (ABFN) niche embedding, when both exist;
+    - ``obsm[key_added + "_pred"]``: for models with a prediction head (``config.predict_genes``, whose order its
+      columns follow), each spot's expression of those genes predicted from the H&E alone, standardised within the
+      section (what :func:`~stalign.tl.predict_expression` builds on), whenever there is an image;
     - ``uns[...]``: ``params``, the model name, its weights sha256 and fingerprint, the stalign version and the
       ``keys`` written.
 
@@ -266,5 +272,7 @@ def embed(
         "stalign_version": package_version(),
         "keys": {k: v for k, v in slots.items() if k in arrays},
     }
+    if "pred" in arrays:
+        table.uns[uns_key(key_added)]["pred_genes"] = list(m.config.predict_genes)
     logger.info("Embedded %d spots with %s (%s)", table.n_obs, record["model"], ", ".join(sorted(arrays)))
     return target if copy else None

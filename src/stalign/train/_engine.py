@@ -78,7 +78,7 @@ class _LossModule(nn.Module):
 
                 neg = gather_negatives(emb, negatives, exclude_self=True)
             b_local = len(next(iter(emb.values())))
-            out = m.loss_from_embeddings(emb, gathered, offset=self.info.rank * b_local, negatives=neg)
+            out = m.loss_from_embeddings(emb, gathered, offset=self.info.rank * b_local, negatives=neg, batch=batch)
         else:
             kw = dict(self._loss_kwargs)
             if negatives is not None:
