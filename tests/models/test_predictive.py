@@ -101,7 +101,7 @@ def test_the_heads_learn_real_expression_from_real_crops(data_dir):
     first = None
     for _ in range(25):
         out = model.loss(batch)
-        first = float(out.components["predict"]) if first is None else first
+        first = float(out.components["predict"].detach()) if first is None else first
         opt.zero_grad()
         out.loss.backward()
         opt.step()
@@ -167,3 +167,25 @@ def test_head_method_needs_a_model_with_a_head(mob_pair):
     # ridge still works on a model without a head: its image embedding alone
     pred = sta.tl.predict_expression(query, [ref], n_top_genes=5, model=plain)
     assert pred.uns["stalign_pred"]["params"]["features"] == ["image"]
+
+
+def test_self_supervised_term_matches_two_views_of_each_spot():
+    """SimCLR on the spot crops (w_image_ssl): the engine adds a second augmented view, the loss matches the two."""
+    from stalign.models import STAlign
+    from stalign.train import TrainConfig
+    from stalign.train._engine import _ssl_view
+
+    torch.manual_seed(0)
+    model = STAlign(toy_config(GENES, w_image_ssl=0.5))
+    batch = _batch()
+    assert "image_ssl" not in model.loss(batch).components  # no second view, no term
+    cfg = TrainConfig(seed=3)
+    rows = torch.arange(12)
+    view = _ssl_view(model, batch, cfg, 5, rows, 12)
+    assert view.shape == batch["spot_image"].shape and view.dtype == torch.uint8
+    assert not torch.equal(view, batch["spot_image"])
+    assert torch.equal(view, _ssl_view(model, batch, cfg, 5, rows, 12))  # a pure function of (seed, step)
+    out = model.loss({**batch, "spot_image_view": view})
+    assert "image_ssl" in out.components and out.counts["image_ssl"] == 12 and torch.isfinite(out.loss)
+    # a model without the term gets no second view (no extra encoder pass)
+    assert _ssl_view(_model(), batch, cfg, 5, rows, 12) is None

@@ -24,7 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _TINY_RESNET = {"channels": [16, 32, 64, 128], "stem_width": 16}
 
 #: Names of the five contrastive terms and their default weights.
-LOSS_TERMS = ("spot", "niche", "ns", "image_ns", "gene_ns")
+LOSS_TERMS = ("spot", "niche", "ns", "image_ns", "gene_ns", "image_ssl")
 GENE_POOL_NORMS = ("batch", "layer", "none")
 NORM_STATISTICS = ("running", "section")
 
@@ -116,6 +116,10 @@ class STAlignConfig:
     w_image_ns, w_gene_ns
         Weights of the unimodal spot ↔ niche terms (image ↔ image, gene ↔ gene) that let image-only and
         expression-only sections train.
+    w_image_ssl
+        Weight of the self-supervised image term (SimCLR, Chen et al. 2020): two augmentations of each spot crop
+        (independent flips, 90° turns, stain / colour jitter and resolution jitter) are matched against the other
+        spots of the batch. It needs no expression, so every image-only section teaches the spot tower too.
     predict_genes
         Genes (a subset of ``genes``) that the image towers learn to predict: a head on the spot image tokens predicts
         each spot's expression of these genes, and one on the niche image tokens its niche's (the predictive objective
@@ -177,6 +181,7 @@ class STAlignConfig:
     w_ns: float = 0.4
     w_image_ns: float = 0.1
     w_gene_ns: float = 0.1
+    w_image_ssl: float = 0.0
     predict_genes: list[str] = field(default_factory=list)
     predict_hidden: int = 256
     w_predict: float = 0.0

@@ -17,15 +17,18 @@ TERMS: dict[str, tuple[str, str]] = {
     "ns": ("joint", "niche_joint"),  # L_NS: ABFN spot ↔ ABFN niche
     "image_ns": ("image", "niche_image"),  # unimodal spot ↔ niche, images
     "gene_ns": ("gene", "niche_gene"),  # unimodal spot ↔ niche, expression
+    "image_ssl": ("image", "image_view"),  # SimCLR: two augmented views of the spot crop
 }
 #: embedding keys produced by :meth:`STAlign.embed`
 EMBEDDING_KEYS = ("image", "gene", "joint", "niche_image", "niche_gene", "niche_joint")
 #: prediction-head outputs of :meth:`STAlign.embed` → the expression they predict (batch key)
 PREDICTIONS: dict[str, str] = {"image_pred": "spot_expr", "niche_image_pred": "niche_expr"}
 PREDICTION_KEYS = tuple(PREDICTIONS)
+#: the second view's embedding (training with the self-supervised image term)
+VIEW_KEYS = ("image_view",)
 #: a gene whose standard deviation within a batch is below this is not a target in that batch (unmeasured, or flat)
 MIN_TARGET_STD = 1e-3
-_IMAGE_KEYS = {"image", "niche_image"}
+_IMAGE_KEYS = {"image", "niche_image", "image_view"}
 _GENE_KEYS = {"gene", "niche_gene"}
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from .._batch import BatchKey
 from ._config import STAlignConfig
-from ._losses import EMBEDDING_KEYS, PREDICTION_KEYS, LossOutput, contrastive_loss, gather_negatives, predictive_loss
+from ._losses import EMBEDDING_KEYS, PREDICTION_KEYS, VIEW_KEYS, LossOutput, contrastive_loss, gather_negatives, predictive_loss
 from .nn import ABFN, GeneEncoder, ImageEncoder, PredictionHead, ProjectionHead, create_trunk, load_trunk_weights
 
 logger = logging.getLogger(__name__)
@@ -323,6 +323,11 @@ class STAlign(nn.Module):
             out.update(
                 self.encode_gene(batch.get(K.spot_expr), batch.get(K.niche_expr), mask=has_expr, return_tokens=True)
             )
+        view = batch.get(K.spot_image_view)
+        if view is not None and bool(has_image.any()):  # the self-supervised term's second view of the spot crop
+            x = self._prep_image(view, self.config.spot_size, "spot_image_view")
+            tok = _apply_rows(self.spot_image_encoder, has_image, x)
+            out["image_view"] = _apply_rows(self.heads["image"], has_image, tok)
         both = has_image & has_expr
         if bool(both.any()):
             for key, ti, tg, level in (
@@ -333,7 +338,7 @@ class STAlign(nn.Module):
                     out[key] = _apply_rows(
                         lambda a, g, level=level: self.fuse(a, g, level=level), both, out[ti], out[tg]
                     )
-        emb = {k: out[k] for k in (*EMBEDDING_KEYS, *PREDICTION_KEYS) if k in out}
+        emb = {k: out[k] for k in (*EMBEDDING_KEYS, *PREDICTION_KEYS, *VIEW_KEYS) if k in out}
         emb["has_image"] = has_image
         emb["has_expr"] = has_expr
         return emb
