@@ -156,9 +156,9 @@ def _cmd_embed_cohort(args) -> int:
 
 
 def _load_input(spec: str, args):
-    """Read one SPEC of ``stalign embed``/``info``: an H&E image tiled at ``--tile-um``, or what ``io.load`` reads."""
+    """Read one SPEC of ``stalign embed``/``info``: an H&E image tiled at ``--tile-um``, or what ``datasets.load`` reads."""
     from ._utils import is_image_path
-    from .io import load
+    from .datasets import load
 
     tile_um = getattr(args, "tile_um", None)
     mpp = getattr(args, "microns_per_pixel", None)

@@ -53,7 +53,7 @@ def test_cohort_files_manifest_joint_domains_and_restarts(data_dir, tmp_path):
         for key in ("X_stalign", "X_stalign_image", "X_stalign_gene", "X_stalign_niche"):
             np.testing.assert_array_equal(disk.obsm[key][rows], section.obsm[key])
         assert section.uns["stalign"]["weights_sha256"] == manifest["model"]["weights_sha256"]
-    sd = sta.io.load(SPECS[0], data_dir=data_dir)
+    sd = sta.datasets.load(SPECS[0], data_dir=data_dir)
     sta.tl.embed(sd, show_progress_bar=False)
     rows = (disk.obs["sample"] == "MOB1").to_numpy()
     np.testing.assert_allclose(disk.obsm["X_stalign"][rows], sd.tables["table"].obsm["X_stalign"], atol=1e-5)
@@ -109,7 +109,7 @@ def test_bad_section_is_named_and_keep_going_finishes_the_others(data_dir, tmp_p
 
 def test_cohort_inputs_checked_before_any_work(data_dir, tmp_path):
     h5ad = tmp_path / "mob1.h5ad"
-    sta.io.to_anndata(sta.io.stutility_mob("MOB1", data_dir=data_dir)).write_h5ad(h5ad)
+    sta.io.to_anndata(sta.datasets.stutility_mob("MOB1", data_dir=data_dir)).write_h5ad(h5ad)
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=r"can only be written as \.h5ad.*--format h5ad"):
         sta.tl.embed_cohort([SPECS[1], str(h5ad)], out, data_dir=data_dir)
@@ -126,8 +126,8 @@ def test_cohort_inputs_checked_before_any_work(data_dir, tmp_path):
 
 
 def test_cohort_of_objects_leaves_them_unchanged(data_dir, tmp_path):
-    sd = sta.io.stutility_mob("MOB2", data_dir=data_dir)
-    adata = sta.io.to_anndata(sta.io.stutility_mob("MOB1", data_dir=data_dir))
+    sd = sta.datasets.stutility_mob("MOB2", data_dir=data_dir)
+    adata = sta.io.to_anndata(sta.datasets.stutility_mob("MOB1", data_dir=data_dir))
     cohort = sta.tl.embed_cohort({"left": adata, "right": sd}, tmp_path / "c", format="h5ad")
     assert list(cohort.obs["sample"].cat.categories) == ["left", "right"]
     assert _visible(tmp_path / "c") == ["cohort.h5ad", "left.h5ad", "manifest.json", "right.h5ad"]

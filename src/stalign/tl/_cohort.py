@@ -93,7 +93,7 @@ def _plan(
     """One entry per section: its name, file and what to do (``embed``, ``skip`` or ``fail``). Runs on rank 0."""
     from anndata import AnnData
 
-    from ..io import sample_name
+    from ..datasets import sample_name
 
     errors: dict[int, str] = {}
     if names is None:
@@ -315,9 +315,9 @@ def embed_cohort(
     Parameters
     ----------
     sections
-        What :func:`stalign.io.load` accepts (``"dataset:section"``, a Space Ranger ``outs`` folder, a ``.zarr``,
+        What :func:`stalign.datasets.load` accepts (``"dataset:section"``, a Space Ranger ``outs`` folder, a ``.zarr``,
         an ``.h5ad``) and/or SpatialData / AnnData objects (left unchanged); or a mapping name → section. Sections
-        are named by their ``obs["sample"]`` (:func:`stalign.io.sample_name`), made unique with ``-2``, ``-3``, ….
+        are named by their ``obs["sample"]`` (:func:`stalign.datasets.sample_name`), made unique with ``-2``, ``-3``, ….
     out_dir
         Output folder, created if missing.
     model
@@ -336,7 +336,7 @@ def embed_cohort(
     data_dir
         Folder of the shared datasets, for dataset specs (default ``$STALIGN_DATA_DIR``).
     loader
-        Function reading one spec (default :func:`stalign.io.load` with ``data_dir``).
+        Function reading one spec (default :func:`stalign.datasets.load` with ``data_dir``).
     device
         ``None``: each process's GPU (``cuda:LOCAL_RANK``) when CUDA is present, else the CPU.
     batch_size
@@ -371,7 +371,7 @@ def embed_cohort(
     """
     from .._distributed import cleanup, init_distributed
     from .._utils import resolve_device
-    from ..io import load
+    from ..datasets import load
 
     if isinstance(sections, str | os.PathLike) or not isinstance(sections, Sequence | Mapping):
         msg = (
@@ -494,7 +494,8 @@ def _finish(plan: list[dict], statuses: list[dict], out: Path, *, fmt: str, n_do
     import shutil
 
     from .._utils import package_version
-    from ..io import concat, load
+    from ..datasets import load
+    from ..io import concat
     from ._domains import domains
 
     by_index = {st["index"]: st for st in statuses}

@@ -222,7 +222,7 @@ def embed(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> table = sdata.tables["table"]
     >>> table.obsm["X_stalign"].shape, table.obsm["X_stalign_image"].shape
