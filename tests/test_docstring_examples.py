@@ -24,7 +24,7 @@ import pytest
 
 import stalign
 
-MODULES = ("io", "datasets", "pp", "tl", "pl", "models", "train", "evaluation")
+MODULES = ("io", "datasets", "pp", "tl", "cohort", "pl", "models", "train", "evaluation")
 #: readers of the shared datasets that return a SpatialData for one section
 READERS = ("dlpfc", "her2st", "stahl_mob", "stutility_mob")
 _EXAMPLES = re.compile(r"^Examples\n-{8,}\n(?P<body>.*?)(?=^\S[^\n]*\n-{3,}\n|\Z)", re.S | re.M)
