@@ -18,6 +18,7 @@ Conventions
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -389,8 +390,18 @@ def _levels_from_sdata(sdata, image_key: str | None, table: AnnData) -> list[Ima
         msg = f"image_key {image_key!r} not in sdata.images; available: {', '.join(sdata.images.keys()) or 'none'}."
         raise KeyError(msg)
     levels: list[ImageLevel] = []
+    skipped = []
     for key in keys:
         elem = sdata.images[key]
+        if not is_rgb(elem):
+            if image_key is not None:
+                msg = (
+                    f"Image {image_key!r} has channels {_channels(elem)}, not an RGB H&E; the model's image encoder "
+                    "reads H&E only. Pass the H&E as image_key=, or leave image_key=None to embed from genes alone."
+                )
+                raise ValueError(msg)
+            skipped.append(key)
+            continue
         m = _image_to_fullres(sdata, key, elem, table)
         sx, sy = float(m[0, 0]), float(m[1, 1])
         if abs(m[0, 1]) > 1e-9 or abs(m[1, 0]) > 1e-9 or abs(sx - sy) > 1e-6 * max(sx, sy):
@@ -409,7 +420,27 @@ def _levels_from_sdata(sdata, image_key: str | None, table: AnnData) -> list[Ima
                 levels.append(ImageLevel(da.data, sx * base_w / w, name=f"{key}/{s}"))
         else:
             levels.append(ImageLevel(elem.data, sx, name=key))
+    if skipped and not levels:
+        warnings.warn(
+            f"Image(s) {', '.join(map(repr, skipped))} are not RGB H&E (fluorescence such as Xenium's DAPI) and are "
+            "never read by the model's H&E encoder: the spots are embedded from their genes alone. Add an H&E "
+            "(e.g. stalign.io.read_xenium(path, he_image=...)) to embed the image too.",
+            UserWarning,
+            stacklevel=4,
+        )
     return sorted(levels, key=lambda lv: lv.fullres_per_px)
+
+
+def _channels(elem) -> list:
+    """The channel names of an image element (a multiscale DataTree or a DataArray)."""
+    if hasattr(elem, "children") and len(getattr(elem, "children", {})) > 0:
+        elem = next(iter(elem[sorted(elem.children)[0]].ds.data_vars.values()))
+    return [str(c) for c in elem.coords["c"].values] if "c" in elem.coords else [None] * int(elem.shape[0])
+
+
+def is_rgb(elem) -> bool:
+    """Whether an image element is an RGB image (3 channels): what the H&E encoder reads; DAPI/fluorescence is not."""
+    return len(_channels(elem)) == 3
 
 
 def get_section(
