@@ -5,7 +5,7 @@
 1. DLPFC 151673 (Visium, real counts) is embedded directly (`tl.embed`), and 7 domains (`tl.domains`, GMM) are
    scored against the manual layers (ARI).
 2. Its counts are split into the 8 µm bins whose centres lie in each 55 µm spot (a multinomial split,
-   `io._visium_hd.split_into_bins`), written in the Space Ranger HD layout (`binned_outputs/square_008um` with
+   `io._visium_hd.write_visium_as_hd`), written in the Space Ranger HD layout (`binned_outputs/square_008um` with
    `feature_slice.h5`, so spatialdata-io reads it) and read back with `io.read_visium_hd(bin_size_um=8)`.
 3. Pseudo-spots at the original spot centres (`pp.pseudospots(centers=..., spot_um=55)`) are embedded: per-spot
    cosine against step 1 (criterion: median >= 0.99) and 7 domains against step 1's (criterion: ARI >= 0.9).
@@ -36,34 +36,6 @@ ARI_MIN = 0.9
 ARI_TOL = 0.05
 
 
-def visium_as_hd(sdata, outs: Path, *, bin_um: int = 8, spot_um: float = 55.0, random_state: int = 0) -> Path:
-    """Write a Visium section's counts as Visium HD bins (see the module docstring); return the ``outs`` folder."""
-    from stalign.io._visium_hd import split_into_bins, write_visium_hd
-
-    table = sdata.tables["table"]
-    lib = next(iter(table.uns["spatial"]))
-    sf = table.uns["spatial"][lib]["scalefactors"]
-    mpp = float(sf["microns_per_pixel"])
-    B, rows, cols, _ = split_into_bins(table.X, table.obsm["spatial"] * mpp, spot_um=spot_um, bin_um=bin_um,
-                                       random_state=random_state)  # fmt: skip
-    image = next(iter(sdata.images.values()))["scale0"]["image"].values  # the section's PNG, as read
-    write_visium_hd(
-        outs,
-        counts=B,
-        array_row=rows,
-        array_col=cols,
-        xy_fullres=np.column_stack([(cols + 0.5) * bin_um, (rows + 0.5) * bin_um]) / mpp,
-        gene_ids=table.var["gene_ids"] if "gene_ids" in table.var else table.var_names,
-        gene_names=table.var_names,
-        bin_size_um=bin_um,
-        microns_per_pixel=mpp,
-        hires_image=np.moveaxis(image, 0, -1),
-        hires_scalef=float(sf["image_scalef"]),
-        feature_slice=True,
-    )
-    return outs
-
-
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
@@ -82,6 +54,7 @@ def main(argv=None) -> dict:
     from sklearn.metrics import adjusted_rand_score as ari
 
     import stalign as sta
+    from stalign.io._visium_hd import write_visium_as_hd
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="stalign-base")
@@ -99,68 +72,78 @@ def main(argv=None) -> dict:
     res["visium_ari_layers"] = [float(ari(truth, vis_dom[s][labelled])) for s in SEEDS]
     log.info("Visium: ARI vs layers %s", res["visium_ari_layers"])
 
+    # the images are read lazily from the written folder: it lives until the end
     with tempfile.TemporaryDirectory(prefix="stalign-hd-") as tmp:
-        outs = visium_as_hd(vis, Path(tmp) / "outs")
+        outs = write_visium_as_hd(vis, Path(tmp) / "outs", bin_um=8)
         t1 = time.perf_counter()
         hd = sta.io.read_visium_hd(outs, bin_size_um=8, dataset_id=SAMPLE)
         res["read_s"] = time.perf_counter() - t1
-    ht = hd.tables["table"]
-    res["n_bins"] = int(ht.n_obs)
+        ht = hd.tables["table"]
+        res["n_bins"] = int(ht.n_obs)
 
-    # 3. pseudo-spots at the spot centres
-    sta.pp.pseudospots(hd, centers=vt.obsm["spatial"], spot_um=55.0, key_added="at_spots")
-    at = hd.tables["at_spots"]
-    order = at.obs["center_index"].to_numpy()
-    res["n_spots_with_bins"] = int(at.n_obs)
-    res["bins_per_spot_median"] = float(np.median(at.obs["n_points"]))
-    res["counts_equal"] = bool(abs(at.X - vt.X[order]).max() == 0)
-    sta.tl.embed(hd, model=args.model, table_key="at_spots", show_progress_bar=False)
-    cos = {k: cosine_rows(at.obsm[f"X_stalign{k}"], vt.obsm[f"X_stalign{k}"][order]) for k in ("", "_image", "_gene")}
-    res["cosine_median"] = {k or "fused": float(np.median(v)) for k, v in cos.items()}
-    res["cosine_min"] = {k or "fused": float(v.min()) for k, v in cos.items()}
-    at_dom = {s: domains(at, s) for s in SEEDS}
-    res["at_spots_ari_vs_visium_domains"] = [float(ari(vis_dom[s][order], at_dom[s])) for s in SEEDS]
-    log.info("At spot centres: cosine %s, domain ARI vs Visium %s", res["cosine_median"], res["at_spots_ari_vs_visium_domains"])
+        # 3. pseudo-spots at the spot centres
+        sta.pp.pseudospots(hd, centers=vt.obsm["spatial"], spot_um=55.0, key_added="at_spots")
+        at = hd.tables["at_spots"]
+        order = at.obs["center_index"].to_numpy()
+        res["n_spots_with_bins"] = int(at.n_obs)
+        res["bins_per_spot_median"] = float(np.median(at.obs["n_points"]))
+        res["counts_equal"] = bool(abs(at.X - vt.X[order]).max() == 0)
+        sta.tl.embed(hd, model=args.model, table_key="at_spots", show_progress_bar=False)
+        cos = {
+            k: cosine_rows(at.obsm[f"X_stalign{k}"], vt.obsm[f"X_stalign{k}"][order]) for k in ("", "_image", "_gene")
+        }
+        res["cosine_median"] = {k or "fused": float(np.median(v)) for k, v in cos.items()}
+        res["cosine_min"] = {k or "fused": float(v.min()) for k, v in cos.items()}
+        at_dom = {s: domains(at, s) for s in SEEDS}
+        res["at_spots_ari_vs_visium_domains"] = [float(ari(vis_dom[s][order], at_dom[s])) for s in SEEDS]
+        log.info(
+            "At spot centres: cosine %s, domain ARI vs Visium %s",
+            res["cosine_median"],
+            res["at_spots_ari_vs_visium_domains"],
+        )
 
-    # 4. the hexagonal grid
-    sta.pp.pseudospots(hd, spacing_um=args.spacing, key_added="grid")
-    grid = hd.tables["grid"]
-    res["grid_spacing_um"] = args.spacing
-    res["n_grid_pseudospots"] = int(grid.n_obs)
-    t2 = time.perf_counter()
-    sta.tl.embed(hd, model=args.model, table_key="grid", show_progress_bar=False)
-    res["grid_embed_s"] = time.perf_counter() - t2
-    _, near = cKDTree(grid.obsm["spatial"]).query(vt.obsm["spatial"])
-    grid_dom = {s: domains(grid, s)[near] for s in SEEDS}
-    res["grid_ari_layers"] = [float(ari(truth, grid_dom[s][labelled])) for s in SEEDS]
-    log.info("Grid %g µm: ARI vs layers %s", args.spacing, res["grid_ari_layers"])
+        # 4. the hexagonal grid
+        sta.pp.pseudospots(hd, spacing_um=args.spacing, key_added="grid")
+        grid = hd.tables["grid"]
+        res["grid_spacing_um"] = args.spacing
+        res["n_grid_pseudospots"] = int(grid.n_obs)
+        t2 = time.perf_counter()
+        sta.tl.embed(hd, model=args.model, table_key="grid", show_progress_bar=False)
+        res["grid_embed_s"] = time.perf_counter() - t2
+        _, near = cKDTree(grid.obsm["spatial"]).query(vt.obsm["spatial"])
+        grid_dom = {s: domains(grid, s)[near] for s in SEEDS}
+        res["grid_ari_layers"] = [float(ari(truth, grid_dom[s][labelled])) for s in SEEDS]
+        log.info("Grid %g µm: ARI vs layers %s", args.spacing, res["grid_ari_layers"])
 
-    m = {k: float(np.mean(res[k])) for k in ("visium_ari_layers", "at_spots_ari_vs_visium_domains", "grid_ari_layers")}
-    res["criteria"] = {
-        "cosine_median_fused>=0.99": res["cosine_median"]["fused"] >= COSINE_MIN,
-        "domain_ari_vs_visium>=0.9": m["at_spots_ari_vs_visium_domains"] >= ARI_MIN,
-        "grid_ari_within_0.05": abs(m["grid_ari_layers"] - m["visium_ari_layers"]) <= ARI_TOL,
-    }
-    res["total_s"] = time.perf_counter() - t0
-    md = [
-        f"# Visium HD consistency (DLPFC {SAMPLE}, {args.model})",
-        "",
-        f"{res['n_bins']} bins of 8 µm from {res['n_spots']} spots (median {res['bins_per_spot_median']:g} per spot); "
-        f"pseudo-spot counts equal the spots' counts: {res['counts_equal']}.",
-        "",
-        "| check | value | criterion | met |",
-        "|---|---|---|---|",
-        f"| median cosine, pseudo-spots at spot centres vs Visium (fused / image / gene) | "
-        f"{res['cosine_median']['fused']:.4f} / {res['cosine_median']['image']:.4f} / {res['cosine_median']['gene']:.4f}"
-        f" | ≥ {COSINE_MIN} | {res['criteria']['cosine_median_fused>=0.99']} |",
-        f"| 7-domain ARI, pseudo-spots at centres vs Visium domains (seeds {SEEDS}) | "
-        f"{m['at_spots_ari_vs_visium_domains']:.3f} | ≥ {ARI_MIN} | {res['criteria']['domain_ari_vs_visium>=0.9']} |",
-        f"| ARI vs manual layers: Visium / {args.spacing:g} µm grid ({res['n_grid_pseudospots']} pseudo-spots) | "
-        f"{m['visium_ari_layers']:.3f} / {m['grid_ari_layers']:.3f} | within {ARI_TOL} | "
-        f"{res['criteria']['grid_ari_within_0.05']} |",
-        "",
-        f"Total {res['total_s']:.0f} s (read {res['read_s']:.1f} s, grid embedding {res['grid_embed_s']:.0f} s).",
-    ]
+        m = {
+            k: float(np.mean(res[k]))
+            for k in ("visium_ari_layers", "at_spots_ari_vs_visium_domains", "grid_ari_layers")
+        }
+        res["criteria"] = {
+            "cosine_median_fused>=0.99": res["cosine_median"]["fused"] >= COSINE_MIN,
+            "domain_ari_vs_visium>=0.9": m["at_spots_ari_vs_visium_domains"] >= ARI_MIN,
+            "grid_ari_within_0.05": abs(m["grid_ari_layers"] - m["visium_ari_layers"]) <= ARI_TOL,
+        }
+        res["total_s"] = time.perf_counter() - t0
+        md = [
+            f"# Visium HD consistency (DLPFC {SAMPLE}, {args.model})",
+            "",
+            f"{res['n_bins']} bins of 8 µm from {res['n_spots']} spots (median {res['bins_per_spot_median']:g} per spot); "
+            f"pseudo-spot counts equal the spots' counts: {res['counts_equal']}.",
+            "",
+            "| check | value | criterion | met |",
+            "|---|---|---|---|",
+            f"| median cosine, pseudo-spots at spot centres vs Visium (fused / image / gene) | "
+            f"{res['cosine_median']['fused']:.4f} / {res['cosine_median']['image']:.4f} / {res['cosine_median']['gene']:.4f}"
+            f" | ≥ {COSINE_MIN} | {res['criteria']['cosine_median_fused>=0.99']} |",
+            f"| 7-domain ARI, pseudo-spots at centres vs Visium domains (seeds {SEEDS}) | "
+            f"{m['at_spots_ari_vs_visium_domains']:.3f} | ≥ {ARI_MIN} | {res['criteria']['domain_ari_vs_visium>=0.9']} |",
+            f"| ARI vs manual layers: Visium / {args.spacing:g} µm grid ({res['n_grid_pseudospots']} pseudo-spots) | "
+            f"{m['visium_ari_layers']:.3f} / {m['grid_ari_layers']:.3f} | within {ARI_TOL} | "
+            f"{res['criteria']['grid_ari_within_0.05']} |",
+            "",
+            f"Total {res['total_s']:.0f} s (read {res['read_s']:.1f} s, grid embedding {res['grid_embed_s']:.0f} s).",
+        ]
     write_results("hd_consistency", res, "\n".join(md))
     log.info("%s", res)
     return res

@@ -99,7 +99,7 @@ def _hd_scalefactors(folder: Path, size: int) -> dict[str, Any]:
 
 
 def _glue(sdata, *, sample: str, size: int, scalefactors: dict, table_key: str):
-    """stalign's conventions on a Visium HD SpatialData: table ``"table"``, ``obs["sample"]``, ``uns["spatial"]``."""
+    """Stalign's conventions on a Visium HD SpatialData: table ``"table"``, ``obs["sample"]``, ``uns["spatial"]``."""
     table = sdata.tables[table_key]
     if table_key != Key.table:
         del sdata.tables[table_key]
@@ -198,7 +198,9 @@ def read_visium_hd(
     if outs is not None and (outs / "feature_slice.h5").is_file():
         sdata = _read_with_spatialdata_io(outs, size=size, sample=sample, fullres_image=fullres_image)
         return _glue(sdata, sample=sample, size=size, scalefactors=sf, table_key=square_name(size))
-    sdata = read_visium(folder, dataset_id=sample, fullres_image=fullres_image, microns_per_pixel=sf[Key.microns_per_pixel])
+    sdata = read_visium(
+        folder, dataset_id=sample, fullres_image=fullres_image, microns_per_pixel=sf[Key.microns_per_pixel]
+    )
     return _glue(sdata, sample=sample, size=size, scalefactors=sf, table_key=Key.table)
 
 
@@ -330,6 +332,45 @@ def split_into_bins(
     unit_spot, unit_gene = np.repeat(s_idx, c), np.repeat(g_idx, c)
     rng = np.random.default_rng(random_state)
     unit_bin = first[unit_spot] + (rng.random(len(unit_spot)) * n_per_spot[unit_spot]).astype(np.int64)
-    B = sparse.csr_matrix((np.ones(len(unit_bin), dtype=np.float32), (unit_bin, unit_gene)), shape=(len(rows), X.shape[1]))
+    B = sparse.csr_matrix(
+        (np.ones(len(unit_bin), dtype=np.float32), (unit_bin, unit_gene)), shape=(len(rows), X.shape[1])
+    )
     B.sum_duplicates()
     return B, rows, cols, spot
+
+
+def write_visium_as_hd(
+    sdata, outs: str | os.PathLike, *, bin_um: int = 8, spot_um: float = 55.0, random_state: int = 0
+):
+    """Write a Visium section (a stalign reader's SpatialData) as Visium HD bins in the Space Ranger HD layout.
+
+    The counts of each spot are split into the ``bin_um`` bins whose centres lie in its ``spot_um`` disc
+    (:func:`split_into_bins`); the bins keep the section's full-resolution frame and µm per pixel, and its image
+    becomes ``tissue_hires_image.png``. With ``feature_slice.h5``, so that :func:`spatialdata_io.visium_hd` reads it.
+
+    Returns
+    -------
+    The ``outs`` folder.
+    """
+    table = sdata.tables[Key.table]
+    lib = str(table.obs[Key.sample].iloc[0])
+    sf = table.uns[Key.spatial][lib]["scalefactors"]
+    mpp = float(sf[Key.microns_per_pixel])
+    B, rows, cols, _ = split_into_bins(table.X, table.obsm[Key.spatial] * mpp, spot_um=spot_um, bin_um=bin_um,
+                                       random_state=random_state)  # fmt: skip
+    image = np.moveaxis(np.asarray(next(iter(sdata.images.values()))["scale0"]["image"].values), 0, -1)
+    write_visium_hd(
+        outs,
+        counts=B,
+        array_row=rows,
+        array_col=cols,
+        xy_fullres=np.column_stack([(cols + 0.5) * bin_um, (rows + 0.5) * bin_um]) / mpp,
+        gene_ids=table.var["gene_ids"] if "gene_ids" in table.var else table.var_names,
+        gene_names=table.var_names,
+        bin_size_um=bin_um,
+        microns_per_pixel=mpp,
+        hires_image=image,
+        hires_scalef=float(sf.get("image_scalef", 1.0)),
+        feature_slice=True,
+    )
+    return Path(outs)

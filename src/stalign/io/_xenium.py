@@ -30,7 +30,9 @@ HE_SUFFIX = "_he_image"
 def _pixel_size(path: Path) -> float:
     exp = path / "experiment.xenium"
     if not exp.is_file():
-        msg = f"{str(path)!r} has no experiment.xenium; pass the output folder of a Xenium run (Xenium Onboard Analysis)."
+        msg = (
+            f"{str(path)!r} has no experiment.xenium; pass the output folder of a Xenium run (Xenium Onboard Analysis)."
+        )
         raise FileNotFoundError(msg)
     try:
         size = float(json.loads(exp.read_text())["pixel_size"])
@@ -96,7 +98,11 @@ def read_xenium(
     >>> import os
     >>> import stalign as sta
     >>> path = os.path.join(
-    ...     os.environ["STALIGN_DATA_DIR"], "xenium_insitupy_ileum", "tests", "data", "Xenium_Prime_Mouse_Ileum_tiny_outs"
+    ...     os.environ["STALIGN_DATA_DIR"],
+    ...     "xenium_insitupy_ileum",
+    ...     "tests",
+    ...     "data",
+    ...     "Xenium_Prime_Mouse_Ileum_tiny_outs",
     ... )
     >>> sdata = sta.io.read_xenium(path)
     >>> table = sdata.tables["table"]
@@ -161,7 +167,9 @@ def read_xenium(
                 "pass he_affine= (H&E pixels → morphology pixels)."
             )
             raise ValueError(msg)
-        sdata.images[f"{sample}{HE_SUFFIX}"] = build_image(he, what=f"Xenium {sample!r}: he_image")  # "global" = its pixels
+        sdata.images[f"{sample}{HE_SUFFIX}"] = build_image(
+            he, what=f"Xenium {sample!r}: he_image"
+        )  # "global" = its pixels
     table.obsm[Key.spatial] = xy_px
     table.obs[Key.sample] = pd.Categorical([sample] * table.n_obs)
     # a cell's "spot" is the disc of its median area (µm²), as the cell circles spatialdata-io draws

@@ -48,7 +48,7 @@ def _free_key(sdata, key: str, region: str, *, fn: str) -> None:
         raise ValueError(msg)
 
 
-def bin(  # noqa: A001 (the verb users look for: squidpy/spatialdata-io name HD bins "bins")
+def bin(
     sdata: Any,
     *,
     bin_um: int,
@@ -262,5 +262,9 @@ def pseudospots(
     table.obsm[key_added] = M.T.tocsr()
     table.obs[key_added] = pd.Categorical(label, categories=ids.tolist())
     logger.info(
-        "pp.pseudospots: %d pseudo-spots of %g µm (pitch %g µm) over %d points", new.n_obs, spot_um, spacing_um, len(xy_um)
+        "pp.pseudospots: %d pseudo-spots of %g µm (pitch %g µm) over %d points",
+        new.n_obs,
+        spot_um,
+        spacing_um,
+        len(xy_um),
     )
