@@ -32,7 +32,8 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
     ----------
     spec
         ``"<dataset>:<section>"`` for the shared datasets (``"dlpfc:151673"``, ``"her2st:C2"``,
-        ``"stutility_mob:MOB1"``, ``"stahl_mob:11"``), a Space Ranger ``outs`` folder, a ``.zarr`` SpatialData store,
+        ``"stutility_mob:MOB1"``, ``"stahl_mob:11"``), a Space Ranger ``outs`` folder (Visium; Visium HD: its 8 µm
+        bins, or a ``square_XXXum`` folder's), a Xenium output folder (cells), a ``.zarr`` SpatialData store,
         an ``.h5ad`` file (squidpy-convention AnnData), or an H&E image file (``.svs``, ``.tif``, ``.jpg``, ... read by
         :func:`read_image`, which needs the file to record its µm per pixel; no spots until
         :func:`stalign.pp.tile_tissue`).
@@ -87,7 +88,15 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
         return sd.read_zarr(path)
     if path.is_dir():
         from ._visium import read_visium
+        from ._visium_hd import is_visium_hd
+        from ._xenium import read_xenium
 
+        if is_visium_hd(path):
+            from ._visium_hd import read_visium_hd
+
+            return read_visium_hd(path, bin_size_um=None)
+        if (path / "experiment.xenium").is_file():
+            return read_xenium(path)
         return read_visium(path)
     msg = (
         f"Cannot load {text!r}: unsupported file type {path.suffix!r}; use a .zarr, a .h5ad, a Space Ranger folder or "

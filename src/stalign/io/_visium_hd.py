@@ -39,6 +39,11 @@ def square_name(bin_size_um: int) -> str:
     return f"square_{int(bin_size_um):03d}um"
 
 
+def is_visium_hd(path: Path) -> bool:
+    """Whether ``path`` is a Space Ranger HD ``outs`` folder or one of its ``square_XXXum`` folders."""
+    return (path / _BINNED).is_dir() or _SQUARE.match(path.name) is not None
+
+
 def _available(binned: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in binned.iterdir() if p.is_dir() and (m := _SQUARE.match(p.name)))
 
