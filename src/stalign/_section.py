@@ -18,7 +18,6 @@ Conventions
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +118,8 @@ class Section:
     microns_per_pixel: float  # µm per full-resolution px
     spot_diameter_fullres: float
     images: list[ImageLevel] = field(default_factory=list)
+    #: image elements that are not RGB H&E (e.g. Xenium's DAPI): never read as images
+    other_images: list[str] = field(default_factory=list)
     block_cache: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -390,7 +391,6 @@ def _levels_from_sdata(sdata, image_key: str | None, table: AnnData) -> list[Ima
         msg = f"image_key {image_key!r} not in sdata.images; available: {', '.join(sdata.images.keys()) or 'none'}."
         raise KeyError(msg)
     levels: list[ImageLevel] = []
-    skipped = []
     for key in keys:
         elem = sdata.images[key]
         if not is_rgb(elem):
@@ -400,7 +400,6 @@ def _levels_from_sdata(sdata, image_key: str | None, table: AnnData) -> list[Ima
                     "reads H&E only. Pass the H&E as image_key=, or leave image_key=None to embed from genes alone."
                 )
                 raise ValueError(msg)
-            skipped.append(key)
             continue
         m = _image_to_fullres(sdata, key, elem, table)
         sx, sy = float(m[0, 0]), float(m[1, 1])
@@ -420,14 +419,6 @@ def _levels_from_sdata(sdata, image_key: str | None, table: AnnData) -> list[Ima
                 levels.append(ImageLevel(da.data, sx * base_w / w, name=f"{key}/{s}"))
         else:
             levels.append(ImageLevel(elem.data, sx, name=key))
-    if skipped and not levels:
-        warnings.warn(
-            f"Image(s) {', '.join(map(repr, skipped))} are not RGB H&E (fluorescence such as Xenium's DAPI) and are "
-            "never read by the model's H&E encoder: the spots are embedded from their genes alone. Add an H&E "
-            "(e.g. stalign.io.read_xenium(path, he_image=...)) to embed the image too.",
-            UserWarning,
-            stacklevel=4,
-        )
     return sorted(levels, key=lambda lv: lv.fullres_per_px)
 
 
@@ -489,4 +480,5 @@ def get_section(
         microns_per_pixel=mpp,
         spot_diameter_fullres=diam,
         images=levels,
+        other_images=[k for k, v in data.images.items() if not is_rgb(v)] if isinstance(data, SpatialData) else [],
     )

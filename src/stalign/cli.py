@@ -198,9 +198,9 @@ def _points_input(spec: str, args):
             msg = f"{flag} {val}: it must be a positive number of micrometres (e.g. {flag} 16)."
             raise ValueError(msg)
     if bin_um is not None:
-        from .io._visium_hd import is_visium_hd, read_visium_hd
+        from .io import read_visium_hd
 
-        if not is_visium_hd(Path(spec).expanduser()):
+        if not Path(spec).expanduser().is_dir():
             msg = (
                 f"--bin-um applies to a Visium HD output (an `outs` folder with binned_outputs/); {spec!r} is not one."
             )

@@ -133,11 +133,17 @@ def test_xenium_ileum_genes_only(ileum_folder):
     np.testing.assert_allclose(t.obsm["spatial"], cells[["x_centroid", "y_centroid"]].to_numpy() / 0.2125, rtol=1e-6)
     assert t.uns["spatial"]["ileum"]["scalefactors"]["microns_per_pixel"] == 0.2125
     assert set(t.obs["sample"]) == {"ileum"}
-    with pytest.warns(UserWarning, match=r"not RGB H&E .* genes alone"):
-        sec = get_section(sdata)
+    sec = get_section(sdata)
     assert sec.images == [] and sec.has_expression  # the DAPI image is never an H&E
+    assert sec.other_images == ["morphology_focus"]
     with pytest.raises(ValueError, match=r"not an RGB H&E"):
         get_section(sdata, image_key="morphology_focus")
+    import stalign as sta
+
+    with pytest.warns(UserWarning, match=r"'morphology_focus' .* not RGB H&E .* genes alone") as rec:
+        sta.tl.embed(sdata, show_progress_bar=False)
+    assert sum("genes alone" in str(w.message) for w in rec) == 1  # one warning
+    assert "X_stalign_image" not in t.obsm and t.obsm["X_stalign_gene"].shape == (23, 128)
 
 
 def test_xenium_with_registered_he(ileum_folder):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._build import square_name
 from .._constants import Key
 from .._validators import check_number
 
@@ -32,11 +33,6 @@ logger = logging.getLogger(__name__)
 HD_BIN_SIZES_UM = (2, 8, 16)
 _BINNED = "binned_outputs"
 _SQUARE = re.compile(r"^square_(\d{3})um$")
-
-
-def square_name(bin_size_um: int) -> str:
-    """The folder (and table) name of one bin size: ``square_008um`` for 8 µm."""
-    return f"square_{int(bin_size_um):03d}um"
 
 
 def is_visium_hd(path: Path) -> bool:

@@ -79,13 +79,15 @@ def bin(
 
     Examples
     --------
+    >>> import os
     >>> import stalign as sta
-    >>> sdata = sta.io.read_visium_hd("outs", bin_size_um=2)  # doctest: +SKIP
-    >>> sta.pp.bin(sdata, bin_um=8)  # doctest: +SKIP
-    >>> sdata.tables["square_008um"]  # doctest: +SKIP
+    >>> outs = os.path.join(os.environ["STALIGN_DATA_DIR"], "visium_hd_visiumio", "inst", "extdata")
+    >>> sdata = sta.io.read_visium_hd(outs, bin_size_um=2)  # 10 bins of 2 µm
+    >>> sta.pp.bin(sdata, bin_um=8)
+    >>> sdata.tables["square_008um"].obs["n_bins"].sum()
+    np.int64(10)
     """
-    from .._build import spot_elements
-    from ..io._visium_hd import square_name
+    from .._build import spot_elements, square_name
 
     _require_sdata(sdata, "pp.bin")
     bin_um = check_number(bin_um, "bin_um", hint=" (µm, a multiple of the bins' size, e.g. 16)")
@@ -188,10 +190,21 @@ def pseudospots(
 
     Examples
     --------
+    >>> import os
     >>> import stalign as sta
-    >>> sdata = sta.io.read_visium_hd("outs", bin_size_um=8)  # doctest: +SKIP
-    >>> sta.pp.pseudospots(sdata, spacing_um=100)  # doctest: +SKIP
-    >>> sta.tl.embed(sdata, table_key="pseudospots")  # doctest: +SKIP
+    >>> path = os.path.join(
+    ...     os.environ["STALIGN_DATA_DIR"],
+    ...     "xenium_insitupy_ileum",
+    ...     "tests",
+    ...     "data",
+    ...     "Xenium_Prime_Mouse_Ileum_tiny_outs",
+    ... )
+    >>> sdata = sta.io.read_xenium(path)  # 23 cells
+    >>> sta.pp.pseudospots(sdata, spacing_um=30)  # overlapping 55 µm discs: every cell is in one or more
+    >>> cells = sdata.tables["table"]
+    >>> cells.obsm["pseudospots"].shape[0], bool(cells.obs["pseudospots"].notna().all())
+    (23, True)
+    >>> sta.tl.embed(sdata, table_key="pseudospots", show_progress_bar=False)  # doctest: +SKIP
     """
     from scipy.spatial import cKDTree
 
