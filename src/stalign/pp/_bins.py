@@ -31,6 +31,23 @@ def _sum_counts(M: sparse.csr_matrix, X: Any) -> sparse.csr_matrix:
     return (M @ X.astype(np.float32)).tocsr()
 
 
+def _summed_table(sec, M: sparse.csr_matrix, *, spot_um: float, **kwargs):
+    """The spots × points matrix ``M`` applied to a section's counts, as a new table and its circles (``spot_um``)."""
+    from .._build import spot_elements
+
+    table = sec.table
+    return spot_elements(
+        sample=sec.library_id,
+        microns_per_pixel=sec.microns_per_pixel,
+        spot_diameter_fullres=spot_um / sec.microns_per_pixel,
+        counts=_sum_counts(M, table.X) if table.n_vars else None,
+        var_names=list(table.var_names),
+        var=table.var,
+        obs_names=kwargs.pop("ids"),
+        **kwargs,
+    )
+
+
 def _require_sdata(sdata: Any, fn: str):
     from spatialdata import SpatialData
 
@@ -87,7 +104,7 @@ def bin(
     >>> sdata.tables["square_008um"].obs["n_bins"].sum()
     np.int64(10)
     """
-    from .._build import spot_elements, square_name
+    from .._build import square_name
 
     _require_sdata(sdata, "pp.bin")
     bin_um = check_number(bin_um, "bin_um", hint=" (µm, a multiple of the bins' size, e.g. 16)")
@@ -119,21 +136,10 @@ def bin(
     ids = [f"s_{int(bin_um):03d}um_{r:05d}_{c:05d}-1" for r, c in pairs]
     obs = pd.DataFrame({"array_row": pairs[:, 0], "array_col": pairs[:, 1], "n_bins": n_bins.astype(np.int64)},
                        index=pd.Index(ids))  # fmt: skip
-    region, circles, new = spot_elements(
-        sample=sec.library_id,
-        coords_fullres=coords,
-        obs_names=ids,
-        microns_per_pixel=sec.microns_per_pixel,
-        spot_diameter_fullres=bin_um / sec.microns_per_pixel,
-        counts=_sum_counts(M, table.X) if table.n_vars else None,
-        var_names=list(table.var_names),
-        var=table.var,
-        obs=obs,
-        technology="visium_hd",
-        region=region,
-        scalefactors={"bin_size_um": float(bin_um)},
-        what=f"pp.bin of table {table_key!r}",
-    )
+    region, circles, new = _summed_table(
+        sec, M, coords_fullres=coords, ids=ids, obs=obs, spot_um=bin_um, technology="visium_hd", region=region,
+        scalefactors={"bin_size_um": float(bin_um)}, what=f"pp.bin of table {table_key!r}",
+    )  # fmt: skip
     sdata.shapes[region] = circles
     sdata.tables[key_added] = new
     logger.info("pp.bin: %d bins of %g µm → %d bins of %g µm", table.n_obs, size, new.n_obs, bin_um)
@@ -208,7 +214,6 @@ def pseudospots(
     """
     from scipy.spatial import cKDTree
 
-    from .._build import spot_elements
     from ._tiles import hex_grid
 
     _require_sdata(sdata, "pp.pseudospots")
@@ -252,21 +257,11 @@ def pseudospots(
     c_um, ids = c_um[keep], ids[keep]
     obs = pd.DataFrame({k: v[keep] for k, v in extra.items()}, index=pd.Index(ids.tolist()))
     obs["n_points"] = lengths[keep]
-    region, circles, new = spot_elements(
-        sample=sec.library_id,
-        coords_fullres=c_um / mpp,
-        obs_names=ids.tolist(),
-        microns_per_pixel=mpp,
-        spot_diameter_fullres=spot_um / mpp,
-        counts=_sum_counts(M, table.X) if table.n_vars else None,
-        var_names=list(table.var_names),
-        var=table.var,
-        obs=obs,
-        technology="pseudospots",
-        region=region,
-        scalefactors={"spacing_um": float(spacing_um), "spot_um": float(spot_um)},
+    region, circles, new = _summed_table(
+        sec, M, coords_fullres=c_um / mpp, ids=ids.tolist(), obs=obs, spot_um=spot_um, technology="pseudospots",
+        region=region, scalefactors={"spacing_um": float(spacing_um), "spot_um": float(spot_um)},
         what=f"pp.pseudospots of table {table_key!r}",
-    )
+    )  # fmt: skip
     dist, nearest = cKDTree(c_um).query(xy_um, distance_upper_bound=radius + 1e-9)
     label = np.where(np.isfinite(dist), ids[np.minimum(nearest, len(ids) - 1)], None)
     # everything is computed: now write (nothing half-written on an error above)
