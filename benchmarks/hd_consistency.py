@@ -92,8 +92,8 @@ def main(argv=None) -> dict:
         cos = {
             k: cosine_rows(at.obsm[f"X_stalign{k}"], vt.obsm[f"X_stalign{k}"][order]) for k in ("", "_image", "_gene")
         }
-        res["cosine_median"] = {k or "fused": float(np.median(v)) for k, v in cos.items()}
-        res["cosine_min"] = {k or "fused": float(v.min()) for k, v in cos.items()}
+        res["cosine_median"] = {k.strip("_") or "fused": float(np.median(v)) for k, v in cos.items()}
+        res["cosine_min"] = {k.strip("_") or "fused": float(v.min()) for k, v in cos.items()}
         at_dom = {s: domains(at, s) for s in SEEDS}
         res["at_spots_ari_vs_visium_domains"] = [float(ari(vis_dom[s][order], at_dom[s])) for s in SEEDS]
         log.info(
