@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.perf_counter()
-    vis = sta.io.dlpfc(SAMPLE)
+    vis = sta.datasets.dlpfc(SAMPLE)
     vt = vis.tables["table"]
     sta.tl.embed(vis, model=args.model, show_progress_bar=False)
     labelled = vt.obs["annotation"].notna().to_numpy()

@@ -102,7 +102,7 @@ def dlpfc_as_hd(data_dir, tmp_path_factory):
     """DLPFC 151673 split into 8 µm bins in each 55 µm spot, written in the HD layout and read back (item 6)."""
     if not (data_dir / "dlpfc_humanpilot" / "10X" / "151673").is_dir():
         pytest.skip("151673 not present")
-    vis = sta.io.dlpfc("151673", data_dir=data_dir)
+    vis = sta.datasets.dlpfc("151673", data_dir=data_dir)
     outs = write_visium_as_hd(vis, tmp_path_factory.mktemp("hd") / "outs", bin_um=8)
     return vis, sta.io.read_visium_hd(outs, bin_size_um=8, dataset_id="151673")
 
