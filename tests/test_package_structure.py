@@ -295,3 +295,19 @@ def test_dir_shows_the_public_api_only(mod_name):
 
     mod = importlib.import_module(f"stalign.{mod_name}")
     assert sorted(dir(mod)) == sorted(mod.__all__)
+
+
+def test_renamed_names_still_work_one_release(tmp_path):
+    """Old keyword names and ``tl.embed_cohort`` warn (``FutureWarning``) and do what the new names do."""
+    import numpy as np
+
+    from stalign.evaluation import spot_infonce
+
+    a = np.random.default_rng(0).normal(size=(256, 8))
+    with pytest.warns(FutureWarning, match="renamed random_state="):
+        old = spot_infonce(a, a[::-1], logit_scale=10.0, seed=1)
+    assert old == spot_infonce(a, a[::-1], logit_scale=10.0, random_state=1)
+    with pytest.raises(TypeError, match="pass random_state= only"):
+        spot_infonce(a, a, logit_scale=10.0, seed=1, random_state=1)
+    with pytest.warns(FutureWarning, match="stalign.cohort.embed"), pytest.raises(TypeError, match="list"):
+        stalign.tl.embed_cohort("her2st:A1", tmp_path / "out")  # the new function's own checks run
