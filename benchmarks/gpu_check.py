@@ -239,8 +239,11 @@ def markdown(res: dict) -> str:
     if d.get("ok"):
         val = f"{f(d['step_s'] * 1000)} ms/step · {f(d['pairs_per_s'])} pairs/s · losses finite: {d['losses_finite']}"
         lines.append(f"| 3 torchrun | {d['world_size']} processes on {d['device']}, {d['steps']} steps | {val} |")
+    elif "skipped" in d:
+        lines.append(f"| 3 torchrun | multi-GPU pretraining | skipped: {d['skipped']} |")
     else:
-        lines.append(f"| 3 torchrun | multi-GPU pretraining | skipped: {d.get('skipped') or d.get('error', '')[:200]} |")
+        error = repr(d["error"][-300:]).replace("|", "/")
+        lines.append(f"| 3 torchrun | multi-GPU pretraining | FAILED: {error} |")
     for r in res["sweep"]:
         lines.append(
             f"| 4 sweep | tl.embed {res['sweep_section']}, batch {r['batch_size']}, {r['num_workers']} workers, "
