@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
 
     if args.ddp_child:  # one rank of part 3 (started by torchrun): device None is cuda:LOCAL_RANK
-        secs = [subset(sta.io.load(s), args.spots) for s in SECTIONS]
+        secs = [subset(sta.datasets.load(s), args.spots) for s in SECTIONS]
         sta.train.pretrain(secs, "base", output_dir=args.ddp_child, epochs=1000, max_steps=args.steps,
                            batch_size=args.batch_size, amp="auto", num_workers=args.num_workers,
                            checkpoint_every=None, show_progress_bar=False)  # fmt: skip
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = [host, dev] if cuda else [host]
     # crops are read by worker processes on a GPU machine; on the CPU they would compete with the model's threads
     workers = min(8, max((os.cpu_count() or 1) - 2, 0)) if cuda else 0
-    sections = {s: subset(sta.io.load(s), size["spots"]) for s in SECTIONS}
+    sections = {s: subset(sta.datasets.load(s), size["spots"]) for s in SECTIONS}
     res: dict = {"meta": {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "mode": mode, "torch": torch.__version__,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
