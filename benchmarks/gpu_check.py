@@ -50,7 +50,7 @@ MODEL = "stalign-base"
 
 #: Sizes of each run: "cuda" (the GPU check), "cpu" (the CPU half, a few minutes on 2 cores), "quick" (the test).
 SIZES = {
-    "cuda": {"spots": None, "steps": 50, "train_batch": 256, "ddp_steps": 10, "tile_um": 20.0,
+    "cuda": {"spots": None, "steps": 50, "train_batch": 256, "ddp_steps": 10, "tile_um": 25.0,
              "batch_sizes": [256, 512, 1024, 2048, 4096], "model_repeats": 20},
     "cpu": {"spots": None, "steps": 10, "train_batch": 128, "ddp_steps": 0, "tile_um": 60.0,
             "batch_sizes": [256, 1024, 4096], "model_repeats": 3},
