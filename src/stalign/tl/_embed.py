@@ -89,6 +89,15 @@ def embed_arrays(
 
     sec = get_section(data, table_key=table_key, image_key=image_key, library_id=library_id)
     has_image, has_expr = sec.has_image, sec.has_expression
+    if not has_image and sec.other_images:
+        warnings.warn(
+            f"Image(s) {', '.join(map(repr, sec.other_images))} of section {sec.library_id!r} are not RGB H&E "
+            "(fluorescence such as Xenium's DAPI) and are never read by the model's H&E encoder: the spots are "
+            "embedded from their genes alone. Add an H&E (e.g. stalign.io.read_xenium(path, he_image=...)) to embed "
+            "the image too.",
+            UserWarning,
+            stacklevel=3,
+        )
     if not has_image and not has_expr:
         msg = (
             f"Section {sec.library_id!r} has neither an image nor expression; embedding needs at least one. "
