@@ -79,20 +79,20 @@ def _describe(model: Any) -> str:
     return repr(str(model)) if isinstance(model, str) else type(model).__name__
 
 
-def prompt_embeddings(model, profiles: np.ndarray, *, device=None) -> np.ndarray:
-    """Gene-encoder embeddings of expression profiles ``(n, V)`` on the model vocabulary (no image)."""
+def prompt_embeddings(model, profiles: np.ndarray) -> np.ndarray:
+    """Gene-encoder embeddings of expression profiles ``(n, V)`` on the model vocabulary (no image), on its device."""
     import torch
 
     from .._batch import BatchKey
 
-    dev = next(model.parameters()).device
+    dev = model.device
     X = torch.as_tensor(np.asarray(profiles, dtype=np.float32), device=dev)
     n = X.shape[0]
-    batch = {
+    batch = {  # masks on the host: read without a device sync
         BatchKey.spot_expr: X,
         BatchKey.niche_expr: X,
-        BatchKey.has_expr: torch.ones(n, dtype=torch.bool, device=dev),
-        BatchKey.has_image: torch.zeros(n, dtype=torch.bool, device=dev),
+        BatchKey.has_expr: torch.ones(n, dtype=torch.bool),
+        BatchKey.has_image: torch.zeros(n, dtype=torch.bool),
     }
     with torch.inference_mode():
         out = model.embed(batch)
