@@ -51,7 +51,7 @@ def alignment(model, E) -> dict[str, float]:
 
     n = len(E["image"])
     scale = float(model.logit_scale)
-    loss = np.mean([spot_infonce(E["image"], E["gene"], logit_scale=scale, batch_size=128, seed=s) for s in (0, 1, 2)])
+    loss = np.mean([spot_infonce(E["image"], E["gene"], logit_scale=scale, batch_size=128, random_state=s) for s in (0, 1, 2)])
     r10 = recall_at_k(E["image"], E["gene"], ks=(10,))["R@10"]
     return {"L_spot": float(loss), "R@10": float(r10), "R@10_x_chance": float(r10 / (10 / n))}
 
@@ -104,7 +104,7 @@ def main() -> None:
         name, path = v.split("=", 1)
         groups.setdefault(name, []).append((name, path))
     seeds = list(range(args.seeds))
-    data = {s: sta.io.load(s) for s in sorted(set(PAIRED + LABELLED))}
+    data = {s: sta.datasets.load(s) for s in sorted(set(PAIRED + LABELLED))}
     results: dict = {"models": {}, "rows": []}
     key = lambda r: (r["model"], r["inference"], r["section"])  # noqa: E731
     kept = {key(r): r for r in done}

@@ -92,10 +92,7 @@ def bench_section(name, sdata, model, large, args):
         lambda: sta.tl.embed(sdata, model=model, device=args.device, show_progress_bar=False, copy=True), n
     )
     # crop reading alone: the inference dataset (spot + niche crops + expression), no model
-    cfg = model.config
-    ds = SpotDataset(
-        [sdata], genes=cfg.genes, spot_px=cfg.spot_size, niche_px=cfg.niche_size, batch_size=256, inference=True
-    )
+    ds = SpotDataset.from_config([sdata], model.config, batch_size=256, inference=True)
 
     def read_all():
         for _ in ds.dataloader(num_workers=0):
@@ -214,7 +211,7 @@ def main(argv=None) -> int:
     from stalign.models import STAlign, STAlignConfig
     from stalign.tl._embed import resolve_model
 
-    sections = {s: sta.io.load(s, data_dir=args.data_dir) for s in SECTIONS}
+    sections = {s: sta.datasets.load(s, data_dir=args.data_dir) for s in SECTIONS}
     model, model_desc = get_model(args.model, list(sections.values()), args.device)
     large = None
     if not args.no_large:

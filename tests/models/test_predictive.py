@@ -89,7 +89,7 @@ def test_the_heads_learn_real_expression_from_real_crops(data_dir):
     import stalign as sta
     from stalign.train._api import predictive_genes
 
-    sdata = sta.io.her2st("C3", data_dir=data_dir)
+    sdata = sta.datasets.her2st("C3", data_dir=data_dir)
     genes = sta.pp.build_vocabulary([sdata])
     predict = predictive_genes([sdata], genes, n_per_section=32)
     assert 0 < len(predict) <= 32 and set(predict) <= set(genes)
@@ -112,7 +112,7 @@ def test_predictive_genes_need_a_paired_section(data_dir):
     import stalign as sta
     from stalign.train._api import predictive_genes
 
-    counts_only = sta.io.her2st("A2", data_dir=data_dir)
+    counts_only = sta.datasets.her2st("A2", data_dir=data_dir)
     with pytest.raises(ValueError, match="image and expression"):
         predictive_genes([counts_only], sta.pp.build_vocabulary([counts_only]), n_per_section=16)
 
@@ -121,7 +121,7 @@ def test_predictive_genes_need_a_paired_section(data_dir):
 def mob_pair(data_dir):
     import stalign as sta
 
-    ref, query = (sta.io.stutility_mob(s, data_dir=data_dir) for s in ("MOB1", "MOB2"))
+    ref, query = (sta.datasets.stutility_mob(s, data_dir=data_dir) for s in ("MOB1", "MOB2"))
     genes = sta.pp.build_vocabulary([ref, query])
     ref_genes = sta.pp.gene_index(ref.tables["table"], genes)
     predict = sorted({genes[i] for i in ref_genes[ref_genes >= 0][:200]})

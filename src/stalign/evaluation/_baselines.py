@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .._constants import SPOT_UM, Key
 from .._section import Section, get_section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ def expression_pca(table, *, n_comps: int = 30, n_top_genes: int = 3000, random_
     --------
     >>> import stalign as sta
     >>> from stalign import evaluation
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> evaluation.expression_pca(sdata.tables["table"], n_comps=30).shape
     (379, 30)
     """
@@ -73,7 +77,7 @@ def standardized_pca(F: np.ndarray, *, n_comps: int = 30, random_state: int = 0)
     --------
     >>> import stalign as sta
     >>> from stalign import evaluation
-    >>> features = evaluation.pixel_features(sta.io.stutility_mob("MOB1"))
+    >>> features = evaluation.pixel_features(sta.datasets.stutility_mob("MOB1"))
     >>> evaluation.standardized_pca(features["color_hist"], n_comps=10).shape
     (379, 10)
     """
@@ -109,7 +113,7 @@ def _squidpy_inputs(section: Section, *, size_um: float, level: int | str, lazy:
 
 
 def squidpy_features(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     features: Sequence[str] = SQUIDPY_FEATURES,
     size_um: float = SPOT_UM,
@@ -145,7 +149,7 @@ def squidpy_features(
     --------
     >>> import stalign as sta
     >>> from stalign import evaluation
-    >>> sdata = sta.io.stahl_mob("11")
+    >>> sdata = sta.datasets.stahl_mob("11")
     >>> df = evaluation.squidpy_features(sdata, features=["summary"])
     >>> df.shape, df.index.equals(sdata.tables["table"].obs_names)
     ((262, 15), True)
@@ -168,7 +172,7 @@ def squidpy_features(
 
 
 def pixel_features(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     size_um: float = SPOT_UM,
     px: int = 8,
@@ -185,7 +189,7 @@ def pixel_features(
     --------
     >>> import stalign as sta
     >>> from stalign import evaluation
-    >>> features = evaluation.pixel_features(sta.io.stutility_mob("MOB1"))
+    >>> features = evaluation.pixel_features(sta.datasets.stutility_mob("MOB1"))
     >>> {k: v.shape for k, v in features.items()}
     {'pixels': (379, 192), 'color_hist': (379, 48)}
     """

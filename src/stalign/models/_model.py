@@ -25,10 +25,13 @@ MAX_LOGIT_SCALE = 100.0
 
 
 def _apply_rows(fn: Callable[..., torch.Tensor], mask: torch.Tensor | None, *xs: torch.Tensor) -> torch.Tensor:
-    """``fn(*xs)`` on the rows where ``mask`` holds (one batched call); other rows of the output are zero."""
+    """``fn(*xs)`` on the rows where ``mask`` holds (one batched call); other rows of the output are zero.
+
+    A mask on the host (as :meth:`STAlign.embed` passes it) is read without waiting for the device.
+    """
     if mask is None or bool(mask.all()):
         return fn(*xs)
-    idx = torch.nonzero(mask).squeeze(1)
+    idx = torch.nonzero(mask).squeeze(1).to(xs[0].device, non_blocking=True)
     out_rows = fn(*(x[idx] for x in xs))
     out = out_rows.new_zeros((xs[0].shape[0], *out_rows.shape[1:]))
     return out.index_copy(0, idx, out_rows)
@@ -48,7 +51,7 @@ class STAlign(nn.Module):
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> genes = sta.pp.build_vocabulary([sdata])
     >>> model = sta.models.STAlign(sta.models.STAlignConfig.base(genes, spot_size=32, niche_size=32))
     >>> ds = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)
@@ -169,10 +172,10 @@ class STAlign(nn.Module):
         return ((x - self.image_mean) / self.image_std).contiguous(memory_format=torch.channels_last)
 
     def _mask(self, mask: torch.Tensor | None, n: int) -> torch.Tensor:
-        dev = self.image_mean.device
+        """``mask`` as a bool ``(n,)`` tensor, left where it is (a host mask is read without a device sync)."""
         if mask is None:
-            return torch.ones(n, dtype=torch.bool, device=dev)
-        mask = torch.as_tensor(mask, device=dev).bool()
+            return torch.ones(n, dtype=torch.bool)
+        mask = torch.as_tensor(mask).bool()
         if mask.shape != (n,):
             msg = f"Mask of shape {tuple(mask.shape)} does not match the batch size {n}."
             raise ValueError(msg)
@@ -206,25 +209,17 @@ class STAlign(nn.Module):
         (``config.predict_genes``) also ``"image_pred"`` / ``"niche_image_pred"``, ``(B, P)`` predicted expression of
         the predicted genes, standardised within a section.
         """
-        out: dict[str, torch.Tensor] = {}
-        for key, x, enc, size in (
-            ("image", spot_image, self.spot_image_encoder, self.config.spot_size),
-            ("niche_image", niche_image, self.niche_image_encoder, self.config.niche_size),
-        ):
-            if x is None:
-                continue
-            x = self._prep_image(x, size, "spot_image" if key == "image" else "niche_image")
-            m = self._mask(mask, x.shape[0])
-            tok = _apply_rows(enc, m, x)
-            out[key] = _apply_rows(self.heads[key], m, tok)
-            if self.predict_heads is not None:
-                out[f"{key}_pred"] = _apply_rows(self.predict_heads[key], m, tok)
-            if return_tokens:
-                out[f"{key}_tokens"] = tok
-        if not out:
-            msg = "encode_image needs `spot_image` and/or `niche_image`."
-            raise ValueError(msg)
-        return out
+
+        def prep(x, size, name):
+            return None if x is None else self._prep_image(x, size, name)
+
+        inputs = (
+            ("image", prep(spot_image, self.config.spot_size, "spot_image"), self.spot_image_encoder),
+            ("niche_image", prep(niche_image, self.config.niche_size, "niche_image"), self.niche_image_encoder),
+        )
+        return self._encode(
+            inputs, mask=mask, return_tokens=return_tokens, need="encode_image needs `spot_image` and/or `niche_image`."
+        )
 
     def encode_gene(
         self,
@@ -252,22 +247,33 @@ class STAlign(nn.Module):
         -------
         ``{"gene": (B, D), "niche_gene": (B, D)}`` (L2-normalised) for the inputs given.
         """
+
+        def prep(x):
+            return None if x is None else torch.as_tensor(x).to(self.image_mean.device, non_blocking=True).float()
+
+        inputs = (
+            ("gene", prep(spot_expr), self.spot_gene_encoder),
+            ("niche_gene", prep(niche_expr), self.niche_gene_encoder),
+        )
+        return self._encode(
+            inputs, mask=mask, return_tokens=return_tokens, need="encode_gene needs `spot_expr` and/or `niche_expr`."
+        )
+
+    def _encode(self, inputs, *, mask, return_tokens: bool, need: str) -> dict[str, torch.Tensor]:
+        """``{key: head(encoder(x))}`` (and the tokens) for each ``(key, x, encoder)`` whose input is given."""
         out: dict[str, torch.Tensor] = {}
-        for key, x, enc in (
-            ("gene", spot_expr, self.spot_gene_encoder),
-            ("niche_gene", niche_expr, self.niche_gene_encoder),
-        ):
+        for key, x, enc in inputs:
             if x is None:
                 continue
-            x = torch.as_tensor(x).to(self.image_mean.device, non_blocking=True).float()
             m = self._mask(mask, x.shape[0])
             tok = _apply_rows(enc, m, x)
             out[key] = _apply_rows(self.heads[key], m, tok)
+            if self.predict_heads is not None and key in self.predict_heads:
+                out[f"{key}_pred"] = _apply_rows(self.predict_heads[key], m, tok)
             if return_tokens:
                 out[f"{key}_tokens"] = tok
         if not out:
-            msg = "encode_gene needs `spot_expr` and/or `niche_expr`."
-            raise ValueError(msg)
+            raise ValueError(need)
         return out
 
     def fuse(
@@ -293,8 +299,11 @@ class STAlign(nn.Module):
         crops), ``"gene"``, ``"niche_gene"`` (from expression), ``"joint"``, ``"niche_joint"`` (the ABFN outputs
         ``f_spot`` and ``f_niche``, where both modalities exist),
         ``"image_pred"`` / ``"niche_image_pred"`` with prediction heads (see :meth:`encode_image`),
-        plus the bool ``(B,)`` masks ``"has_image"`` and ``"has_expr"``. Rows lacking a modality are zero
-        in the tensors that need it (use the masks); the joint ones need both.
+        plus the bool ``(B,)`` masks ``"has_image"`` and ``"has_expr"`` (on the model's device). Rows lacking a
+        modality are zero in the tensors that need it (use the masks); the joint ones need both.
+
+        Masks given on the host (CPU) while the model is on a GPU are read there: the forward pass then never waits
+        for the GPU, which is how :func:`~stalign.tl.embed` calls it.
         """
         K = BatchKey
         n = None
@@ -307,13 +316,9 @@ class STAlign(nn.Module):
             raise KeyError(msg)
         has_image_input = batch.get(K.spot_image) is not None or batch.get(K.niche_image) is not None
         has_expr_input = batch.get(K.spot_expr) is not None or batch.get(K.niche_expr) is not None
-        dev = self.image_mean.device
-        has_image = (
-            self._mask(batch.get(K.has_image), n) if has_image_input else torch.zeros(n, dtype=torch.bool, device=dev)
-        )
-        has_expr = (
-            self._mask(batch.get(K.has_expr), n) if has_expr_input else torch.zeros(n, dtype=torch.bool, device=dev)
-        )
+        no = torch.zeros(n, dtype=torch.bool)
+        has_image = self._mask(batch.get(K.has_image), n) if has_image_input else no
+        has_expr = self._mask(batch.get(K.has_expr), n) if has_expr_input else no
         out: dict[str, torch.Tensor] = {}
         if bool(has_image.any()):
             out.update(
@@ -328,7 +333,7 @@ class STAlign(nn.Module):
             x = self._prep_image(view, self.config.spot_size, "spot_image_view")
             tok = _apply_rows(self.spot_image_encoder, has_image, x)
             out["image_view"] = _apply_rows(self.heads["image"], has_image, tok)
-        both = has_image & has_expr
+        both = has_image & has_expr.to(has_image.device)
         if bool(both.any()):
             for key, ti, tg, level in (
                 ("joint", "image_tokens", "gene_tokens", "spot"),
@@ -339,13 +344,22 @@ class STAlign(nn.Module):
                         lambda a, g, level=level: self.fuse(a, g, level=level), both, out[ti], out[tg]
                     )
         emb = {k: out[k] for k in (*EMBEDDING_KEYS, *PREDICTION_KEYS, *VIEW_KEYS) if k in out}
-        emb["has_image"] = has_image
-        emb["has_expr"] = has_expr
+        dev = self.image_mean.device
+        emb["has_image"] = has_image.to(dev, non_blocking=True)
+        emb["has_expr"] = has_expr.to(dev, non_blocking=True)
         return emb
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Same as :meth:`embed`."""
         return self.embed(batch)
+
+    @property
+    def adapts_norm_statistics(self) -> bool:
+        """Whether embedding a section normalises with that section's own statistics (:meth:`section_statistics`).
+
+        True when ``config.norm_statistics == "section"`` and the model holds BatchNorm layers outside frozen trunks.
+        """
+        return self.config.norm_statistics == "section" and bool(self._adaptable_norms())
 
     def _adaptable_norms(self) -> list[nn.Module]:
         """BatchNorm layers of the trainable encoders (a frozen trunk keeps its own statistics)."""

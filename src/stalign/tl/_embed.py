@@ -6,16 +6,22 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._batch import BatchKey, inputs_to
 from .._constants import Key
+from .._docs import inject
 from .._genes import check_vocabulary
 from .._section import get_section
-from .._utils import copy_data, get_table, package_version, save_data, track, uns_key
+from .._utils import copy_data, embedding_keys, get_table, package_version, resolve_device, save_data, track, uns_key
 from .._validators import check_int, check_key
-from ._common import DEFAULT_MODEL, SLOTS, model_record, resolve_model
+from ..models import DEFAULT_MODEL, model_record, resolve_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +53,21 @@ def fuse(emb: dict) -> dict:
     return out
 
 
+#: Spots per forward pass when ``batch_size=None``, by device type: a GPU needs large batches to be kept busy.
+BATCH_SIZES = {"cpu": 256, "cuda": 1024}
+
+
+def default_batch_size(device) -> int:
+    """Spots per forward pass on ``device`` when the user gives none (:data:`BATCH_SIZES`)."""
+    return BATCH_SIZES.get(device.type, BATCH_SIZES["cpu"])
+
+
 def embed_arrays(
     data: Any,
     model,
     *,
     device=None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     num_workers: int = 0,
     table_key: str = Key.table,
     image_key: str | None = None,
@@ -63,13 +78,33 @@ def embed_arrays(
     """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", "niche"}`` arrays (n_obs, d).
 
     ``outputs=None`` returns every per-spot output of ``model.embed`` (``"joint"``, ``"niche_gene"``, ...) as well.
+    ``device=None`` runs on the model's device; otherwise the model is moved to ``device`` first.
+    ``batch_size=None`` picks :func:`default_batch_size` of the device.
+
+    On CUDA, crops are read (in ``num_workers`` DataLoader workers) into pinned memory, copied without blocking,
+    embedded in bfloat16, and the outputs gathered on the device: the loop never waits for the GPU, which reads
+    the next batch while this one runs. On the CPU the same loop runs in float32.
     """
     import torch
 
     from ..pp import SpotDataset
 
+    dev = model.device if device is None else resolve_device(device)
+    model = model.to(dev)
+    if batch_size is None:
+        batch_size = default_batch_size(dev)
+
     sec = get_section(data, table_key=table_key, image_key=image_key, library_id=library_id)
     has_image, has_expr = sec.has_image, sec.has_expression
+    if not has_image and sec.other_images:
+        warnings.warn(
+            f"Image(s) {', '.join(map(repr, sec.other_images))} of section {sec.library_id!r} are not RGB H&E "
+            "(fluorescence such as Xenium's DAPI) and are never read by the model's H&E encoder: the spots are "
+            "embedded from their genes alone. Add an H&E (e.g. stalign.io.read_xenium(path, he_image=...)) to embed "
+            "the image too.",
+            UserWarning,
+            stacklevel=3,
+        )
     if not has_image and not has_expr:
         msg = (
             f"Section {sec.library_id!r} has neither an image nor expression; embedding needs at least one. "
@@ -80,21 +115,14 @@ def embed_arrays(
     if has_expr:
         # logs the overlap, warns below _genes.MIN_VOCABULARY_OVERLAP, raises when no gene is known
         check_vocabulary(sec.table, cfg.genes, what=f"section {sec.library_id!r}")
-    ds = SpotDataset(
-        [data],
-        genes=cfg.genes,
-        spot_um=cfg.spot_um,
-        niche_um=cfg.niche_um,
-        niche_radius_um=cfg.niche_radius_um,
-        spot_px=cfg.spot_size,
-        niche_px=cfg.niche_size,
+    # the view built above is passed on: the section is read once per call
+    ds = SpotDataset.from_config(
+        [sec],
+        cfg,
         batch_size=batch_size,
         inference=True,
         # a section small enough to be its own statistics sample is read once, for both passes
-        cache_crops=model.config.norm_statistics == "section" and sec.table.n_obs <= SECTION_STATISTICS_SPOTS,
-        table_key=table_key,
-        image_key=image_key,
-        library_id=library_id,
+        cache_crops=model.adapts_norm_statistics and sec.table.n_obs <= SECTION_STATISTICS_SPOTS,
     )
     if ds.n_empty_spots:
         warnings.warn(
@@ -104,22 +132,21 @@ def embed_arrays(
             UserWarning,
             stacklevel=3,
         )
-    loader = ds.dataloader(num_workers=num_workers)
-    dev = next(model.parameters()).device
+    loader = ds.dataloader(num_workers=num_workers, pin_memory=dev.type == "cuda")
     n = sec.table.n_obs
-    out: dict[str, np.ndarray] = {}
+    gathered: dict[str, torch.Tensor] = {}  # on the model's device, copied to the host once at the end
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     with _normalisation(model, ds, device=dev), torch.inference_mode(), autocast:
         for batch in track(loader, desc="embedding", total=len(ds), disable=not show_progress_bar):
-            idx = batch["index"].numpy()
-            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            raw = model.embed(batch)
+            idx = batch[BatchKey.index].to(dev, non_blocking=True)
+            raw = model.embed(inputs_to(batch, dev))
             emb = {**raw, **fuse(raw)}
             for k in outputs if outputs is not None else [k for k, v in emb.items() if v.ndim == 2]:
                 if k in emb:
-                    if k not in out:
-                        out[k] = np.zeros((n, emb[k].shape[1]), dtype=np.float32)
-                    out[k][idx] = emb[k].float().numpy(force=True)
+                    if k not in gathered:
+                        gathered[k] = torch.zeros((n, emb[k].shape[1]), dtype=torch.float32, device=dev)
+                    gathered[k].index_copy_(0, idx, emb[k].float())
+    out = {k: v.numpy(force=True) for k, v in gathered.items()}
     # every spot of a section has an image when the section has one, and expression when the section has any
     # (empty spots are encoded as empty profiles), so every row is set; a non-finite value is a model failure
     bad = [k for k, v in out.items() if not np.isfinite(v).all()]
@@ -130,6 +157,29 @@ def embed_arrays(
         )
         raise FloatingPointError(msg)
     return out
+
+
+def get_embedding(
+    data: Any, *, use: str, model: Any, table_key: str, record: dict | None, device=None, **embed_kwargs
+) -> np.ndarray:
+    """Embedding ``use`` ∈ {"image", "gene", "fused", "pred"}: from ``obsm`` (``record``'s keys), else computed.
+
+    A computed embedding is not stored.
+    """
+    table = get_table(data, table_key=table_key)
+    key = embedding_keys(record).get(use)
+    if key is not None and key in table.obsm:
+        return np.asarray(table.obsm[key], dtype=np.float32)
+    m, dev = resolve_model(model, device=device)
+    arrays = embed_arrays(data, m, device=dev, table_key=table_key, show_progress_bar=False, **embed_kwargs)
+    if use not in arrays:
+        need = {
+            "fused": "an image or expression", "image": "an image", "gene": "expression",
+            "pred": "an image and a model with a prediction head",
+        }[use]  # fmt: skip
+        msg = f"Cannot compute the {use} embedding: the section needs {need}."
+        raise ValueError(msg)
+    return arrays[use]
 
 
 #: Spots sampled from a section to compute its normalisation statistics (``norm_statistics="section"``).
@@ -147,7 +197,7 @@ def _normalisation(model, ds, *, device) -> contextlib.AbstractContextManager:
     like the embedding, so they do not depend on the batch size or the order of the spots.
     """
     n = ds.n_spots
-    if model.config.norm_statistics != "section" or not model._adaptable_norms():
+    if not model.adapts_norm_statistics:
         return contextlib.nullcontext(model)
     if n < MIN_SECTION_SPOTS:
         logger.info("Section of %d spots (< %d): running normalisation statistics are used.", n, MIN_SECTION_SPOTS)
@@ -158,17 +208,18 @@ def _normalisation(model, ds, *, device) -> contextlib.AbstractContextManager:
 
     def batches():
         for r in chunks:
-            yield {k: v.to(device, non_blocking=True) for k, v in ds.make_batch(0, r).items()}
+            yield inputs_to(ds.make_batch(0, r), device)
 
     return model.section_statistics(batches())
 
 
+@inject
 def embed(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     model: Any = DEFAULT_MODEL,
     device: Any = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     num_workers: int = 0,
     key_added: str = Key.X,
     table_key: str = Key.table,
@@ -192,14 +243,13 @@ def embed(
     device
         ``None``: CUDA when present, else CPU. Mixed precision (bfloat16) is used on CUDA.
     batch_size
-        Spots per forward pass.
+        Spots per forward pass; ``None``: 256 on the CPU, 1024 on CUDA. The embeddings do not depend on it.
     num_workers
-        DataLoader worker processes reading crops.
+        DataLoader worker processes reading crops (on a GPU, a few keep it busy: crops are read while it computes).
     key_added
         Base ``obsm`` key; the image/gene/niche embeddings get the suffixes ``_image``/``_gene``/``_niche``, and
         parameters go to ``uns[key_added without "X_"]``.
-    table_key
-        Table of a SpatialData.
+    {table_key}
     image_key
         Image element of a SpatialData (default: all images of the section, best level chosen per crop size).
     library_id
@@ -228,7 +278,7 @@ def embed(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> table = sdata.tables["table"]
     >>> table.obsm["X_stalign"].shape, table.obsm["X_stalign_image"].shape
@@ -238,9 +288,11 @@ def embed(
     """
     check_key(key_added)
     # checked before the model is loaded (a ~1 s first load): a typo fails at once
-    check_int(batch_size, "batch_size", hint=" (spots per forward pass, e.g. 256)")
+    check_int(batch_size, "batch_size", allow_none=True, hint=" (spots per forward pass, e.g. 256)")
     check_int(num_workers, "num_workers", minimum=0, hint=" (0 reads crops in the main process)")
     m, dev = resolve_model(model, device=device)
+    if batch_size is None:
+        batch_size = default_batch_size(dev)
     arrays = embed_arrays(
         data,
         m,
@@ -255,7 +307,7 @@ def embed(
     record = model_record(m)
     target = copy_data(data, table_key=table_key) if copy else data
     table = get_table(target, table_key=table_key)
-    slots = {name: f"{key_added}{suffix}" for name, suffix in SLOTS.items()}
+    slots = embedding_keys(key_added=key_added)
     for name, key in slots.items():
         if name in arrays:
             save_data(table, attr="obsm", key=key, data=arrays[name])

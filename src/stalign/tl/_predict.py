@@ -13,9 +13,10 @@ from anndata import AnnData
 from .._constants import Key
 from .._section import check_raw_counts
 from .._utils import embedding_keys, embedding_record, get_table
-from .._validators import check_int, check_number
+from .._validators import check_int, check_number, renamed_arguments
 from ..pp import log_normalize, reference_hvgs
-from ._common import get_embedding, knn_average, model_of
+from ._common import knn_average, model_of
+from ._embed import get_embedding
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def select_genes(tables: Sequence[AnnData], genes: Sequence[str] | None, n_top_g
     return genes
 
 
+@renamed_arguments(embed_key="use_rep")
 def predict_expression(
     query: Any,
     reference: Any,
@@ -63,7 +65,7 @@ def predict_expression(
     alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
     temperature: float = 0.1,
     model: Any = None,
-    embed_key: str | None = None,
+    use_rep: str | None = None,
     table_key: str = Key.table,
     device: Any = None,
 ) -> AnnData:
@@ -109,9 +111,10 @@ def predict_expression(
         Model for embeddings not yet in ``obsm``. Default: the model that computed the stored embeddings (recorded by
         :func:`~stalign.tl.embed` in ``uns``), else ``"stalign-base"``. A model other than the one that computed the
         stored embeddings is refused: two models' spaces cannot be mixed.
-    embed_key
-        ``key_added`` of the :func:`~stalign.tl.embed` call whose embeddings to use, when a table holds several;
-        default the only one present.
+    use_rep
+        The :func:`~stalign.tl.embed` embedding to use, named by its ``key_added`` (its fused ``obsm`` key, e.g.
+        ``"X_stalign"``; its image and gene embeddings come with it), when a table holds several; default the only
+        one present.
     table_key
         Table of SpatialData inputs.
     device
@@ -125,8 +128,8 @@ def predict_expression(
     Examples
     --------
     >>> import stalign as sta
-    >>> reference = sta.io.stutility_mob("MOB1")  # H&E + expression
-    >>> query = sta.io.stutility_mob("MOB2")  # its H&E is all the prediction uses
+    >>> reference = sta.datasets.stutility_mob("MOB1")  # H&E + expression
+    >>> query = sta.datasets.stutility_mob("MOB2")  # its H&E is all the prediction uses
     >>> pred = sta.tl.predict_expression(query, [reference], n_top_genes=50)
     >>> pred.shape  # query spots x genes, log1p-normalised scale
     (..., 50)
@@ -159,7 +162,7 @@ def predict_expression(
             raise ValueError(msg)
 
     tables = [qtable, *ref_tables]
-    records = [embedding_record(t, embed_key) for t in tables]
+    records = [embedding_record(t, use_rep) for t in tables]
     ref_use = "gene" if (method == "retrieval" and match == "gene") else "image"
     uses = [("image",)] + [(ref_use,)] * len(refs)
     if method in ("ridge", "head"):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .._utils import resolve_device
+from .._validators import renamed_arguments
 from ._config import FIELDS, TrainConfig, make_config
 from ._distributed import cleanup, init_distributed
 from ._engine import fit
@@ -81,7 +82,7 @@ def _check_counts(sections: list[Any], dataset_kwargs: dict) -> None:
 def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None) -> list[Any]:
     """Turn ``sections`` into a list of SpatialData / AnnData objects.
 
-    Strings are resolved with :func:`stalign.io.load`: loader specs ``"<dataset>:<section>"`` (e.g.
+    Strings are resolved with :func:`stalign.datasets.load`: loader specs ``"<dataset>:<section>"`` (e.g.
     ``"dlpfc:151673"``, ``"her2st:B1"``) or paths (``.h5ad``, ``.zarr``, a Space Ranger ``outs`` folder).
 
     Parameters
@@ -98,12 +99,12 @@ def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> sections = sta.train.resolve_sections([sdata, "stutility_mob:MOB2"])
     >>> [s.tables["table"].obs["sample"].iloc[0] for s in sections]
     ['MOB1', 'MOB2']
     """
-    from ..io import load
+    from ..datasets import load
 
     return [load(s, data_dir=data_dir) if isinstance(s, str) else s for s in _check_sections(sections)]
 
@@ -157,7 +158,8 @@ def predictive_genes(sections: list[Any], genes: list[str], *, n_per_section: in
     return [genes[i] for i in sorted(chosen)]
 
 
-def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0) -> list[np.ndarray]:
+@renamed_arguments(seed="random_state")
+def section_clusters(sections: list[Any], *, n_clusters: int = 8, random_state: int = 0) -> list[np.ndarray]:
     """Per-section k-means clusters of expression (PCA of log-normalised counts) for hard negatives.
 
     Sections without expression get ``-1`` everywhere (no hard negatives).
@@ -168,7 +170,7 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
         SpatialData / AnnData objects.
     n_clusters
         Number of k-means clusters per section.
-    seed
+    random_state
         Seed of the PCA and k-means.
 
     Returns
@@ -178,7 +180,7 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
     Examples
     --------
     >>> import stalign as sta
-    >>> sections = [sta.io.stutility_mob("MOB1"), sta.io.her2st("A2")]
+    >>> sections = [sta.datasets.stutility_mob("MOB1"), sta.datasets.her2st("A2")]
     >>> labels = sta.train.section_clusters(sections, n_clusters=4)
     >>> [sorted(set(lab.tolist())) for lab in labels]
     [[0, 1, 2, 3], [0, 1, 2, 3]]
@@ -206,8 +208,8 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
         if dense.shape[1] < 2:
             out.append(np.full(n, -1, dtype=np.int64))
             continue
-        pcs = PCA(n_components=min(20, dense.shape[1] - 1), random_state=seed).fit_transform(dense)
-        lab = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit_predict(pcs).astype(np.int64)
+        pcs = PCA(n_components=min(20, dense.shape[1] - 1), random_state=random_state).fit_transform(dense)
+        lab = KMeans(n_clusters=n_clusters, n_init=3, random_state=random_state).fit_predict(pcs).astype(np.int64)
         lab[tot <= 0] = -1
         out.append(lab)
     return out
@@ -238,19 +240,13 @@ def _train_sections(model_factory, sections: Any, *, output_dir: Any, train: Tra
         model = model_factory(sections)
         config = model.config
         clusters = (
-            section_clusters(sections, n_clusters=train.n_clusters, seed=train.seed)
+            section_clusters(sections, n_clusters=train.n_clusters, random_state=train.seed)
             if train.hard_negatives > 0
             else None
         )
         kwargs = {
-            "genes": config.genes,
-            "spot_um": config.spot_um,
-            "niche_um": config.niche_um,
-            "niche_radius_um": config.niche_radius_um,
             "layout": "random",
             "cache_crops": True,
-            "spot_px": config.spot_size,
-            "niche_px": config.niche_size,
             "batch_size": train.batch_size // info.world_size,
             "shuffle": True,
             "seed": train.seed,
@@ -259,7 +255,7 @@ def _train_sections(model_factory, sections: Any, *, output_dir: Any, train: Tra
             "clusters": clusters,
         }
         kwargs.update(dataset_kwargs)
-        dataset = SpotDataset(sections, **kwargs)
+        dataset = SpotDataset.from_config(sections, config, **kwargs)
         lr = train.peak_lr()
         run_info = {"mode": mode, "lr": lr, "world_size": info.world_size}
         if info.is_main:
@@ -347,7 +343,7 @@ def pretrain(
 
     A few steps on one small section, as a check that runs in seconds:
 
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
     ...     [sdata],
     ...     {"preset": "base", "spot_size": 32, "niche_size": 32},
@@ -411,7 +407,7 @@ def finetune(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.finetune(
     ...     "stalign-base",
     ...     [sdata],
