@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", "--model", nargs="+", default=["stalign-base"], help="names or saved-model folders")
     p.add_argument("--seeds", type=int, default=3, help="clustering / sampling seeds per model")
     p.add_argument("--tasks", nargs="+", default=["genes", "domains", "retrieval"])
+    p.add_argument("--ablation", nargs="*", default=[], help="name=model evaluated like the models (e.g. one seed each)")
     p.add_argument("--out", default=str(HERE / "results" / "image_eval.json"))
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
@@ -70,7 +71,8 @@ def main(argv=None) -> int:
     store = Sections(None)
     seeds = list(range(args.seeds))
     specs = args.models if len(args.models) > 1 else args.models[0]
-    models = Models(specs, random_init=True, seed=seeds[0])
+    ablations = dict(a.split("=", 1) for a in args.ablation)
+    models = Models(specs, ablations=ablations or None, random_init=True, seed=seeds[0])
     kw = {"_models": models, "_store": store, "model": None, "seeds": seeds}
     results = {"meta": run_meta(models)}
     if "genes" in args.tasks:
