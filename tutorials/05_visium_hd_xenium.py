@@ -59,7 +59,7 @@ he = np.asarray(Image.open(os.path.join(root, "image", "NCBI858.jpg")).convert("
 cells.uns["spatial"] = {
     "NCBI858": {"images": {"hires": he}, "scalefactors": {"tissue_hires_scalef": 1.0, "microns_per_pixel": 2.125}}
 }
-cells
+print(cells)
 
 # %% [markdown]
 # Each cell is embedded like a spot: its 100 µm H&E crop and 200 µm niche, its counts and its neighbourhood's
@@ -87,7 +87,7 @@ hd_outs = os.path.join(data_dir, "visium_hd_visiumio", "inst", "extdata")
 tiny = sta.io.read_visium_hd(hd_outs, bin_size_um=2)
 sta.pp.bin(tiny, bin_um=8)
 print(tiny.tables["table"].uns["spatial"]["extdata"]["scalefactors"]["microns_per_pixel"])
-tiny.tables["square_008um"].obs
+print(tiny.tables["square_008um"].obs)
 
 # %% [markdown]
 # ## A Visium HD slide made from a real section
