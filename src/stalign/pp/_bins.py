@@ -192,7 +192,9 @@ def pseudospots(
       ``obs["center_index"]`` (``centers``), ``spot_diameter_fullres`` = ``spot_um``;
     - ``shapes["<sample>_<key_added>"]``: its circles;
     - in the source table, ``obsm[key_added]``: a sparse ``(n_points, n_pseudospots)`` 0/1 matrix, the pseudo-spots
-      of each bin/cell, and ``obs[key_added]``: the nearest pseudo-spot that holds it (NaN for none).
+      of each bin/cell (their counts are summed), and ``obs[key_added]``: its nearest pseudo-spot, within the
+      grid's hexagonal cell (``spacing_um / √3``) or the spot's disc, whichever is larger (NaN beyond: e.g. a bin
+      whose pseudo-spots were dropped), so that results map back to every bin/cell.
 
     Examples
     --------
@@ -263,7 +265,8 @@ def pseudospots(
         region=region, scalefactors={"spacing_um": float(spacing_um), "spot_um": float(spot_um)},
         what=f"pp.pseudospots of table {table_key!r}",
     )  # fmt: skip
-    dist, nearest = cKDTree(c_um).query(xy_um, distance_upper_bound=radius + 1e-9)
+    reach = radius if centers is not None else max(radius, spacing_um / np.sqrt(3))
+    dist, nearest = cKDTree(c_um).query(xy_um, distance_upper_bound=reach + 1e-9)
     label = np.where(np.isfinite(dist), ids[np.minimum(nearest, len(ids) - 1)], None)
     # everything is computed: now write (nothing half-written on an error above)
     sdata.shapes[region] = circles
