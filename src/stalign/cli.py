@@ -352,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emb.add_argument("--model", default="stalign-base", help="registry name or path of saved weights")
     emb.add_argument("--device", default=None)
-    emb.add_argument("--batch-size", type=int, default=256)
+    emb.add_argument(
+        "--batch-size", type=int, default=None, help="spots per forward pass (default 256 on the CPU, 1024 on CUDA)"
+    )
     emb.add_argument("--num-workers", type=int, default=0)
     emb.add_argument("--domains", type=int, default=None, help="also cluster into this many (joint) domains")
     emb.add_argument(
