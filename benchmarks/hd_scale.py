@@ -166,7 +166,7 @@ def markdown(res: dict) -> str:
     met = res["criteria"]
     return "\n".join(
         [
-            f"# Visium HD at slide scale ({res['size_mm']:g} mm, {res['model']}, {res['threads']} threads)",
+            f"Run {res['date']} · {res['size_mm']:g} mm slide · model {res['model']} · torch threads {res['threads']}",
             "",
             f"{m['n_bins']:,} bins of 8 µm ({m['umis_per_bin_mean']:.0f} UMIs/bin, {m['n_genes']} genes) on a "
             f"{m['side_px']:,}² px pyramidal OME-TIFF at 0.27 µm/px (her2st C3's H&E, mirrored).",
@@ -231,9 +231,11 @@ def main(argv=None) -> int:
         "timed": timed,
         "waited_for_training_s": waited,
         "criteria": {"time": timed["seconds"]["total"] < TARGET_S, "rss": peak < TARGET_RSS_MB},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "command": "python benchmarks/hd_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} torch threads",
     }
+    res["meta"] = {"date": res["date"], "model": args.model, "command": res["command"]}
     log.info("%s", json.dumps(res, indent=1))
     if not args.no_write:
         write_results("hd_scale", res, markdown(res))
