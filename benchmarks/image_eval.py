@@ -26,7 +26,7 @@ from dev_eval import GENES_QUERY, GENES_REFERENCE, _at_least, _check, _get, _sho
 
 from stalign.evaluation import eval_domains, eval_genes, eval_retrieval, write_results
 from stalign.evaluation._runner import run_meta
-from stalign.evaluation._store import Models, Sections, default_smooth_um
+from stalign.evaluation._store import Run, default_smooth_um
 
 HERE = Path(__file__).resolve().parent
 IMAGE_DOMAINS = ["dlpfc:151508", "dlpfc:151670"]
@@ -68,19 +68,19 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    store = Sections(None)
     seeds = list(range(args.seeds))
     specs = args.models if len(args.models) > 1 else args.models[0]
-    ablations = dict(a.split("=", 1) for a in args.ablation)
-    models = Models(specs, ablations=ablations or None, random_init=True, seed=seeds[0])
-    kw = {"_models": models, "_store": store, "model": None, "seeds": seeds}
-    results = {"meta": run_meta(models)}
-    if "genes" in args.tasks:
-        results["genes"] = eval_genes(GENES_QUERY, GENES_REFERENCE, **kw)
-    if "domains" in args.tasks:
-        results["domains"] = eval_domains(IMAGE_DOMAINS, smooth_um=default_smooth_um(), **kw)
-    if "retrieval" in args.tasks:
-        results["retrieval"] = eval_retrieval(RETRIEVAL, **kw)
+    ablations = dict(a.split("=", 1) for a in args.ablation) or None
+    run = Run(specs, ablations=ablations, baselines=True, seeds=seeds, data_dir=None, device=None)
+    kw = {"model": specs, "ablations": ablations, "seeds": seeds}
+    results = {"meta": run_meta(run.models)}
+    with run.shared():  # every task reuses the run's sections and embeddings
+        if "genes" in args.tasks:
+            results["genes"] = eval_genes(GENES_QUERY, GENES_REFERENCE, **kw)
+        if "domains" in args.tasks:
+            results["domains"] = eval_domains(IMAGE_DOMAINS, smooth_um=default_smooth_um(), **kw)
+        if "retrieval" in args.tasks:
+            results["retrieval"] = eval_retrieval(RETRIEVAL, **kw)
     results["done_when"] = done_when(results)
     meta = results["meta"]
     meta["command"] = "python benchmarks/image_eval.py " + " ".join(argv if argv is not None else sys.argv[1:])

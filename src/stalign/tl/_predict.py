@@ -73,11 +73,10 @@ def predict_expression(
 
     The query's counts, if any, are ignored. Three methods:
 
-    - ``"ridge"`` (default; the HEST-Bench protocol): the references' image features are standardised, reduced to at
+    - ``"ridge"`` (default; the HEST-Bench protocol): the references' image embeddings are standardised, reduced to at
       most 256 principal components, and a ridge regression to their expression (alpha by generalised
-      cross-validation) is applied to the query. The features are the spot's H&E embedding and, for models with a
-      prediction head, the head's predicted expression (``obsm["X_stalign_pred"]``): what the image towers learned to
-      predict, adapted to the reference's genes.
+      cross-validation) is applied to the query's. (Adding the prediction head's output to the features predicted
+      held-out reference sections less well: ``MODEL_CARD.md``.)
     - ``"head"``: the prediction head alone, for the genes it predicts (``model.config.predict_genes``); its values,
       standardised within a section, are put on the references' scale (their mean and standard deviation per gene).
     - ``"retrieval"`` (BLEEP-style): for each query spot, the ``k`` reference spots whose embedding is closest to the
@@ -163,45 +162,37 @@ def predict_expression(
 
     tables = [qtable, *ref_tables]
     records = [embedding_record(t, use_rep) for t in tables]
-    ref_use = "gene" if (method == "retrieval" and match == "gene") else "image"
-    uses = [("image",)] + [(ref_use,)] * len(refs)
-    if method in ("ridge", "head"):
-        # the head's predictions join the image embedding when the embedding model has a head: as recorded by
-        # tl.embed, else (nothing stored yet) as the model tells below
-        recorded = [r for r in records if r is not None]
-        with_pred = method == "head" or not recorded or all("pred" in r["keys"] for r in recorded)
-        uses = [("image", "pred") if with_pred else ("image",)] * len(tables)
-    stored = [all(embedding_keys(r).get(u) in t.obsm for u in us) for r, t, us in zip(records, tables, uses, strict=True)]
+    # what each method reads: the query's image embedding (the head's output for "head") and, except for "head", which
+    # needs only the references' expression, the references' image (or, cross-modal retrieval, gene) embeddings
+    q_use = "pred" if method == "head" else "image"
+    r_use = "gene" if (method == "retrieval" and match == "gene") else "image"
+    needs = [(qtable, records[0], q_use)]
+    if method != "head":
+        needs += [(t, rec, r_use) for t, rec in zip(ref_tables, records[1:], strict=True)]
+    stored = [embedding_keys(rec).get(u) in t.obsm for t, rec, u in needs]
     m = model_of(records, model, device=device, need_model=not all(stored))
-    if method == "ridge" and m is not None and not m.config.predict_genes:
-        uses = [("image",)] * len(tables)  # a model without a prediction head: its image embedding alone
 
     def features(data, rec, use) -> np.ndarray:
         return get_embedding(data, use=use, model=m, table_key=table_key, record=rec, device=device)
 
     if method == "head":
-        pred_genes = _head_genes(records, m)
-        out_genes, cols = _head_targets(ref_tables, genes, n_top_genes, pred_genes)
+        out_genes, cols = _head_targets(ref_tables, genes, n_top_genes, _head_genes(records, m))
     else:
         out_genes = select_genes(ref_tables, genes, n_top_genes)
-        cols = None
     Y = np.vstack([np.asarray(log_normalize(t.X)[:, t.var_names.get_indexer(out_genes)].todense()) for t in ref_tables])
-
-    if method == "retrieval":
-        Q = features(query, records[0], "image")
-        R = np.vstack([features(r, rec, ref_use) for r, rec in zip(refs, records[1:], strict=True)])
-        kk = min(int(k), len(R))
-        pred = knn_average(Q, R, Y, k=kk, temperature=temperature)
-        params = {"method": method, "k": kk, "match": match, "temperature": temperature}
-    elif method == "head":
-        Z = features(query, records[0], "pred")[:, cols]
-        pred = np.clip(Y.mean(axis=0) + Z * Y.std(axis=0), 0, None)
+    Q = features(query, records[0], q_use)
+    if method == "head":
+        pred = np.clip(Y.mean(axis=0) + Q[:, cols] * Y.std(axis=0), 0, None)
         params = {"method": method}
     else:
-        data = [query, *refs]
-        F = [np.hstack([features(d, rec, u) for u in us]) for d, rec, us in zip(data, records, uses, strict=True)]
-        pred, alpha, n_comp = ridge_predict(np.vstack(F[1:]), Y, F[0], alphas=alphas)
-        params = {"method": method, "alpha": alpha, "n_components": n_comp, "features": list(uses[0])}
+        R = np.vstack([features(r, rec, r_use) for r, rec in zip(refs, records[1:], strict=True)])
+        if method == "retrieval":
+            kk = min(int(k), len(R))
+            pred = knn_average(Q, R, Y, k=kk, temperature=temperature)
+            params = {"method": method, "k": kk, "match": match, "temperature": temperature}
+        else:
+            pred, alpha, n_comp = ridge_predict(R, Y, Q, alphas=alphas)
+            params = {"method": method, "alpha": alpha, "n_components": n_comp}
     res = AnnData(
         X=np.asarray(pred, dtype=np.float32),
         obs=pd.DataFrame(index=qtable.obs_names.copy()),
