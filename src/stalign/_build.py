@@ -12,7 +12,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from ._constants import Key
-from ._section import _to_uint8_rgb
+from ._section import _to_uint8_rgb, get_section, write_library_entry
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def spot_elements(
         Key.spot_diameter_fullres: float(spot_diameter_fullres),
         **(scalefactors or {}),
     }
-    adata.uns[Key.spatial] = {sample: {"scalefactors": sf, "metadata": {"technology": technology}}}
+    adata.uns[Key.spatial] = {sample: {"scalefactors": sf, "images": {}, "metadata": {"technology": technology}}}
     circles = ShapesModel.parse(
         coords,
         geometry=0,
@@ -345,4 +345,7 @@ def build_sdata(
             )
             raise ValueError(msg)
         images[image_key(sample)] = build_image(arr, image_scalef=image_scalef, what=f"{what}: image")
-    return SpatialData(images=images, shapes={region: circles}, tables={Key.table: table})
+    sdata = SpatialData(images=images, shapes={region: circles}, tables={Key.table: table})
+    if images:
+        write_library_entry(table, get_section(sdata))
+    return sdata

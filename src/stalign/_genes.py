@@ -137,11 +137,19 @@ def ensembl_to_symbol(ids: Sequence[str]) -> np.ndarray:
     array(['MBP', 'SNAP25', 'MBP'], dtype=object)
     """
     _check_names(ids, arg="ids", func="ensembl_to_symbol")
+    out, n_miss, n_ids = _map_ensembl(ids)
+    if n_miss:
+        logger.info("%d of %d Ensembl ids have no symbol in the reference; kept as ids.", n_miss, n_ids)
+    return out
+
+
+def _map_ensembl(ids: Sequence[str]) -> tuple[np.ndarray, int, int]:
+    """:func:`ensembl_to_symbol`'s mapping, silent: ``(symbols, ids without a symbol, Ensembl ids)``."""
     ids = np.asarray([str(i) for i in ids], dtype=object)
     out = ids.copy()
     mask = is_ensembl(ids)
     if not mask.any():
-        return out
+        return out, 0, 0
     bare = strip_version(ids[mask])
     species = np.asarray([_species_of(i) for i in bare])
     mapped = np.empty(len(bare), dtype=object)
@@ -151,10 +159,7 @@ def ensembl_to_symbol(ids: Sequence[str]) -> np.ndarray:
     keep = pd.isna(mapped)
     mapped[keep] = ids[mask][keep]
     out[mask] = mapped
-    n_miss = int(keep.sum())
-    if n_miss:
-        logger.info("%d of %d Ensembl ids have no symbol in the reference; kept as ids.", n_miss, len(bare))
-    return out
+    return out, int(keep.sum()), len(bare)
 
 
 def to_vocabulary_symbols(var_names: Sequence[str]) -> np.ndarray:
@@ -176,8 +181,8 @@ def to_vocabulary_symbols(var_names: Sequence[str]) -> np.ndarray:
     array(['MBP', 'SNAP25'], dtype=object)
     """
     names = [str(v) for v in var_names]
-    if is_ensembl(names).any():
-        names = list(ensembl_to_symbol(names))
+    if is_ensembl(names).any():  # ids a reader kept (it said so once): mapped again in silence
+        names = list(_map_ensembl(names)[0])
     return normalize_symbol(names)
 
 

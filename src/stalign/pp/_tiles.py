@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import SPOT_UM, Key
-from .._section import ImageLevel, _levels_from_sdata, get_section
+from .._section import ImageLevel, _levels_from_sdata, get_section, write_library_entry
 from .._validators import check_key, check_number
 
 logger = logging.getLogger(__name__)
@@ -244,8 +244,9 @@ def tile_tissue(
 
     - ``tables[table_key]``: one row per tile, no genes (``X`` with 0 columns), ``obsm["spatial"]`` (centres in
       full-resolution pixels), ``obs["sample"]``, ``obs["tile_row"]``, ``obs["tile_col"]``,
-      ``obs["tissue_fraction"]``, ``uns["spatial"][name]["scalefactors"]`` (``microns_per_pixel``,
-      ``spot_diameter_fullres``) and ``uns["stalign_tiles"]["params"]``;
+      ``obs["tissue_fraction"]``, ``uns["spatial"][name]`` (``scalefactors`` with ``microns_per_pixel`` and
+      ``spot_diameter_fullres``, and small ``"lowres"``/``"hires"`` ``images``: scanpy and squidpy plot the tiles as
+      they are) and ``uns["stalign_tiles"]["params"]``;
     - ``shapes["<name>_tiles"]`` (``"<name>_<table_key>"`` for another table key): circles of diameter ``spot_um``;
     - ``labels["<shapes key>_tissue"]``: the tissue mask (1 = tissue) on its coarse level.
 
@@ -370,5 +371,6 @@ def tile_tissue(
     target.labels[labels_key] = mask_el
     target.shapes[region] = circles
     target.tables[table_key] = table
+    write_library_entry(table, get_section(target, table_key=table_key, image_key=key))
     logger.info("tile_tissue: %d tiles at %g µm over %.1f %% of %r", len(ids), spacing_um, 100 * mask.mean(), key)
     return None if inplace else target

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
-from .._utils import copy_data, default_rep, get_table, save_data
+from .._utils import copy_data, default_rep, get_table, save_data, set_category_colors
 from .._validators import check_int, check_key, check_number
 
 logger = logging.getLogger(__name__)
@@ -123,8 +123,9 @@ def domains(
 
     Returns
     -------
-    ``None`` or a copy; sets ``obs[key_added]`` (natsorted categorical) and ``uns[key_added]["params"]`` (the method,
-    representation, ``smooth_um`` and the other settings used).
+    ``None`` or a copy; sets ``obs[key_added]`` (natsorted categorical), ``uns[f"{key_added}_colors"]`` (scanpy's
+    default palette, shared by :func:`stalign.pl.domains`, ``sc.pl.spatial`` and ``sq.pl.spatial_scatter``) and
+    ``uns[key_added]["params"]`` (the method, representation, ``smooth_um`` and the other settings used).
 
     Examples
     --------
@@ -184,6 +185,7 @@ def domains(
     target = copy_data(data, table_key=table_key) if copy else data
     table = get_table(target, table_key=table_key)
     save_data(table, attr="obs", key=key_added, data=_natsorted_categorical(labels))
+    set_category_colors(table, key_added)
     table.uns[key_added] = {
         "params": {
             "n_domains": n_domains,

@@ -12,7 +12,7 @@ import numpy as np
 
 from .._constants import Key
 from .._genes import check_vocabulary
-from .._section import get_section
+from .._section import get_section, write_library_entry
 from .._utils import copy_data, get_table, package_version, save_data, track, uns_key
 from .._validators import check_int, check_key
 from ._common import DEFAULT_MODEL, SLOTS, model_record, resolve_model
@@ -129,6 +129,22 @@ def embed_arrays(
     return out
 
 
+def _warn_no_image(data: Any, library_id: str, key_added: str) -> None:
+    """The one warning of a section embedded without an image: which element is missing, which embeddings are not made."""
+    from anndata import AnnData
+
+    where = (
+        f"`uns['spatial'][{library_id!r}]['images']`" if isinstance(data, AnnData) else "an image element in `sdata.images`"
+    )
+    warnings.warn(
+        f"Section {library_id!r} has no H&E image ({where} is missing): embedding expression only. "
+        f"obsm[{key_added + '_image'!r}] and obsm[{key_added + '_niche'!r}] (image and joint niche embeddings) are "
+        f"not computed, and obsm[{key_added!r}] is the expression-only fused embedding.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 #: Spots sampled from a section to compute its normalisation statistics (``norm_statistics="section"``).
 SECTION_STATISTICS_SPOTS = 1024
 #: Below this many spots the section's own statistics are too noisy: the running statistics are used.
@@ -217,7 +233,12 @@ def embed(
     - ``obsm[key_added + "_gene"]``: the spot's expression embedding, whenever there is expression;
     - ``obsm[key_added + "_niche"]``: the joint image + expression (ABFN) niche embedding, when both exist;
     - ``uns[...]``: ``params``, the model name, its weights sha256 and fingerprint, the stalign version and the
-      ``keys`` written.
+      ``keys`` written;
+    - ``uns["spatial"][library_id]``, when it holds no image yet: ``scalefactors`` and small ``"lowres"``/``"hires"``
+      ``images`` (:func:`stalign.io.to_anndata`'s), so the table plots as it is in ``sc.pl.spatial`` and
+      ``sq.pl.spatial_scatter``.
+
+    A section with no image is embedded from its expression alone, with a warning naming the embeddings skipped.
 
     Examples
     --------
@@ -249,6 +270,10 @@ def embed(
     record = model_record(m)
     target = copy_data(data, table_key=table_key) if copy else data
     table = get_table(target, table_key=table_key)
+    sec = get_section(target, table_key=table_key, image_key=image_key, library_id=library_id)
+    if not sec.has_image:
+        _warn_no_image(target, sec.library_id, key_added)
+    write_library_entry(table, sec)  # uns["spatial"] with small images: sc.pl.spatial / sq.pl.spatial_scatter as is
     slots = {name: f"{key_added}{suffix}" for name, suffix in SLOTS.items()}
     for name, key in slots.items():
         if name in arrays:
