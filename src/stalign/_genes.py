@@ -338,8 +338,9 @@ def build_vocabulary(tables: Iterable[Any], *, min_sections: int = 1) -> list[st
 
     Returns
     -------
-    Sorted list of unique upper-case symbols. Genes the reference names by their Ensembl id (novel genes in
-    GRCh38-2024) and ids absent from the reference keep the id as their token.
+    list of str
+        Sorted list of unique upper-case symbols. Genes the reference names by their Ensembl id (novel genes in
+        GRCh38-2024) and ids absent from the reference keep the id as their token.
 
     Examples
     --------

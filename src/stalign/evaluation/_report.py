@@ -84,8 +84,9 @@ def format_markdown(results: Mapping) -> str:
 
     Returns
     -------
-    Markdown text: a header with the run's metadata, then one table per task and metric (``mean ± sd`` over runs),
-    and the ``"done_when"`` checks of the results, if any, as a final table.
+    str
+        Markdown text: a header with the run's metadata, then one table per task and metric (``mean ± sd`` over runs),
+        and the ``"done_when"`` checks of the results, if any, as a final table.
 
     Examples
     --------

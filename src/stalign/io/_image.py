@@ -229,9 +229,10 @@ def read_image(path: str | os.PathLike, *, microns_per_pixel: float | None = Non
 
     Returns
     -------
-    SpatialData with the image ``"<name>_image"`` (levels ``(c, y, x)`` uint8 RGB, finest first; ``"global"`` is
-    the full-resolution level's pixel frame) and ``attrs["stalign"]`` holding ``microns_per_pixel``, its source,
-    ``name``, ``image_key``, the file path and format.
+    SpatialData
+        SpatialData with the image ``"<name>_image"`` (levels ``(c, y, x)`` uint8 RGB, finest first; ``"global"`` is
+        the full-resolution level's pixel frame) and ``attrs["stalign"]`` holding ``microns_per_pixel``, its source,
+        ``name``, ``image_key``, the file path and format.
 
     Examples
     --------

@@ -271,8 +271,9 @@ def concat(
 
     Returns
     -------
-    AnnData with ``obs[label]`` (categorical, in section order), obs names made unique as ``<obs name>-<name>``,
-    the ``obsm`` entries every section holds with the same width, ``uns["spatial"]`` and the embedding record.
+    AnnData
+        AnnData with ``obs[label]`` (categorical, in section order), obs names made unique as ``<obs name>-<name>``,
+        the ``obsm`` entries every section holds with the same width, ``uns["spatial"]`` and the embedding record.
 
     Examples
     --------

@@ -186,8 +186,9 @@ def read_st(
 
     Returns
     -------
-    SpatialData with table ``"table"`` (spots with both counts and a position), image ``"<sample>_image"`` and
-    circles ``"<sample>_spots"``.
+    SpatialData
+        SpatialData with table ``"table"`` (spots with both counts and a position), image ``"<sample>_image"`` and
+        circles ``"<sample>_spots"``.
 
     Examples
     --------

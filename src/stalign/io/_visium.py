@@ -426,9 +426,10 @@ def read_visium(
 
     Returns
     -------
-    SpatialData with table ``"table"`` (raw counts, symbols as ``var_names``, ``var["gene_ids"]``), image
-    ``"<dataset_id>_image"`` and circles ``"<dataset_id>_spots"``; µm per full-resolution pixel from the 100 µm
-    array pitch (55 µm / ``spot_diameter_fullres`` only when the positions hold no usable grid).
+    SpatialData
+        SpatialData with table ``"table"`` (raw counts, symbols as ``var_names``, ``var["gene_ids"]``), image
+        ``"<dataset_id>_image"`` and circles ``"<dataset_id>_spots"``; µm per full-resolution pixel from the 100 µm
+        array pitch (55 µm / ``spot_diameter_fullres`` only when the positions hold no usable grid).
 
     Examples
     --------

@@ -139,8 +139,9 @@ def sample_negatives(
 
     Returns
     -------
-    ``(B, k)`` indices into the batch, ``-1`` where fewer than ``k`` candidates exist; pass it as
-    ``negatives=`` to :meth:`STAlign.loss`.
+    torch.Tensor
+        ``(B, k)`` indices into the batch, ``-1`` where fewer than ``k`` candidates exist; pass it as
+        ``negatives=`` to :meth:`STAlign.loss`.
 
     Examples
     --------

@@ -240,15 +240,16 @@ def tile_tissue(
 
     Returns
     -------
-    ``None`` (or the new SpatialData with ``inplace=False``); adds
+    SpatialData | None
+        ``None`` (or the new SpatialData with ``inplace=False``); adds
 
-    - ``tables[table_key]``: one row per tile, no genes (``X`` with 0 columns), ``obsm["spatial"]`` (centres in
-      full-resolution pixels), ``obs["sample"]``, ``obs["tile_row"]``, ``obs["tile_col"]``,
-      ``obs["tissue_fraction"]``, ``uns["spatial"][name]`` (``scalefactors`` with ``microns_per_pixel`` and
-      ``spot_diameter_fullres``, and small ``"lowres"``/``"hires"`` ``images``: scanpy and squidpy plot the tiles as
-      they are) and ``uns["stalign_tiles"]["params"]``;
-    - ``shapes["<name>_tiles"]`` (``"<name>_<table_key>"`` for another table key): circles of diameter ``spot_um``;
-    - ``labels["<shapes key>_tissue"]``: the tissue mask (1 = tissue) on its coarse level.
+        - ``tables[table_key]``: one row per tile, no genes (``X`` with 0 columns), ``obsm["spatial"]`` (centres in
+          full-resolution pixels), ``obs["sample"]``, ``obs["tile_row"]``, ``obs["tile_col"]``,
+          ``obs["tissue_fraction"]``, ``uns["spatial"][name]`` (``scalefactors`` with ``microns_per_pixel`` and
+          ``spot_diameter_fullres``, and small ``"lowres"``/``"hires"`` ``images``: scanpy and squidpy plot the tiles as
+          they are) and ``uns["stalign_tiles"]["params"]``;
+        - ``shapes["<name>_tiles"]`` (``"<name>_<table_key>"`` for another table key): circles of diameter ``spot_um``;
+        - ``labels["<shapes key>_tissue"]``: the tissue mask (1 = tissue) on its coarse level.
 
     Examples
     --------

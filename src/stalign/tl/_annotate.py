@@ -230,10 +230,11 @@ def annotate(
 
     Returns
     -------
-    ``None`` or a copy; sets ``obs[key_added]`` (categorical) with its colours in ``uns[f"{key_added}_colors"]``
-    (scanpy's default palette), ``obs[key_added + "_score"]`` (the probability of the
-    chosen label), ``obsm[key_added + "_scores"]`` (DataFrame of per-label probabilities) and
-    ``uns[key_added]["params"]`` (the method, the markers used and those not found).
+    AnnData | SpatialData | None
+        ``None`` or a copy; sets ``obs[key_added]`` (categorical) with its colours in
+        ``uns[f"{key_added}_colors"]`` (scanpy's default palette), ``obs[key_added + "_score"]`` (the probability
+        of the chosen label), ``obsm[key_added + "_scores"]`` (DataFrame of per-label probabilities) and
+        ``uns[key_added]["params"]`` (the method, the markers used and those not found).
 
     Examples
     --------

@@ -349,9 +349,11 @@ def embed_cohort(
 
     Returns
     -------
-    On rank 0 (or in one process), the cohort AnnData written to ``cohort.h5ad``: ``obs["sample"]``, ``obsm``
-    embeddings and ``"spatial"``, ``uns["spatial"][<sample>]`` and the embedding record, and with ``n_domains``
-    ``obs["stalign_domain"]``; ``None`` on the other ranks.
+    AnnData | None
+        On rank 0 (or in one process), the cohort AnnData written to ``cohort.h5ad``: ``obs["sample"]``, ``obsm``
+        embeddings and ``"spatial"``, ``uns["spatial"][<sample>]`` (scalefactors and small ``"lowres"``/``"hires"``
+        images: ``sq.pl.spatial_scatter(cohort, library_key="sample", ...)`` plots it as it is) and the embedding record,
+        and with ``n_domains`` ``obs["stalign_domain"]`` and its colours; ``None`` on the other ranks.
 
     Examples
     --------
@@ -503,7 +505,7 @@ def _finish(plan: list[dict], statuses: list[dict], out: Path, *, fmt: str, n_do
     if done:
         # read back one section at a time, keeping obs, embeddings and spatial metadata only
         sections = (load(out / e["file"]) for e in done)
-        cohort = concat(sections, keys=[e["sample"] for e in done], counts=False, join="outer")
+        cohort = concat(sections, keys=[e["sample"] for e in done], counts=False, join="outer", images=True)
         if n_domains is not None:
             domains(cohort, n_domains=n_domains, library_key=Key.sample)
         with atomic_path(out / COHORT_FILE) as tmp:

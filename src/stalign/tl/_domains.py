@@ -123,9 +123,10 @@ def domains(
 
     Returns
     -------
-    ``None`` or a copy; sets ``obs[key_added]`` (natsorted categorical), ``uns[f"{key_added}_colors"]`` (scanpy's
-    default palette, shared by :func:`stalign.pl.domains`, ``sc.pl.spatial`` and ``sq.pl.spatial_scatter``) and
-    ``uns[key_added]["params"]`` (the method, representation, ``smooth_um`` and the other settings used).
+    AnnData | SpatialData | None
+        ``None`` or a copy; sets ``obs[key_added]`` (natsorted categorical), ``uns[f"{key_added}_colors"]`` (scanpy's
+        default palette, shared by :func:`stalign.pl.domains`, ``sc.pl.spatial`` and ``sq.pl.spatial_scatter``) and
+        ``uns[key_added]["params"]`` (the method, representation, ``smooth_um`` and the other settings used).
 
     Examples
     --------

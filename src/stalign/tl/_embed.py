@@ -224,21 +224,22 @@ def embed(
 
     Returns
     -------
-    ``None``, or a copy of ``data`` when ``copy=True``; sets in the table:
+    AnnData | SpatialData | None
+        ``None``, or a copy of ``data`` when ``copy=True``; sets in the table:
 
-    - ``obsm[key_added]``: the fused spot + niche embedding (each spot's own embedding and its neighbourhood's,
-      averaged: from expression when the section has it, else from the H&E; see :func:`fuse`), the default of
-      :func:`~stalign.tl.domains` and :func:`~stalign.tl.annotate`;
-    - ``obsm[key_added + "_image"]``: the spot's H&E embedding, whenever there is an image;
-    - ``obsm[key_added + "_gene"]``: the spot's expression embedding, whenever there is expression;
-    - ``obsm[key_added + "_niche"]``: the joint image + expression (ABFN) niche embedding, when both exist;
-    - ``uns[...]``: ``params``, the model name, its weights sha256 and fingerprint, the stalign version and the
-      ``keys`` written;
-    - ``uns["spatial"][library_id]``, when it holds no image yet: ``scalefactors`` and small ``"lowres"``/``"hires"``
-      ``images`` (:func:`stalign.io.to_anndata`'s), so the table plots as it is in ``sc.pl.spatial`` and
-      ``sq.pl.spatial_scatter``.
+        - ``obsm[key_added]``: the fused spot + niche embedding (each spot's own embedding and its neighbourhood's,
+          averaged: from expression when the section has it, else from the H&E; see :func:`fuse`), the default of
+          :func:`~stalign.tl.domains` and :func:`~stalign.tl.annotate`;
+        - ``obsm[key_added + "_image"]``: the spot's H&E embedding, whenever there is an image;
+        - ``obsm[key_added + "_gene"]``: the spot's expression embedding, whenever there is expression;
+        - ``obsm[key_added + "_niche"]``: the joint image + expression (ABFN) niche embedding, when both exist;
+        - ``uns[...]``: ``params``, the model name, its weights sha256 and fingerprint, the stalign version and the
+          ``keys`` written;
+        - ``uns["spatial"][library_id]``, when it holds no image yet: ``scalefactors`` and small ``"lowres"``/``"hires"``
+          ``images`` (:func:`stalign.io.to_anndata`'s), so the table plots as it is in ``sc.pl.spatial`` and
+          ``sq.pl.spatial_scatter``.
 
-    A section with no image is embedded from its expression alone, with a warning naming the embeddings skipped.
+        A section with no image is embedded from its expression alone, with a warning naming the embeddings skipped.
 
     Examples
     --------
