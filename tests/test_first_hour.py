@@ -51,7 +51,10 @@ def test_cli_wording_names_flags_python_keeps_arguments():
     assert cli_wording("pass `data_dir=` or set stalign.settings.data_dir", flags) == (
         "pass `--data-dir` or set stalign.settings.data_dir"
     )
-    assert cli_wording("Unknown 'x' under data_dir='/d'; available", flags) == "Unknown 'x' under --data-dir '/d'; available"
+    assert (
+        cli_wording("Unknown 'x' under data_dir='/d'; available", flags)
+        == "Unknown 'x' under --data-dir '/d'; available"
+    )
     assert cli_wording("tile_um=3 is fine", flags) == "tile_um=3 is fine"  # not a flag of this command
 
 

@@ -206,7 +206,10 @@ def var_symbols(table: Any) -> np.ndarray:
     --------
     >>> import anndata as ad, numpy as np, pandas as pd
     >>> from stalign._genes import var_symbols
-    >>> t = ad.AnnData(np.zeros((1, 2)), var=pd.DataFrame({"gene_symbols": ["Mbp", "SNAP25"]}, index=["a", "b"]))
+    >>> t = ad.AnnData(
+    ...     np.zeros((1, 2)),
+    ...     var=pd.DataFrame({"gene_symbols": ["Mbp", "SNAP25"]}, index=["a", "b"]),
+    ... )
     >>> var_symbols(t)
     array(['MBP', 'SNAP25'], dtype=object)
     """
@@ -247,7 +250,9 @@ def gene_index(var_names: Sequence[str] | Any, vocabulary: Sequence[str]) -> np.
     Examples
     --------
     >>> import stalign as sta
-    >>> sta.pp.gene_index(["Mbp", "ENSG00000132639", "not-a-gene"], ["MBP", "PLP1", "SNAP25"])
+    >>> sta.pp.gene_index(
+    ...     ["Mbp", "ENSG00000132639", "not-a-gene"], ["MBP", "PLP1", "SNAP25"]
+    ... )
     array([ 0,  2, -1])
     """
     _check_names(vocabulary, arg="vocabulary", func="gene_index")
@@ -306,7 +311,9 @@ def gene_coverage(var_names: Sequence[str] | Any, vocabulary: Sequence[str], *, 
     >>> import stalign as sta
     >>> sdata = sta.io.stutility_mob("MOB1")
     >>> model = sta.models.load("stalign-base")
-    >>> coverage = sta.pp.gene_coverage(sdata.tables["table"].var_names, model.genes, name="MOB1")
+    >>> coverage = sta.pp.gene_coverage(
+    ...     sdata.tables["table"].var_names, model.genes, name="MOB1"
+    ... )
     >>> coverage
     1.0
     """
@@ -346,7 +353,8 @@ def build_vocabulary(tables: Iterable[Any], *, min_sections: int = 1) -> list[st
     --------
     >>> import stalign as sta
     >>> sections = [sta.io.stutility_mob("MOB1"), sta.io.her2st("C2")]
-    >>> genes = sta.pp.build_vocabulary(sections)  # mouse symbols upper-cased, union of both panels
+    >>> # mouse symbols upper-cased, union of both panels
+    >>> genes = sta.pp.build_vocabulary(sections)
     >>> len(genes)
     15821
     >>> "MBP" in genes and "ERBB2" in genes

@@ -9,7 +9,13 @@ logger = logging.getLogger("stalign")
 logger.addHandler(logging.NullHandler())
 
 #: scanpy's verbosity levels (``sc.settings.verbosity``) and the logging level of each.
-VERBOSITY_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "hint": 15, "debug": logging.DEBUG}
+VERBOSITY_LEVELS = {
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "hint": 15,
+    "debug": logging.DEBUG,
+}
 _NAMES = list(VERBOSITY_LEVELS)
 
 

@@ -387,8 +387,10 @@ def _no_coords_error(table: AnnData, sdata: Any = None, table_key: str = Key.tab
             "(or read the section with stalign.io)."
         )
     else:
-        which = f"the shapes element {names[0]!r} it annotates is missing from sdata.shapes" if names else (
-            "it annotates no shapes element (no `region` in its spatialdata_attrs)"
+        which = (
+            f"the shapes element {names[0]!r} it annotates is missing from sdata.shapes"
+            if names
+            else ("it annotates no shapes element (no `region` in its spatialdata_attrs)")
         )
         msg = (
             f"sdata.tables[{table_key!r}] has no spot coordinates: `obsm['spatial']` is missing and {which} "

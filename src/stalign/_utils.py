@@ -146,7 +146,7 @@ def save_data(adata, *, attr: str, key: str, data: Any) -> None:
 
 
 def category_colors(n: int) -> list[str]:
-    """scanpy's default colours for ``n`` categories (what ``sc.pl`` stores in ``uns["<key>_colors"]``).
+    """Scanpy's default colours for ``n`` categories (what ``sc.pl`` stores in ``uns["<key>_colors"]``).
 
     Matplotlib's colour cycle when it has enough colours, else scanpy's ``default_20``, ``default_28`` or
     ``default_102`` palette, else grey: the rule of scanpy's plotting functions, so stalign, scanpy and squidpy colour
@@ -326,7 +326,7 @@ def write_data(data: Any, path: Path) -> None:
 
 
 def _unsharded_tables() -> contextlib.AbstractContextManager:
-    """anndata's zarr v3 tables unsharded (what spatialdata reads everywhere), unless the user chose otherwise.
+    """Anndata's zarr v3 tables unsharded (what spatialdata reads everywhere), unless the user chose otherwise.
 
     anndata asks every array it writes to choose (``anndata.settings.auto_shard_zarr_v3``) and warns while it is
     unset; a SpatialData table then gave one warning per array. A value the user set is kept.

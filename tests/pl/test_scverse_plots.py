@@ -15,7 +15,6 @@ matplotlib.use("agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from matplotlib.collections import PathCollection
 from matplotlib.colors import to_hex
 
 import stalign as sta

@@ -91,7 +91,9 @@ def format_markdown(results: Mapping) -> str:
     Examples
     --------
     >>> from stalign import evaluation
-    >>> res = evaluation.evaluate("retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False)
+    >>> res = evaluation.evaluate(
+    ...     "retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False
+    ... )
     >>> print(evaluation.format_markdown(res))  # doctest: +ELLIPSIS
     Run ... · stalign ... · device cpu
     - model `stalign`: stalign-base (4,702,392 parameters; sha256 ..., fingerprint ...)

@@ -16,7 +16,6 @@ from .._utils import read_table_elem, unique_names
 logger = logging.getLogger(__name__)
 
 
-
 def _loaders() -> dict:
     from ._st import her2st, stahl_mob, stutility_mob
     from ._visium import dlpfc
@@ -45,7 +44,8 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.load("stutility_mob:MOB1")  # "<dataset>:<section>", as on the command line
+    >>> # "<dataset>:<section>", as on the command line
+    >>> sdata = sta.io.load("stutility_mob:MOB1")
     >>> sdata.tables["table"].n_obs
     379
     >>> sta.io.to_anndata(sdata).write_h5ad("MOB1.h5ad")
@@ -148,7 +148,8 @@ def to_anndata(sdata: Any, *, table_key: str = Key.table, max_side: int = HIRES_
     >>> list(adata.uns["spatial"])
     ['151673']
     >>> import scanpy as sc
-    >>> ax = sc.pl.spatial(adata, color="annotation", show=False)  # scanpy and squidpy read it as any Visium AnnData
+    >>> # scanpy and squidpy read it as any Visium AnnData
+    >>> ax = sc.pl.spatial(adata, color="annotation", show=False)
     """
     from .._section import get_section
 
@@ -280,11 +281,17 @@ def concat(
     >>> import stalign as sta
     >>> mob1, mob2 = sta.io.stutility_mob("MOB1"), sta.io.stutility_mob("MOB2")
     >>> adata = sta.io.concat([mob1, mob2])
-    >>> adata.obs["sample"].value_counts().sort_index().to_dict(), sorted(adata.uns["spatial"])
+    >>> (
+    ...     adata.obs["sample"].value_counts().sort_index().to_dict(),
+    ...     sorted(adata.uns["spatial"]),
+    ... )
     ({'MOB1': 379, 'MOB2': 407}, ['MOB1', 'MOB2'])
-    >>> adata.uns["spatial"]["MOB2"]["scalefactors"]["microns_per_pixel"]  # doctest: +ELLIPSIS
+    >>> scalefactors = adata.uns["spatial"]["MOB2"]["scalefactors"]
+    >>> scalefactors["microns_per_pixel"]  # doctest: +ELLIPSIS
     4.3...
-    >>> smooth = sta.pp.spatial_smooth(adata, adata.X, radius_um=250, library_key="sample")  # never across sections
+    >>> smooth = sta.pp.spatial_smooth(
+    ...     adata, adata.X, radius_um=250, library_key="sample"
+    ... )  # never across sections
     """
     from collections.abc import Mapping
 

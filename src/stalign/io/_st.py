@@ -197,7 +197,9 @@ def read_st(
     >>> base = os.path.join(os.environ["STALIGN_DATA_DIR"], "her2st", "data")
     >>> sdata = sta.io.read_st(
     ...     os.path.join(base, "ST-cnts", "C2.tsv.gz"),  # spots x genes counts
-    ...     os.path.join(base, "ST-spotfiles", "C2_selection.tsv"),  # pixel positions of the spots
+    ...     os.path.join(
+    ...         base, "ST-spotfiles", "C2_selection.tsv"
+    ...     ),  # pixel positions of the spots
     ...     sample="C2",
     ... )
     >>> sdata.tables["table"].n_obs

@@ -440,7 +440,9 @@ def read_visium(
     they read the same way, with a table of 0 genes:
 
     >>> import os
-    >>> folder = os.path.join(os.environ["STALIGN_DATA_DIR"], "dlpfc_humanpilot", "10X", "151673")
+    >>> folder = os.path.join(
+    ...     os.environ["STALIGN_DATA_DIR"], "dlpfc_humanpilot", "10X", "151673"
+    ... )
     >>> sdata = sta.io.read_visium(folder)
     >>> sdata.tables["table"].shape
     (3639, 0)

@@ -120,10 +120,13 @@ class STAlignConfig:
     Examples
     --------
     >>> import stalign as sta
-    >>> cfg = sta.models.STAlignConfig.base(["MBP", "PLP1", "SNAP25"], spot_size=32, niche_size=32)
+    >>> cfg = sta.models.STAlignConfig.base(
+    ...     ["MBP", "PLP1", "SNAP25"], spot_size=32, niche_size=32
+    ... )
     >>> cfg.n_genes, cfg.spot_um, cfg.niche_um, cfg.spot_encoder
     (3, 100.0, 200.0, 'resnet10t')
-    >>> large = sta.models.STAlignConfig.large(cfg.genes)  # ResNet-50 spot, frozen ViT-L/16 niche encoder
+    >>> # ResNet-50 spot, frozen ViT-L/16 niche encoder
+    >>> large = sta.models.STAlignConfig.large(cfg.genes)
     >>> large.niche_encoder, large.freeze_niche_encoder, large.token_dim
     ('vit_large_patch16_224', True, 512)
     >>> sta.models.STAlignConfig.from_json(cfg.to_json()) == cfg

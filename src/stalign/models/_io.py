@@ -320,7 +320,8 @@ def load(
     --------
     >>> import stalign as sta
     >>> model = sta.models.load("stalign-base")  # bundled; its sha256 is checked
-    >>> model.config.embed_dim, len(model.genes) > 10_000  # embedding width; a whole-transcriptome vocabulary
+    >>> # embedding width; a whole-transcriptome vocabulary
+    >>> model.config.embed_dim, len(model.genes) > 10_000
     (128, True)
     >>> path = sta.models.save(model, "my_model")
     >>> sta.models.load(path).config == model.config

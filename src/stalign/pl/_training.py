@@ -100,7 +100,12 @@ def training_curves(
     >>> import stalign as sta
     >>> sdata = sta.io.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
-    ...     [sdata], output_dir="run", epochs=1, max_steps=4, batch_size=32, show_progress_bar=False
+    ...     [sdata],
+    ...     output_dir="run",
+    ...     epochs=1,
+    ...     max_steps=4,
+    ...     batch_size=32,
+    ...     show_progress_bar=False,
     ... )
     >>> ax = sta.pl.training_curves("run", smooth=2)
     >>> ax = sta.pl.training_curves("run", keys=["loss", "loss_spot"], log_y=True)

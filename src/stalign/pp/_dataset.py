@@ -171,13 +171,21 @@ class SpotDataset(torch.utils.data.Dataset):
     >>> import stalign as sta
     >>> sdata = sta.io.stutility_mob("MOB1")
     >>> model = sta.models.load("stalign-base")
-    >>> ds = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=64, inference=True)
+    >>> ds = sta.pp.SpotDataset(
+    ...     [sdata],
+    ...     genes=model.genes,
+    ...     spot_px=32,
+    ...     niche_px=32,
+    ...     batch_size=64,
+    ...     inference=True,
+    ... )
     >>> len(ds), ds.n_spots
     (6, 379)
     >>> batch = ds[0]
     >>> batch["spot_image"].shape  # uint8 crops
     torch.Size([64, 3, 32, 32])
-    >>> batch["spot_expr"].shape == (64, len(model.genes))  # expression over the model's vocabulary
+    >>> # expression over the model's vocabulary
+    >>> batch["spot_expr"].shape == (64, len(model.genes))
     True
     """
 

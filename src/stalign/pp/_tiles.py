@@ -255,10 +255,13 @@ def tile_tissue(
     --------
     >>> import os
     >>> import stalign as sta
-    >>> splotch = os.path.join(os.environ["STALIGN_DATA_DIR"], "stahl_mob_splotch", "splotch", "tutorials")
+    >>> splotch = os.path.join(
+    ...     os.environ["STALIGN_DATA_DIR"], "stahl_mob_splotch", "splotch", "tutorials"
+    ... )
     >>> jpg = os.path.join(splotch, "olfactory_bulb_st", "images", "01.jpg")
     >>> sdata = sta.io.read_image(jpg, microns_per_pixel=6200 / 2318)
-    >>> sta.pp.tile_tissue(sdata, spacing_um=200)  # every 200 µm here; 100 µm (the default) for a full map
+    >>> # every 200 µm here; 100 µm (the default) for a full map
+    >>> sta.pp.tile_tissue(sdata, spacing_um=200)
     >>> tiles = sdata.tables["table"]
     >>> tiles.n_vars, tiles.n_obs > 200, sorted(sdata.shapes), sorted(sdata.labels)
     (0, True, ['01_tiles'], ['01_tiles_tissue'])

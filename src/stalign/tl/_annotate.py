@@ -241,9 +241,15 @@ def annotate(
     >>> import stalign as sta
     >>> sdata = sta.io.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
-    >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1", "MOBP"], "GM": ["SNAP25", "SYT1", "NRGN"]})
+    >>> sta.tl.annotate(
+    ...     sdata,
+    ...     markers={"WM": ["MBP", "PLP1", "MOBP"], "GM": ["SNAP25", "SYT1", "NRGN"]},
+    ... )
     >>> table = sdata.tables["table"]
-    >>> sorted(table.obs["stalign_label"].cat.categories), table.obsm["stalign_label_scores"].shape
+    >>> (
+    ...     sorted(table.obs["stalign_label"].cat.categories),
+    ...     table.obsm["stalign_label_scores"].shape,
+    ... )
     (['GM', 'WM'], (3639, 2))
     """
     if (markers is None) == (reference is None):

@@ -358,7 +358,9 @@ def embed_cohort(
     Examples
     --------
     >>> import stalign as sta
-    >>> cohort = sta.tl.embed_cohort(["stutility_mob:MOB1", "stutility_mob:MOB2"], "mob_cohort", n_domains=5)
+    >>> cohort = sta.tl.embed_cohort(
+    ...     ["stutility_mob:MOB1", "stutility_mob:MOB2"], "mob_cohort", n_domains=5
+    ... )
     >>> cohort.obs["sample"].value_counts().sort_index().to_dict()
     {'MOB1': 379, 'MOB2': 407}
     >>> import os

@@ -135,9 +135,14 @@ def domains(
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> sta.tl.domains(sdata, n_domains=7)
     >>> table = sdata.tables["table"]
-    >>> table.obs["stalign_domain"].cat.categories.size, table.uns["stalign_domain"]["params"]["smooth_um"]
+    >>> (
+    ...     table.obs["stalign_domain"].cat.categories.size,
+    ...     table.uns["stalign_domain"]["params"]["smooth_um"],
+    ... )
     (7, 150.0)
-    >>> sta.tl.domains(sdata, n_domains=7, use_rep="X_stalign_image", key_added="image_domain")  # H&E only
+    >>> sta.tl.domains(
+    ...     sdata, n_domains=7, use_rep="X_stalign_image", key_added="image_domain"
+    ... )  # H&E only
     """
     from ..pp import spatial_smooth
 

@@ -134,7 +134,9 @@ def _warn_no_image(data: Any, library_id: str, key_added: str) -> None:
     from anndata import AnnData
 
     where = (
-        f"`uns['spatial'][{library_id!r}]['images']`" if isinstance(data, AnnData) else "an image element in `sdata.images`"
+        f"`uns['spatial'][{library_id!r}]['images']`"
+        if isinstance(data, AnnData)
+        else "an image element in `sdata.images`"
     )
     warnings.warn(
         f"Section {library_id!r} has no H&E image ({where} is missing): embedding expression only. "

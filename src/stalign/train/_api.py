@@ -333,8 +333,12 @@ def pretrain(
 
     The same options as one reusable :class:`~stalign.train.TrainConfig` (keywords still override it):
 
-    >>> quick = sta.train.TrainConfig(epochs=1, max_steps=2, batch_size=32, show_progress_bar=False)
-    >>> model = sta.train.pretrain([sdata], model.config, output_dir="run2", train=quick, seed=1)
+    >>> quick = sta.train.TrainConfig(
+    ...     epochs=1, max_steps=2, batch_size=32, show_progress_bar=False
+    ... )
+    >>> model = sta.train.pretrain(
+    ...     [sdata], model.config, output_dir="run2", train=quick, seed=1
+    ... )
     >>> import json
     >>> json.loads(open("run2/run.json").read())["train"]["seed"]
     1

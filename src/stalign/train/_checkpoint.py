@@ -63,7 +63,13 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     >>> import stalign as sta
     >>> sdata = sta.io.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
-    ...     [sdata], output_dir="run", epochs=1, max_steps=4, checkpoint_every=2, batch_size=32, show_progress_bar=False
+    ...     [sdata],
+    ...     output_dir="run",
+    ...     epochs=1,
+    ...     max_steps=4,
+    ...     checkpoint_every=2,
+    ...     batch_size=32,
+    ...     show_progress_bar=False,
     ... )
     >>> [p.name for p in sta.train.list_checkpoints("run/checkpoints")]
     ['step-00000002.safetensors', 'step-00000004.safetensors']
@@ -92,7 +98,13 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     >>> import stalign as sta
     >>> sdata = sta.io.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
-    ...     [sdata], output_dir="run", epochs=1, max_steps=4, checkpoint_every=2, batch_size=32, show_progress_bar=False
+    ...     [sdata],
+    ...     output_dir="run",
+    ...     epochs=1,
+    ...     max_steps=4,
+    ...     checkpoint_every=2,
+    ...     batch_size=32,
+    ...     show_progress_bar=False,
     ... )
     >>> sta.train.latest_checkpoint("run/checkpoints").name
     'step-00000004.safetensors'
@@ -282,9 +294,16 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     >>> import stalign as sta
     >>> sdata = sta.io.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
-    ...     [sdata], output_dir="run", epochs=1, max_steps=2, batch_size=32, show_progress_bar=False
+    ...     [sdata],
+    ...     output_dir="run",
+    ...     epochs=1,
+    ...     max_steps=2,
+    ...     batch_size=32,
+    ...     show_progress_bar=False,
     ... )
-    >>> tensors, state = sta.train.load_checkpoint(sta.train.latest_checkpoint("run/checkpoints"))
+    >>> tensors, state = sta.train.load_checkpoint(
+    ...     sta.train.latest_checkpoint("run/checkpoints")
+    ... )
     >>> state["step"]
     2
     """

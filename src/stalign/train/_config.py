@@ -104,7 +104,8 @@ class TrainConfig:
     Traceback (most recent call last):
     ...
     ValueError: epochs=0; it must be a positive integer.
-    >>> sta.train.TrainConfig(**cfg.to_dict()) == cfg  # the JSON form of run.json builds the same config
+    >>> # the JSON form of run.json builds the same config
+    >>> sta.train.TrainConfig(**cfg.to_dict()) == cfg
     True
     """
 
