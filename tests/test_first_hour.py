@@ -22,7 +22,7 @@ from stalign.cli import cli_wording, main
 def test_relative_data_dir_that_resolves_is_read(data_dir, monkeypatch):
     monkeypatch.chdir(data_dir.parent)
     monkeypatch.setenv("STALIGN_DATA_DIR", data_dir.name)  # relative to where the user stands
-    sdata = sta.io.stutility_mob("MOB1")
+    sdata = sta.datasets.stutility_mob("MOB1")
     assert sdata.tables["table"].n_obs == 379
 
 
@@ -30,7 +30,7 @@ def test_relative_data_dir_from_another_folder_says_what_to_set(data_dir, tmp_pa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STALIGN_DATA_DIR", "../shared/data")  # the README's old line, from another folder
     with pytest.raises(FileNotFoundError, match=r"relative path.*current folder.*set an absolute one") as e:
-        sta.io.stutility_mob("MOB1")
+        sta.datasets.stutility_mob("MOB1")
     assert "$STALIGN_DATA_DIR" in str(e.value) and 'export STALIGN_DATA_DIR="$PWD/../shared/data"' in str(e.value)
     assert main(["info", "stutility_mob:MOB1"]) == 2
     assert "set an absolute one" in capsys.readouterr().err
@@ -39,7 +39,7 @@ def test_relative_data_dir_from_another_folder_says_what_to_set(data_dir, tmp_pa
 def test_no_data_dir_says_what_to_set(monkeypatch):
     monkeypatch.delenv("STALIGN_DATA_DIR")
     with pytest.raises(ValueError, match=r"absolute path of the folder"):
-        sta.io.stutility_mob("MOB1")
+        sta.datasets.stutility_mob("MOB1")
 
 
 # ------------------------------------------------------------------------------- messages in the user's words

@@ -133,7 +133,7 @@ def test_results_plot_in_scanpy_squidpy_and_spatialdata_plot(user, main_job):
         plt.close("all")
         print("rendered zarr")
 
-        mob = sta.io.stutility_mob("MOB1")
+        mob = sta.datasets.stutility_mob("MOB1")
         sta.tl.embed(mob)
         sta.tl.domains(mob, n_domains=5)
         both(mob.tables["table"], "in-memory table")

@@ -28,3 +28,13 @@ class BatchKey:
     cluster = "cluster"
     #: int64 ``(B,)`` row of the spot in its section's table
     index = "index"
+
+
+#: The model inputs of a batch: what inference moves to the model's device. The masks and ids stay on the host,
+#: where the model reads them without waiting for the device.
+INPUT_KEYS = (BatchKey.spot_image, BatchKey.niche_image, BatchKey.spot_expr, BatchKey.niche_expr)
+
+
+def inputs_to(batch: dict, device) -> dict:
+    """``batch`` with its :data:`INPUT_KEYS` tensors copied to ``device`` (non-blocking: from pinned memory on CUDA)."""
+    return {k: v.to(device, non_blocking=True) if k in INPUT_KEYS else v for k, v in batch.items()}

@@ -18,7 +18,7 @@ class _Settings:
     verbosity
         How much stalign logs (0–4 or ``"error"`` … ``"debug"``), as scanpy's ``settings.verbosity``.
     data_dir
-        Folder that holds the shared datasets read by the :mod:`stalign.io` loaders (``stalign.io.dlpfc`` etc.);
+        Folder that holds the shared datasets read by the :mod:`stalign.datasets` loaders (``stalign.datasets.dlpfc`` etc.);
         ``None``: ``$STALIGN_DATA_DIR``. Nothing is read relative to the working directory.
     """
 

@@ -45,9 +45,9 @@ def _subset(sdata, n: int):
 
 def _read(kind: str, data_dir):
     if kind == "visium":
-        return _subset(sta.io.dlpfc("151673", data_dir=data_dir), 500)
+        return _subset(sta.datasets.dlpfc("151673", data_dir=data_dir), 500)
     if kind == "legacy_st":
-        return sta.io.stutility_mob("MOB1", data_dir=data_dir)
+        return sta.datasets.stutility_mob("MOB1", data_dir=data_dir)
     jpg = data_dir / "stahl_mob_splotch" / "splotch" / "tutorials" / "olfactory_bulb_st" / "images" / "01.jpg"
     slide = sta.io.read_image(jpg, microns_per_pixel=6200 / 2318)
     sta.pp.tile_tissue(slide, spacing_um=200)

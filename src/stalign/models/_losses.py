@@ -41,7 +41,7 @@ class LossOutput:
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.models.load("stalign-base")
     >>> batch = sta.pp.SpotDataset(
     ...     [sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32
@@ -90,7 +90,7 @@ def gather_negatives(
     >>> import torch
     >>> model = sta.models.load("stalign-base")
     >>> ds = sta.pp.SpotDataset(
-    ...     [sta.io.stutility_mob("MOB1")],
+    ...     [sta.datasets.stutility_mob("MOB1")],
     ...     genes=model.genes,
     ...     spot_px=32,
     ...     niche_px=32,
@@ -257,7 +257,7 @@ def contrastive_loss(
     >>> import stalign as sta
     >>> model = sta.models.load("stalign-base")
     >>> ds = sta.pp.SpotDataset(
-    ...     [sta.io.stutility_mob("MOB1")],
+    ...     [sta.datasets.stutility_mob("MOB1")],
     ...     genes=model.genes,
     ...     spot_px=32,
     ...     niche_px=32,

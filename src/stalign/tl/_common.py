@@ -7,51 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import embedding_keys, get_table, resolve_device
+from .._utils import embedding_keys, get_table
 from .._utils import l2_normalize as l2n
+from ..models import DEFAULT_MODEL, resolve_model
 
-#: The model ``tl.embed`` uses when none is given.
-DEFAULT_MODEL = "stalign-base"
 #: Embedding kinds and the suffix of their ``obsm`` key (``tl.embed``'s ``key_added`` + suffix).
 SLOTS = {"fused": "", "image": "_image", "gene": "_gene", "niche": "_niche"}
-
-
-def resolve_model(model: Any = DEFAULT_MODEL, *, device=None):
-    """A model instance from a registry name, a path, or an ``STAlign`` module (moved to ``device``, eval mode).
-
-    Names and paths go through :func:`stalign.models.load` with ``cache=True``: verified once per process and reused
-    while the files and the weights are unchanged.
-    """
-    import torch
-
-    from ..models import STAlign, load
-
-    dev = resolve_device(device)
-    if isinstance(model, STAlign):
-        return model.to(dev).eval(), dev
-    if isinstance(model, torch.nn.Module):
-        msg = f"model must be a stalign STAlign module, a registry name or a path, got {type(model).__name__}."
-        raise TypeError(msg)
-    return load(model, device=dev, cache=True), dev
-
-
-def model_record(model) -> dict[str, Any]:
-    """What ``uns`` records about the model of an embedding.
-
-    ``weights_fingerprint`` (:func:`stalign.models.weights_fingerprint`) always; the registry name or path and the
-    weights file's sha256 only while the weights in memory are still those of that file (a model fine-tuned in
-    memory is ``"custom"``: its file no longer describes it).
-    """
-    from ..models import weights_fingerprint
-
-    fp = weights_fingerprint(model)
-    source = getattr(model, "source", None)
-    unchanged = source is not None and getattr(model, "loaded_fingerprint", None) == fp
-    return {
-        "model": str(source) if unchanged else "custom",
-        "weights_sha256": getattr(model, "weights_sha256", None) if unchanged else None,
-        "weights_fingerprint": fp,
-    }
 
 
 def model_of(records: Sequence[dict | None], model: Any, *, device=None, need_model: bool = True):
@@ -135,8 +96,8 @@ def get_embedding(
         return np.asarray(table.obsm[key], dtype=np.float32)
     from ._embed import embed_arrays
 
-    m, _ = resolve_model(model, device=device)
-    arrays = embed_arrays(data, m, table_key=table_key, show_progress_bar=False, **embed_kwargs)
+    m, dev = resolve_model(model, device=device)
+    arrays = embed_arrays(data, m, device=dev, table_key=table_key, show_progress_bar=False, **embed_kwargs)
     if use not in arrays:
         need = {"fused": "an image or expression", "image": "an image", "gene": "expression"}[use]
         msg = f"Cannot compute the {use} embedding: the section needs {need}."
@@ -144,20 +105,20 @@ def get_embedding(
     return arrays[use]
 
 
-def prompt_embeddings(model, profiles: np.ndarray, *, device=None) -> np.ndarray:
-    """Gene-encoder embeddings of expression profiles ``(n, V)`` on the model vocabulary (no image)."""
+def prompt_embeddings(model, profiles: np.ndarray) -> np.ndarray:
+    """Gene-encoder embeddings of expression profiles ``(n, V)`` on the model vocabulary (no image), on its device."""
     import torch
 
     from .._batch import BatchKey
 
-    dev = next(model.parameters()).device
+    dev = model.device
     X = torch.as_tensor(np.asarray(profiles, dtype=np.float32), device=dev)
     n = X.shape[0]
-    batch = {
+    batch = {  # masks on the host: read without a device sync
         BatchKey.spot_expr: X,
         BatchKey.niche_expr: X,
-        BatchKey.has_expr: torch.ones(n, dtype=torch.bool, device=dev),
-        BatchKey.has_image: torch.zeros(n, dtype=torch.bool, device=dev),
+        BatchKey.has_expr: torch.ones(n, dtype=torch.bool),
+        BatchKey.has_image: torch.zeros(n, dtype=torch.bool),
     }
     with torch.inference_mode():
         out = model.embed(batch)

@@ -10,12 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from .._batch import BatchKey, inputs_to
 from .._constants import Key
 from .._genes import check_vocabulary
 from .._section import get_section, write_library_entry
-from .._utils import copy_data, get_table, package_version, save_data, track, uns_key
+from .._utils import copy_data, get_table, package_version, resolve_device, save_data, track, uns_key
 from .._validators import check_int, check_key
-from ._common import DEFAULT_MODEL, SLOTS, model_record, resolve_model
+from ..models import DEFAULT_MODEL, model_record, resolve_model
+from ._common import SLOTS
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +46,48 @@ def fuse(emb: dict) -> dict:
     return out
 
 
+#: Spots per forward pass when ``batch_size=None``, by device type: a GPU needs large batches to be kept busy.
+BATCH_SIZES = {"cpu": 256, "cuda": 1024}
+
+
+def default_batch_size(device) -> int:
+    """Spots per forward pass on ``device`` when the user gives none (:data:`BATCH_SIZES`)."""
+    return BATCH_SIZES.get(device.type, BATCH_SIZES["cpu"])
+
+
 def embed_arrays(
     data: Any,
     model,
     *,
     device=None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     num_workers: int = 0,
     table_key: str = Key.table,
     image_key: str | None = None,
     library_id: str | None = None,
     show_progress_bar: bool = True,
     outputs: Sequence[str] | None = _OUTPUTS,
+    key_added: str = Key.X,
 ) -> dict[str, np.ndarray]:
     """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", "niche"}`` arrays (n_obs, d).
 
     ``outputs=None`` returns every per-spot output of ``model.embed`` (``"joint"``, ``"niche_gene"``, ...) as well.
+    A section without an H&E gets one warning, naming the embeddings not computed by their keys (``key_added``'s).
+    ``device=None`` runs on the model's device; otherwise the model is moved to ``device`` first.
+    ``batch_size=None`` picks :func:`default_batch_size` of the device.
+
+    On CUDA, crops are read (in ``num_workers`` DataLoader workers) into pinned memory, copied without blocking,
+    embedded in bfloat16, and the outputs gathered on the device: the loop never waits for the GPU, which reads
+    the next batch while this one runs. On the CPU the same loop runs in float32.
     """
     import torch
 
     from ..pp import SpotDataset
+
+    dev = model.device if device is None else resolve_device(device)
+    model = model.to(dev)
+    if batch_size is None:
+        batch_size = default_batch_size(dev)
 
     sec = get_section(data, table_key=table_key, image_key=image_key, library_id=library_id)
     has_image, has_expr = sec.has_image, sec.has_expression
@@ -73,6 +97,8 @@ def embed_arrays(
             "Load the H&E image with the stalign.io readers or add raw counts to the table."
         )
         raise ValueError(msg)
+    if not has_image:
+        _warn_no_image(data, sec, key_added)
     cfg = model.config
     if has_expr:
         # logs the overlap, warns below _genes.MIN_VOCABULARY_OVERLAP, raises when no gene is known
@@ -101,22 +127,21 @@ def embed_arrays(
             UserWarning,
             stacklevel=3,
         )
-    loader = ds.dataloader(num_workers=num_workers)
-    dev = next(model.parameters()).device
+    loader = ds.dataloader(num_workers=num_workers, pin_memory=dev.type == "cuda")
     n = sec.table.n_obs
-    out: dict[str, np.ndarray] = {}
+    gathered: dict[str, torch.Tensor] = {}  # on the model's device, copied to the host once at the end
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     with _normalisation(model, ds, device=dev), torch.inference_mode(), autocast:
         for batch in track(loader, desc="embedding", total=len(ds), disable=not show_progress_bar):
-            idx = batch["index"].numpy()
-            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            raw = model.embed(batch)
+            idx = batch[BatchKey.index].to(dev, non_blocking=True)
+            raw = model.embed(inputs_to(batch, dev))
             emb = {**raw, **fuse(raw)}
             for k in outputs if outputs is not None else [k for k, v in emb.items() if v.ndim == 2]:
                 if k in emb:
-                    if k not in out:
-                        out[k] = np.zeros((n, emb[k].shape[1]), dtype=np.float32)
-                    out[k][idx] = emb[k].float().numpy(force=True)
+                    if k not in gathered:
+                        gathered[k] = torch.zeros((n, emb[k].shape[1]), dtype=torch.float32, device=dev)
+                    gathered[k].index_copy_(0, idx, emb[k].float())
+    out = {k: v.numpy(force=True) for k, v in gathered.items()}
     # every spot of a section has an image when the section has one, and expression when the section has any
     # (empty spots are encoded as empty profiles), so every row is set; a non-finite value is a model failure
     bad = [k for k, v in out.items() if not np.isfinite(v).all()]
@@ -129,21 +154,27 @@ def embed_arrays(
     return out
 
 
-def _warn_no_image(data: Any, library_id: str, key_added: str) -> None:
-    """The one warning of a section embedded without an image: which element is missing, which embeddings are not made."""
+def _warn_no_image(data: Any, sec: Any, key_added: str) -> None:
+    """The one warning of a section embedded without an H&E: the element missing, the embeddings not computed."""
     from anndata import AnnData
 
-    where = (
-        f"`uns['spatial'][{library_id!r}]['images']`"
-        if isinstance(data, AnnData)
-        else "an image element in `sdata.images`"
-    )
+    lib = sec.library_id
+    if sec.other_images:
+        where = (
+            f"image(s) {', '.join(map(repr, sec.other_images))} are not RGB H&E (fluorescence such as Xenium's DAPI) "
+            "and are never read by the model's H&E encoder; add an H&E, e.g. stalign.io.read_xenium(path, "
+            "he_image=...)"
+        )
+    elif isinstance(data, AnnData):
+        where = f"`uns['spatial'][{lib!r}]['images']` is missing"
+    else:
+        where = "an image element in `sdata.images` is missing"
     warnings.warn(
-        f"Section {library_id!r} has no H&E image ({where} is missing): embedding expression only. "
+        f"Section {lib!r} has no H&E image ({where}): the spots are embedded from their genes alone. "
         f"obsm[{key_added + '_image'!r}] and obsm[{key_added + '_niche'!r}] (image and joint niche embeddings) are "
         f"not computed, and obsm[{key_added!r}] is the expression-only fused embedding.",
         UserWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
@@ -173,7 +204,7 @@ def _normalisation(model, ds, *, device) -> contextlib.AbstractContextManager:
 
     def batches():
         for r in chunks:
-            yield {k: v.to(device, non_blocking=True) for k, v in ds.make_batch(0, r).items()}
+            yield inputs_to(ds.make_batch(0, r), device)
 
     return model.section_statistics(batches())
 
@@ -183,7 +214,7 @@ def embed(
     *,
     model: Any = DEFAULT_MODEL,
     device: Any = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     num_workers: int = 0,
     key_added: str = Key.X,
     table_key: str = Key.table,
@@ -207,9 +238,9 @@ def embed(
     device
         ``None``: CUDA when present, else CPU. Mixed precision (bfloat16) is used on CUDA.
     batch_size
-        Spots per forward pass.
+        Spots per forward pass; ``None``: 256 on the CPU, 1024 on CUDA. The embeddings do not depend on it.
     num_workers
-        DataLoader worker processes reading crops.
+        DataLoader worker processes reading crops (on a GPU, a few keep it busy: crops are read while it computes).
     key_added
         Base ``obsm`` key; the image/gene/niche embeddings get the suffixes ``_image``/``_gene``/``_niche``, and
         parameters go to ``uns[key_added without "X_"]``.
@@ -246,7 +277,7 @@ def embed(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> table = sdata.tables["table"]
     >>> table.obsm["X_stalign"].shape, table.obsm["X_stalign_image"].shape
@@ -256,9 +287,11 @@ def embed(
     """
     check_key(key_added)
     # checked before the model is loaded (a ~1 s first load): a typo fails at once
-    check_int(batch_size, "batch_size", hint=" (spots per forward pass, e.g. 256)")
+    check_int(batch_size, "batch_size", allow_none=True, hint=" (spots per forward pass, e.g. 256)")
     check_int(num_workers, "num_workers", minimum=0, hint=" (0 reads crops in the main process)")
     m, dev = resolve_model(model, device=device)
+    if batch_size is None:
+        batch_size = default_batch_size(dev)
     arrays = embed_arrays(
         data,
         m,
@@ -269,13 +302,12 @@ def embed(
         image_key=image_key,
         library_id=library_id,
         show_progress_bar=show_progress_bar,
+        key_added=key_added,
     )
     record = model_record(m)
     target = copy_data(data, table_key=table_key) if copy else data
     table = get_table(target, table_key=table_key)
     sec = get_section(target, table_key=table_key, image_key=image_key, library_id=library_id)
-    if not sec.has_image:
-        _warn_no_image(target, sec.library_id, key_added)
     write_library_entry(table, sec)  # uns["spatial"] with small images: sc.pl.spatial / sq.pl.spatial_scatter as is
     slots = {name: f"{key_added}{suffix}" for name, suffix in SLOTS.items()}
     for name, key in slots.items():

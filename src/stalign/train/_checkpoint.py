@@ -61,7 +61,7 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
     ...     [sdata],
     ...     output_dir="run",
@@ -96,7 +96,7 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
     ...     [sdata],
     ...     output_dir="run",
@@ -292,7 +292,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
     ...     [sdata],
     ...     output_dir="run",
