@@ -97,15 +97,13 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     --------
     >>> import stalign as sta
     >>> sdata = sta.datasets.stutility_mob("MOB1")
-    >>> model = sta.train.pretrain(
-    ...     [sdata],
-    ...     output_dir="run",
-    ...     epochs=1,
+    >>> quick = sta.train.TrainConfig(
     ...     max_steps=4,
     ...     checkpoint_every=2,
     ...     batch_size=32,
     ...     show_progress_bar=False,
     ... )
+    >>> model = sta.train.pretrain([sdata], output_dir="run", train=quick)
     >>> sta.train.latest_checkpoint("run/checkpoints").name
     'step-00000004.safetensors'
     """
