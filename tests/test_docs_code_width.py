@@ -49,17 +49,14 @@ def _tutorial_code(text: str):
 
 
 def _docstring_examples(path: Path):
-    """``(line number, line)`` of the ``>>>``/``...`` lines in the docstrings of a module."""
+    """``(line number, line)`` of the ``>>>``/``...`` lines of a module's strings: docstrings, and the shared
+    example snippets that ``_docs.inject`` puts into them."""
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            doc = ast.get_docstring(node, clean=True)
-            if not doc or not node.body:
-                continue
-            start = node.body[0].lineno
-            for k, line in enumerate(doc.splitlines()):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for k, line in enumerate(node.value.splitlines()):
                 if line.lstrip().startswith((">>>", "...")):
-                    yield start + k, line
+                    yield node.lineno + k, line
 
 
 def _too_long(lines, limit: int, where: str) -> list[str]:
@@ -96,3 +93,27 @@ def test_the_check_finds_a_cut_line():
     assert _too_long(_fenced_blocks(page), PAGE_COLUMNS, "page")
     tut = "# %% [markdown]\n# " + "b" * 120 + "\n\n# %%\ny = 2\n"
     assert [line for _, line in _tutorial_code(tut)] == ["y = 2"]
+
+
+def test_returns_sections_read_as_one_sentence():
+    """numpydoc reads every unindented line of a Returns/Yields section as a new entry ("name : type"): a wrapped,
+    unnamed description becomes one broken entry per line. One return is a type line with an indented description;
+    several are named."""
+    import importlib
+    import inspect
+
+    from numpydoc.docscrape import NumpyDocString
+
+    bad = []
+    for m in ("io", "datasets", "pp", "tl", "cohort", "pl", "models", "train", "evaluation"):
+        mod = importlib.import_module(f"stalign.{m}")
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not obj.__doc__:
+                continue
+            doc = NumpyDocString(inspect.getdoc(obj))
+            for section in ("Returns", "Yields"):
+                entries = doc[section]
+                if len(entries) > 1 and not all(e.name for e in entries):
+                    bad.append(f"{m}.{name} {section}: {[e.type[:40] for e in entries]}")
+    assert not bad, "\n".join(bad)

@@ -90,8 +90,9 @@ def read_xenium(
 
     Returns
     -------
-    SpatialData with table ``"table"`` (raw counts of the gene-expression features, ``obs["sample"]``), the
-    morphology image, the H&E as ``"<dataset_id>_he_image"`` when given, and the cells as polygons and circles.
+    SpatialData
+        SpatialData with table ``"table"`` (raw counts of the gene-expression features, ``obs["sample"]``), the
+        morphology image, the H&E as ``"<dataset_id>_he_image"`` when given, and the cells as polygons and circles.
 
     Examples
     --------
