@@ -28,3 +28,7 @@ class BatchKey:
     cluster = "cluster"
     #: int64 ``(B,)`` row of the spot in its section's table
     index = "index"
+    #: optional float32 ``(B, F)`` precomputed features of a frozen spot trunk (training's feature cache)
+    spot_features = "spot_features"
+    #: optional float32 ``(B, F)`` precomputed features of a frozen niche trunk
+    niche_features = "niche_features"

@@ -16,7 +16,8 @@ from torch import nn
 from .._batch import BatchKey
 from ._config import STAlignConfig
 from ._losses import EMBEDDING_KEYS, LossOutput, contrastive_loss, gather_negatives
-from .nn import ABFN, GeneEncoder, ImageEncoder, ProjectionHead, create_trunk, load_trunk_weights
+from ._backbones import build_trunk
+from .nn import ABFN, GeneEncoder, ImageEncoder, ProjectionHead
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +69,22 @@ class STAlign(nn.Module):
         self.config = cfg = config
         T, W = cfg.n_tokens, cfg.token_dim
 
-        spot_trunk = create_trunk(cfg.spot_encoder, img_size=cfg.spot_size, **cfg.spot_encoder_kwargs).to(
-            memory_format=torch.channels_last
-        )
-        if load_encoder_weights and cfg.spot_encoder_weights:
-            load_trunk_weights(spot_trunk, cfg.spot_encoder_weights, allow_torch_load=cfg.allow_torch_load)
+        def trunk(which: str) -> nn.Module:
+            return build_trunk(
+                getattr(cfg, f"{which}_encoder"),
+                img_size=getattr(cfg, f"{which}_size"),
+                kwargs=getattr(cfg, f"{which}_encoder_kwargs"),
+                weights=getattr(cfg, f"{which}_encoder_weights") or None,
+                load_weights=load_encoder_weights,
+                allow_torch_load=cfg.allow_torch_load,
+                which=which,
+            ).to(memory_format=torch.channels_last)
+
+        spot_trunk = trunk("spot")
         if cfg.share_image_encoder:
             niche_trunk, niche_freeze = spot_trunk, cfg.freeze_spot_encoder
         else:
-            niche_trunk = create_trunk(cfg.niche_encoder, img_size=cfg.niche_size, **cfg.niche_encoder_kwargs).to(
-                memory_format=torch.channels_last
-            )
-            if load_encoder_weights and cfg.niche_encoder_weights:
-                load_trunk_weights(niche_trunk, cfg.niche_encoder_weights, allow_torch_load=cfg.allow_torch_load)
-            niche_freeze = cfg.freeze_niche_encoder
+            niche_trunk, niche_freeze = trunk("niche"), cfg.freeze_niche_encoder
         self.spot_image_encoder = ImageEncoder(
             spot_trunk, img_size=cfg.spot_size, n_tokens=T, token_dim=W, freeze=cfg.freeze_spot_encoder
         )
@@ -174,6 +177,7 @@ class STAlign(nn.Module):
         *,
         mask: torch.Tensor | None = None,
         return_tokens: bool = False,
+        features: Mapping[str, torch.Tensor | None] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Embed spot and/or niche crops (H&E only; no expression needed).
 
@@ -187,21 +191,31 @@ class STAlign(nn.Module):
             Bool ``(B,)``: rows that hold an image; other rows are not encoded and are zero in the output.
         return_tokens
             Also return the ``(B, T, W)`` tokens as ``"image_tokens"`` / ``"niche_image_tokens"``.
+        features
+            Precomputed ``(B, F)`` outputs of a frozen trunk, keyed ``"image"`` / ``"niche_image"`` (what
+            :meth:`trunk_features` returns; the training loop caches them): those crops skip the trunk.
 
         Returns
         -------
         ``{"image": (B, D), "niche_image": (B, D)}`` (L2-normalised) for the inputs given.
         """
         out: dict[str, torch.Tensor] = {}
+        features = features or {}
         for key, x, enc, size in (
             ("image", spot_image, self.spot_image_encoder, self.config.spot_size),
             ("niche_image", niche_image, self.niche_image_encoder, self.config.niche_size),
         ):
-            if x is None:
+            feat = features.get(key)
+            if feat is not None:
+                feat = feat.to(self.image_mean.device, non_blocking=True).float()
+                m = self._mask(mask, feat.shape[0])
+                tok = _apply_rows(enc.from_features, m, feat)
+            elif x is None:
                 continue
-            x = self._prep_image(x, size, "spot_image" if key == "image" else "niche_image")
-            m = self._mask(mask, x.shape[0])
-            tok = _apply_rows(enc, m, x)
+            else:
+                x = self._prep_image(x, size, "spot_image" if key == "image" else "niche_image")
+                m = self._mask(mask, x.shape[0])
+                tok = _apply_rows(enc, m, x)
             out[key] = _apply_rows(self.heads[key], m, tok)
             if return_tokens:
                 out[f"{key}_tokens"] = tok
@@ -209,6 +223,19 @@ class STAlign(nn.Module):
             msg = "encode_image needs `spot_image` and/or `niche_image`."
             raise ValueError(msg)
         return out
+
+    @torch.no_grad()
+    def trunk_features(self, images: torch.Tensor, *, level: Literal["spot", "niche"] = "spot") -> torch.Tensor:
+        """``(B, F)`` features of a crop batch from the spot or niche trunk, prepared as :meth:`encode_image` does.
+
+        For a frozen trunk these do not change in training; the training loop computes them once per crop.
+        """
+        enc, size = (
+            (self.spot_image_encoder, self.config.spot_size)
+            if level == "spot"
+            else (self.niche_image_encoder, self.config.niche_size)
+        )
+        return enc.trunk(self._prep_image(images, size, f"{level}_image")).float()
 
     def encode_gene(
         self,
@@ -299,8 +326,11 @@ class STAlign(nn.Module):
         )
         out: dict[str, torch.Tensor] = {}
         if bool(has_image.any()):
+            feats = {"image": batch.get(K.spot_features), "niche_image": batch.get(K.niche_features)}
             out.update(
-                self.encode_image(batch.get(K.spot_image), batch.get(K.niche_image), mask=has_image, return_tokens=True)
+                self.encode_image(
+                    batch.get(K.spot_image), batch.get(K.niche_image), mask=has_image, return_tokens=True, features=feats
+                )
             )
         if bool(has_expr.any()):
             out.update(
