@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._batch import BatchKey
+from ._backbones import build_trunk
 from ._config import STAlignConfig
 from ._losses import EMBEDDING_KEYS, LossOutput, contrastive_loss, gather_negatives
-from ._backbones import build_trunk
 from .nn import ABFN, GeneEncoder, ImageEncoder, ProjectionHead
 
 logger = logging.getLogger(__name__)
@@ -329,7 +329,11 @@ class STAlign(nn.Module):
             feats = {"image": batch.get(K.spot_features), "niche_image": batch.get(K.niche_features)}
             out.update(
                 self.encode_image(
-                    batch.get(K.spot_image), batch.get(K.niche_image), mask=has_image, return_tokens=True, features=feats
+                    batch.get(K.spot_image),
+                    batch.get(K.niche_image),
+                    mask=has_image,
+                    return_tokens=True,
+                    features=feats,
                 )
             )
         if bool(has_expr.any()):
