@@ -77,10 +77,10 @@ def her2st_c3_image(data_dir: Path):
     import numpy as np
 
     import stalign as sta
-    from stalign.io._common import read_image_array
+    from stalign._files import read_image_array
 
     jpg = her2st_jpg(data_dir, "C3")
-    sec = sta.io.her2st("C3", data_dir=data_dir, load_image=False)
+    sec = sta.datasets.her2st("C3", data_dir=data_dir, load_image=False)
     mpp = float(sec.tables["table"].uns["spatial"]["C3"]["scalefactors"]["microns_per_pixel"])
     return np.ascontiguousarray(read_image_array(jpg)[..., :3]), mpp
 

@@ -104,7 +104,7 @@ def main() -> None:
         name, path = v.split("=", 1)
         groups.setdefault(name, []).append((name, path))
     seeds = list(range(args.seeds))
-    data = {s: sta.io.load(s) for s in sorted(set(PAIRED + LABELLED))}
+    data = {s: sta.datasets.load(s) for s in sorted(set(PAIRED + LABELLED))}
     results: dict = {"models": {}, "rows": []}
     key = lambda r: (r["model"], r["inference"], r["section"])  # noqa: E731
     kept = {key(r): r for r in done}

@@ -5,7 +5,7 @@
 
 Every configuration embeds the same real sections into a fresh folder (one .zarr per section, cohort.h5ad,
 manifest.json), in one run of this script. Two clocks: the command's wall time (interpreter start, imports, model
-load, reading, embedding, writing, gathering the cohort: what a user waits for) and the time `tl.embed_cohort`
+load, reading, embedding, writing, gathering the cohort: what a user waits for) and the time `cohort.embed`
 reports itself (from the model load on). Spots/s are over the cohort's spots. The CPU is shared with other work:
 the script refuses to start while a training run holds /tmp/stalign_train.lock, and takes the best of --repeats (the configurations
 interleaved). CPU seconds (user + system, every process of the run) show the work itself, apart from contention.

@@ -111,9 +111,9 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(1)
     kw = {"out_px": args.out_px, "batch": args.batch, "max_spots": args.max_spots}
-    sec = get_section(sta.io.dlpfc("151673", data_dir=args.data_dir))
+    sec = get_section(sta.datasets.dlpfc("151673", data_dir=args.data_dir))
     bench("dlpfc_151673_lowres", sec, **kw)
-    her = get_section(sta.io.her2st("C2", data_dir=args.data_dir))
+    her = get_section(sta.datasets.her2st("C2", data_dir=args.data_dir))
     # the loader's lazily computed dask pyramid is slow to read whatever the method: fewer spots there
     bench("her2st_C2_fullres_lazy_pyramid", her, **{**kw, "max_spots": min(args.max_spots, 32)})
     bench("her2st_C2_fullres_numpy_pyramid", in_memory_pyramid(her), **kw)

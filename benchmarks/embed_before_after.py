@@ -51,7 +51,7 @@ def worker(src: str, threads: int, reps: int, model: str) -> dict:
     loaded = sta.models.load(model)
     out = {}
     for name in SECTIONS:
-        sd = sta.io.load(name)
+        sd = sta.datasets.load(name)
         n = sd.tables["table"].n_obs
         res = {"n_spots": n}
         for variant, spec in (("instance", loaded), ("by_name", model)):

@@ -33,13 +33,13 @@ def main() -> None:
     data_dir = Path(os.environ.get("STALIGN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
     rows = []
     try:  # warm-up: first-call imports (spatialdata, dask, ...) are not part of a section's load time
-        sta.io.load("stahl_mob:01", data_dir=data_dir)
+        sta.datasets.load("stahl_mob:01", data_dir=data_dir)
     except (FileNotFoundError, ValueError):
         pass
     for name, section in SECTIONS:
         t0 = time.perf_counter()
         try:
-            sdata = sta.io.load(f"{name}:{section}", data_dir=data_dir)
+            sdata = sta.datasets.load(f"{name}:{section}", data_dir=data_dir)
         except (FileNotFoundError, ValueError) as e:
             rows.append((name, section, "-", "-", "-", "-", f"skipped: {e}"))
             continue

@@ -115,7 +115,7 @@ def child_write(path: str, side: int, layout: str, data_dir: str | None) -> dict
 
     import stalign as sta
     from stalign._build import pyramid_scale_factors, spot_elements
-    from stalign.io._common import resolve_root as resolve
+    from stalign.datasets._common import resolve_root as resolve
 
     src, src_mpp = _source(resolve(data_dir))
     img = _tiles(src, side)

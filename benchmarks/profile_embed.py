@@ -36,7 +36,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     for name in args.sections:
-        sd = sta.io.load(name)
+        sd = sta.datasets.load(name)
         n = sd.tables["table"].n_obs
         sta.tl.embed(sd, model=args.model, show_progress_bar=False, copy=True)  # warm-up
         prof = Profiler(interval=args.interval)

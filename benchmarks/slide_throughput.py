@@ -94,7 +94,7 @@ def write_slide(path: Path, src: np.ndarray, side: int, mpp: float) -> dict:
 def child_write(path: str, side: int, data_dir: str | None) -> dict:
     """Write the slide in its own process: the parent stays small, so its RSS does not leak into the children's
     ``ru_maxrss`` (Linux keeps it across fork + exec)."""
-    from stalign.io._common import resolve_root as resolve
+    from stalign.datasets._common import resolve_root as resolve
 
     src, mpp = _source(resolve(data_dir))
     return {**write_slide(Path(path), src, side, mpp), "microns_per_pixel": mpp}

@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     from stalign.models import STAlign, STAlignConfig
     from stalign.tl._embed import resolve_model
 
-    sections = {s: sta.io.load(s, data_dir=args.data_dir) for s in SECTIONS}
+    sections = {s: sta.datasets.load(s, data_dir=args.data_dir) for s in SECTIONS}
     model, model_desc = get_model(args.model, list(sections.values()), args.device)
     large = None
     if not args.no_large:

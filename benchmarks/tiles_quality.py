@@ -6,7 +6,7 @@ and expression maps as the assay's own spots?
 
 1. Domains (Ståhl MOB replicates 01–08, image only, layer labels): each section's JPG is read with
    `io.read_image(..., microns_per_pixel=<the section's>)` and tiled at `--spacing` µm; the spots come from
-   `io.stahl_mob`. Both get `tl.embed` and the same `tl.domains(n_domains=<labelled layers>, use_rep="X_stalign_image",
+   `datasets.stahl_mob`. Both get `tl.embed` and the same `tl.domains(n_domains=<labelled layers>, use_rep="X_stalign_image",
    random_state=seed)` call; the tiles' domains are read at each labelled spot's nearest tile. ARI against the layer
    labels for seeds 0, 1, 2. Criterion: |ARI(tiles) - ARI(spots)| <= 0.05, mean of the 3 seeds.
 2. Expression (her2st C5 from its H&E, C2–C4 as reference): `tl.predict_expression` (bundled model) on the C5 tiles
@@ -50,7 +50,7 @@ def mob_section(rep: str, root: Path, args) -> dict:
     import stalign as sta
     from stalign.evaluation import clustering_scores
 
-    spots = sta.io.stahl_mob(rep, data_dir=root)
+    spots = sta.datasets.stahl_mob(rep, data_dir=root)
     st = spots.tables["table"]
     mpp = float(st.uns["spatial"][rep]["scalefactors"]["microns_per_pixel"])
     jpg = root / "stahl_mob_splotch" / "splotch" / "tutorials" / "olfactory_bulb_st" / "images" / f"{rep}.jpg"
@@ -93,8 +93,8 @@ def her2st_c5(root: Path, args) -> dict:
     from stalign.evaluation import expression_scores
     from stalign.pp import log_normalize, reference_hvgs
 
-    refs = [sta.io.her2st(s, data_dir=root) for s in ("C2", "C3", "C4")]
-    c5 = sta.io.her2st("C5", data_dir=root)
+    refs = [sta.datasets.her2st(s, data_dir=root) for s in ("C2", "C3", "C4")]
+    c5 = sta.datasets.her2st("C5", data_dir=root)
     for sd in (*refs, c5):
         sta.tl.embed(sd, model=args.model, show_progress_bar=False)
     truth_table = c5.tables["table"]
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     import stalign as sta
-    from stalign.io._common import resolve_root as data_dir
+    from stalign.datasets._common import resolve_root as data_dir
 
     root = data_dir(args.data_dir)
     t0 = time.perf_counter()

@@ -1,8 +1,8 @@
-"""Every public function and class of ``stalign.io/pp/tl/pl/models/train/evaluation`` has a numpydoc ``Examples`` section, and
+"""Every public function and class of ``stalign.io/datasets/pp/tl/pl/models/train/evaluation`` has a numpydoc ``Examples`` section, and
 every example runs, on the real shared data, with its printed output checked (doctest semantics; issue #8).
 
-Examples are self-contained for a reader (``sdata = sta.io.dlpfc("151673")``). To keep the suite fast, the shared
-dataset readers of :mod:`stalign.io` are memoised here: the first call reads the section, later calls get a deep copy
+Examples are self-contained for a reader (``sdata = sta.datasets.dlpfc("151673")``). To keep the suite fast, the shared
+dataset loaders of :mod:`stalign.datasets` are memoised here: the first call reads the section, later calls get a deep copy
 of it, so every example still starts from an untouched section. Likewise ``sta.tl.embed(sdata)`` with the bundled
 model on such an untouched copy runs once per section and later copies get the stored result. Everything else
 (clustering, annotation, prediction, plotting, training steps) runs for real. ``# doctest: +SKIP`` is reserved for commands that need what a test cannot have (a
@@ -24,7 +24,7 @@ import pytest
 
 import stalign
 
-MODULES = ("io", "pp", "tl", "pl", "models", "train", "evaluation")
+MODULES = ("io", "datasets", "pp", "tl", "cohort", "pl", "models", "train", "evaluation")
 #: readers of the shared datasets that return a SpatialData for one section
 READERS = ("dlpfc", "her2st", "stahl_mob", "stutility_mob")
 _EXAMPLES = re.compile(r"^Examples\n-{8,}\n(?P<body>.*?)(?=^\S[^\n]*\n-{3,}\n|\Z)", re.S | re.M)
@@ -95,7 +95,7 @@ def example_env(data_dir, section_cache, embed_cache, monkeypatch, tmp_path):
 
     origin: dict[int, tuple] = {}  # id of a section handed out by a memoised reader -> its reader call
     for name in READERS:
-        reader = getattr(stalign.io, name)
+        reader = getattr(stalign.datasets, name)
 
         @functools.wraps(reader)
         def cached(section, *args, _reader=reader, _name=name, **kwargs):
@@ -106,7 +106,7 @@ def example_env(data_dir, section_cache, embed_cache, monkeypatch, tmp_path):
             origin[id(out)] = (key, out)  # keep `out` alive so that its id is not reused
             return out
 
-        monkeypatch.setattr(stalign.io, name, cached)
+        monkeypatch.setattr(stalign.datasets, name, cached)
 
     # tl.embed with the bundled model on an untouched section is deterministic: compute it once per section and
     # write the stored result into later copies (same keys, same values). Other calls run as they are.

@@ -100,7 +100,7 @@ def test_check_vocabulary_reads_the_table():
 
 def test_real_coverage_dlpfc_and_mob(data_dir):
     """≥ 95 % of the DLPFC and MOB Ensembl ids map into a vocabulary built from all sections' symbols."""
-    from stalign.io._common import read_rdata
+    from stalign.datasets._rdata import read_rdata
 
     obj = read_rdata(data_dir / "dlpfc_banksy_counts" / "data" / "dlpfc151673.rda")["dlpfc151673"]
     rda_genes = [str(g) for g in obj["expression"].coords["dim_0"].values]
@@ -142,7 +142,7 @@ def test_ensembl_twin_embeds_like_its_symbols_on_a_machine_without_data(data_dir
     """
     import stalign as sta
 
-    ad = sta.io.to_anndata(sta.io.dlpfc("151674", data_dir=data_dir))
+    ad = sta.io.to_anndata(sta.datasets.dlpfc("151674", data_dir=data_dir))
     ad = ad[:400].copy()
     ad.write_h5ad(tmp_path / "symbols.h5ad")
     ens = ad.copy()

@@ -9,7 +9,7 @@ import pytest
 
 import stalign
 
-MODULES = ["io", "pp", "tl", "pl", "models", "train"]
+MODULES = ["io", "datasets", "pp", "tl", "cohort", "pl", "models", "train"]
 
 
 def _public_functions():
@@ -89,9 +89,24 @@ def test_no_print_in_library():
 
 # ------------------------------------------------------------------------------------------------ the house
 #: Floors of the package (DESIGN.md §5): a module imports only from its own floor or below. train and tl share floor
-#: 4 and never import each other. Core modules (``stalign/_*.py``) are floor 0.
-FLOORS = {"io": 1, "pp": 2, "models": 3, "train": 4, "tl": 4, "pl": 5, "evaluation": 5, "cli": 5, "__main__": 6}
-TOP = 7  # stalign/__init__.py
+#: 4 and never import each other; the cohort (many sections) sits above tl, which never imports it. Core modules
+#: (``stalign/_*.py``) are floor 0.
+FLOORS = {
+    "io": 1,
+    "datasets": 1,
+    "pp": 2,
+    "models": 3,
+    "train": 4,
+    "tl": 4,
+    "cohort": 5,
+    "pl": 6,
+    "evaluation": 6,
+    "cli": 6,
+    "__main__": 7,
+}
+TOP = 8  # stalign/__init__.py
+#: Deprecated aliases kept for one release, each the one import against the order: (module, target).
+DEPRECATED_ALIASES = {("stalign.tl", "stalign.cohort")}
 
 
 def _floor_of(module: str) -> tuple[int, str]:
@@ -166,11 +181,28 @@ def test_imports_flow_one_way():
                 continue
             if part == "top":
                 continue  # the top-level namespace re-exports the subpackages
+            if (module, target) in DEPRECATED_ALIASES:
+                continue
             if t_floor > floor or {part, t_part} == {"train", "tl"}:
                 bad.append(f"{where} (a later floor)")
             elif target != f"stalign.{t_part}":
                 bad.append(f"{where} (a private module of another subpackage; import from stalign.{t_part})")
     assert not bad, "\n".join(bad)
+
+
+def test_tl_never_imports_the_cohort():
+    """The cohort (plan, shard over ranks, collect) calls tl's one-section tools; no module of tl imports it back,
+    except the deprecated ``tl.embed_cohort`` alias in ``tl/__init__.py``."""
+    assert FLOORS["cohort"] > FLOORS["tl"]
+    bad = [
+        f"{module}:{line} imports {target}"
+        for path, module, is_package in _modules()
+        if _floor_of(module)[1] in ("tl", "train")
+        for target, line in _imports(path, module, is_package)
+        if _floor_of(target)[1] == "cohort" and (module, target) not in DEPRECATED_ALIASES
+    ]
+    assert not bad, "\n".join(bad)
+    assert DEPRECATED_ALIASES == {("stalign.tl", "stalign.cohort")}
 
 
 def test_core_modules_import_no_torch_at_module_level():

@@ -25,7 +25,7 @@ out_dir = os.environ.get("STALIGN_TUTORIAL_OUT", ".")
 # mapped to symbols) and the manual layers in `obs["annotation"]`.
 
 # %%
-sdata = sta.io.dlpfc("151674")
+sdata = sta.datasets.dlpfc("151674")
 table = sdata.tables["table"]
 print(table)
 

@@ -27,7 +27,7 @@ out_dir = os.environ.get("STALIGN_TUTORIAL_OUT", ".")
 # NRGN).
 
 # %%
-sdata = sta.io.dlpfc("151674")
+sdata = sta.datasets.dlpfc("151674")
 table = sdata.tables["table"]
 markers = {"WM": ["MBP", "PLP1", "MOBP", "MAG"], "GM": ["SNAP25", "SYT1", "NRGN", "CALM1"]}
 sta.tl.embed(sdata, show_progress_bar=False)
@@ -55,7 +55,7 @@ fig.savefig(os.path.join(out_dir, "02_dlpfc_labels.png"), dpi=80)
 # embedding.
 
 # %%
-c6 = sta.io.her2st("C6")
+c6 = sta.datasets.her2st("C6")
 c6.tables["table"] = c6.tables["table"][:, []].copy()  # H&E only: no genes
 sta.tl.embed(c6, show_progress_bar=False)
 tumour_markers = {

@@ -19,8 +19,8 @@ import stalign as sta
 out_dir = os.environ.get("STALIGN_TUTORIAL_OUT", ".")
 
 # %%
-reference = [sta.io.her2st(s) for s in ("C2", "C3", "C4", "C5")]
-query = sta.io.her2st("C6")
+reference = [sta.datasets.her2st(s) for s in ("C2", "C3", "C4", "C5")]
+query = sta.datasets.her2st("C6")
 for sd in [*reference, query]:
     sta.tl.embed(sd, show_progress_bar=False)
 

@@ -19,7 +19,7 @@ import scanpy as sc
 import tifffile
 
 import stalign as sta
-from stalign.io._common import read_image_array
+from stalign._files import read_image_array
 
 out_dir = os.environ.get("STALIGN_TUTORIAL_OUT", ".")
 data_dir = os.environ.get("STALIGN_DATA_DIR", "../shared/data")
@@ -31,7 +31,7 @@ data_dir = os.environ.get("STALIGN_DATA_DIR", "../shared/data")
 # JPEG-compressed, tiled OME-TIFF with three sub-resolutions and `PhysicalSizeX`, the way a scanner stores a slide.
 
 # %%
-c5_grid = sta.io.her2st("C5", load_image=False)  # positions and counts only, for the scale
+c5_grid = sta.datasets.her2st("C5", load_image=False)  # positions and counts only, for the scale
 mpp = c5_grid.tables["table"].uns["spatial"]["C5"]["scalefactors"]["microns_per_pixel"]
 jpg = next(p for p in os.scandir(os.path.join(data_dir, "her2st", "data", "ST-imgs", "C", "C5")))
 img = read_image_array(jpg.path)
@@ -82,7 +82,7 @@ ax.figure.savefig(os.path.join(out_dir, "04_domains.png"), dpi=80)
 # `tl.predict_expression` retrieves the reference spots closest in the aligned space and averages their expression.
 
 # %%
-reference = [sta.io.her2st(s) for s in ("C2", "C3", "C4")]
+reference = [sta.datasets.her2st(s) for s in ("C2", "C3", "C4")]
 for ref in reference:
     sta.tl.embed(ref, show_progress_bar=False)
 genes = ["ERBB2", "KRT19", "COL1A1", "MGP"]
@@ -94,7 +94,7 @@ print(pred)
 # small bundled model, the predicted maps are coarse; the spots score is in `benchmarks/tiles_quality.md`.
 
 # %%
-c5 = sta.io.her2st("C5")
+c5 = sta.datasets.her2st("C5")
 measured = c5.tables["table"].copy()
 sc.pp.normalize_total(measured, target_sum=1e4)
 sc.pp.log1p(measured)

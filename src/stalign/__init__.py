@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from . import io, models, pl, pp, tl, train
+from . import cohort, datasets, io, models, pl, pp, tl, train
 from ._logging import set_verbosity
 from ._settings import settings
 from ._utils import package_version
 
 __version__ = package_version()
 
-__all__ = ["io", "models", "pl", "pp", "settings", "set_verbosity", "tl", "train", "__version__"]
+__all__ = ["cohort", "datasets", "io", "models", "pl", "pp", "settings", "set_verbosity", "tl", "train", "__version__"]

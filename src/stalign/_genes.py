@@ -299,7 +299,7 @@ def gene_coverage(var_names: Sequence[str] | Any, vocabulary: Sequence[str], *, 
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.models.load("stalign-base")
     >>> coverage = sta.pp.gene_coverage(sdata.tables["table"].var_names, model.genes, name="MOB1")
     >>> coverage
@@ -339,7 +339,7 @@ def build_vocabulary(tables: Iterable[Any], *, min_sections: int = 1) -> list[st
     Examples
     --------
     >>> import stalign as sta
-    >>> sections = [sta.io.stutility_mob("MOB1"), sta.io.her2st("C2")]
+    >>> sections = [sta.datasets.stutility_mob("MOB1"), sta.datasets.her2st("C2")]
     >>> genes = sta.pp.build_vocabulary(sections)  # mouse symbols upper-cased, union of both panels
     >>> len(genes)
     15821

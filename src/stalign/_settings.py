@@ -16,7 +16,7 @@ class _Settings:
     device
         Default torch device of :func:`stalign.tl.embed` and training (``None``: CUDA when present, else CPU).
     data_dir
-        Folder that holds the shared datasets read by the :mod:`stalign.io` loaders (``stalign.io.dlpfc`` etc.);
+        Folder that holds the shared datasets read by the :mod:`stalign.datasets` loaders (``stalign.datasets.dlpfc`` etc.);
         ``None``: ``$STALIGN_DATA_DIR``. Nothing is read relative to the working directory.
     """
 

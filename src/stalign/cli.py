@@ -107,11 +107,10 @@ def _cohort_mode(args) -> bool:
 
 
 def _cmd_embed_cohort(args) -> int:
-    import json
     import warnings
     from pathlib import Path
 
-    from . import tl
+    from . import cohort
 
     if not args.out:
         msg = f"{len(args.input)} sections need an output folder: pass --out DIR (one file per section goes there)."
@@ -127,10 +126,9 @@ def _cmd_embed_cohort(args) -> int:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    is_main = int(os.environ.get("RANK", "0")) == 0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*sections failed.*", category=UserWarning)  # said below
-        tl.embed_cohort(
+        result = cohort.embed(
             args.input,
             args.out,
             model=args.model,
@@ -143,10 +141,11 @@ def _cmd_embed_cohort(args) -> int:
             batch_size=args.batch_size,
             num_workers=args.num_workers,
             progress=(lambda line: None) if args.quiet else emit,
+            return_manifest=True,
         )
-    if not is_main:
+    if result is None:  # a rank other than 0: rank 0 reports
         return 0
-    manifest = json.loads((Path(args.out) / "manifest.json").read_text())
+    _, manifest = result
     emit(f"written        {args.out}/ ({len(manifest['sections'])} sections, cohort.h5ad, manifest.json)")
     if manifest["failures"]:
         for f in manifest["failures"]:
@@ -156,9 +155,9 @@ def _cmd_embed_cohort(args) -> int:
 
 
 def _load_input(spec: str, args):
-    """Read one SPEC of ``stalign embed``/``info``: an H&E image tiled at ``--tile-um``, or what ``io.load`` reads."""
+    """Read one SPEC of ``stalign embed``/``info``: an H&E image tiled at ``--tile-um``, or what ``datasets.load`` reads."""
     from ._utils import is_image_path
-    from .io import load
+    from .datasets import load
 
     tile_um = getattr(args, "tile_um", None)
     mpp = getattr(args, "microns_per_pixel", None)

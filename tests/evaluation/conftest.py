@@ -19,7 +19,7 @@ def subset(sdata, n, seed=0):
 def dlpfc73(data_dir):
     import stalign as sta
 
-    return sta.io.dlpfc("151673", data_dir=data_dir)
+    return sta.datasets.dlpfc("151673", data_dir=data_dir)
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def her2st_c(data_dir):
     """her2st C2 and C3 (paired, full-resolution H&E), 120 spots each: reference and query of the genes task."""
     import stalign as sta
 
-    return {f"her2st:{s}": subset(sta.io.her2st(s, data_dir=data_dir), 120) for s in ("C2", "C3")}
+    return {f"her2st:{s}": subset(sta.datasets.her2st(s, data_dir=data_dir), 120) for s in ("C2", "C3")}
 
 
 @pytest.fixture(scope="session")

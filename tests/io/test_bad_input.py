@@ -266,12 +266,12 @@ def _(ctx):
 
 @case("io-load-unknown-spec", ValueError, r"Cannot load 'foo:bar'", r"use one of dlpfc:<section>")
 def _(ctx):
-    return [], lambda: sta.io.load("foo:bar")
+    return [], lambda: sta.datasets.load("foo:bar")
 
 
 @case("io-load-spec-without-section", ValueError, r"has no section", r"use e.g. 'dlpfc:<section>'")
 def _(ctx):
-    return [], lambda: sta.io.load("dlpfc:")
+    return [], lambda: sta.datasets.load("dlpfc:")
 
 
 @case("io-load-unsupported-file", ValueError, r"unsupported file type '.csv'", r"use a .zarr, a .h5ad")
@@ -283,22 +283,22 @@ def _(ctx):
 
 @case("io-unknown-section", ValueError, r"Unknown STUtility MOB section 'MOB9'", r"available: MOB1")
 def _(ctx):
-    return [], lambda: sta.io.stutility_mob("MOB9", data_dir=ctx.data_dir)
+    return [], lambda: sta.datasets.stutility_mob("MOB9", data_dir=ctx.data_dir)
 
 
 @case("io-unknown-her2st-section", ValueError, r"Unknown her2st section 'Q1'", r"available: A1, ")
 def _(ctx):
-    return [], lambda: sta.io.her2st("Q1", data_dir=ctx.data_dir)
+    return [], lambda: sta.datasets.her2st("Q1", data_dir=ctx.data_dir)
 
 
 @case("io-unknown-stahl-replicate", ValueError, r"Unknown Ståhl MOB replicate 99", r"available: 01, ")
 def _(ctx):
-    return [], lambda: sta.io.stahl_mob(99, data_dir=ctx.data_dir)
+    return [], lambda: sta.datasets.stahl_mob(99, data_dir=ctx.data_dir)
 
 
 @case("io-unknown-dlpfc-sample", ValueError, r"Unknown DLPFC sample '1'", r"available: 151507, ")
 def _(ctx):
-    return [], lambda: sta.io.dlpfc("1", data_dir=ctx.data_dir)
+    return [], lambda: sta.datasets.dlpfc("1", data_dir=ctx.data_dir)
 
 
 @case("io-to-anndata-zero-max-side", ValueError, r"max_side=0", r"positive integer number of pixels")
@@ -316,7 +316,7 @@ def test_missing_file_names_data_dir(tmp_path):
     (tmp_path / "her2st" / "data" / "ST-cnts").mkdir(parents=True)
     (tmp_path / "her2st" / "data" / "ST-cnts" / "Z9.tsv.gz").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=f"Z9_selection.tsv.*data_dir={str(tmp_path)!r}"):
-        sta.io.her2st("Z9", data_dir=tmp_path)
+        sta.datasets.her2st("Z9", data_dir=tmp_path)
 
 
 # ----------------------------------------------------------------------------------- accepted odd inputs

@@ -13,7 +13,7 @@ from stalign._utils import unique_names
 
 @pytest.fixture(scope="module")
 def mobs(data_dir):
-    return [sta.io.stutility_mob(s, data_dir=data_dir) for s in ("MOB1", "MOB2")]
+    return [sta.datasets.stutility_mob(s, data_dir=data_dir) for s in ("MOB1", "MOB2")]
 
 
 def test_concat_keeps_each_sections_spatial_metadata(mobs):
@@ -71,17 +71,17 @@ def test_concat_refuses_embeddings_of_two_models(mobs):
 
 def test_sample_name_matches_what_load_reads(data_dir, tmp_path):
     for spec in ("stutility_mob:MOB2", "stahl_mob:11", "her2st:C2"):
-        name = sta.io.sample_name(spec)
-        assert name == sta.io.load(spec, data_dir=data_dir).tables["table"].obs["sample"].astype(str).iloc[0]
-    assert sta.io.sample_name("stahl_mob:1") == "01"
-    adata = sta.io.to_anndata(sta.io.stutility_mob("MOB1", data_dir=data_dir))
+        name = sta.datasets.sample_name(spec)
+        assert name == sta.datasets.load(spec, data_dir=data_dir).tables["table"].obs["sample"].astype(str).iloc[0]
+    assert sta.datasets.sample_name("stahl_mob:1") == "01"
+    adata = sta.io.to_anndata(sta.datasets.stutility_mob("MOB1", data_dir=data_dir))
     adata.write_h5ad(tmp_path / "renamed.h5ad")
-    assert sta.io.sample_name(tmp_path / "renamed.h5ad") == "MOB1"  # obs["sample"], not the file name
-    assert sta.io.sample_name(tmp_path / "absent.h5ad") == "absent"
+    assert sta.datasets.sample_name(tmp_path / "renamed.h5ad") == "MOB1"  # obs["sample"], not the file name
+    assert sta.datasets.sample_name(tmp_path / "absent.h5ad") == "absent"
     (tmp_path / "run7" / "outs").mkdir(parents=True)
-    assert sta.io.sample_name(tmp_path / "run7" / "outs") == "run7"
+    assert sta.datasets.sample_name(tmp_path / "run7" / "outs") == "run7"
     with pytest.raises(ValueError, match="no section"):
-        sta.io.sample_name("her2st:")
+        sta.datasets.sample_name("her2st:")
 
 
 def test_unique_names_is_deterministic():

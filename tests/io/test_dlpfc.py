@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from stalign import io
+from stalign import datasets
 from stalign._section import get_section
-from stalign.io._visium import counts_from_r_object
+from stalign.datasets._dlpfc import counts_from_r_object
 
 SAMPLES = ["151507", "151508", "151669", "151670", "151673", "151674"]
 
@@ -23,14 +23,14 @@ def _present(data_dir, s):
 def s151673(data_dir):
     if not _present(data_dir, "151673"):
         pytest.skip("151673 not in data_dir")
-    return io.dlpfc("151673", data_dir=data_dir)
+    return datasets.dlpfc("151673", data_dir=data_dir)
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
 def test_every_sample_loads(data_dir, sample):
     if not _present(data_dir, sample):
         pytest.skip(f"{sample} not present")
-    sdata = io.dlpfc(sample, data_dir=data_dir)
+    sdata = datasets.dlpfc(sample, data_dir=data_dir)
     t = sdata.tables["table"]
     folder = data_dir / "dlpfc_humanpilot" / "10X" / sample
     pos = pd.read_csv(folder / "tissue_positions_list.txt", header=None, index_col=0)
@@ -131,8 +131,8 @@ def test_151510_layout(tmp_path, data_dir, monkeypatch):
         Dimnames=[np.array(["ENSG00000123560", "ENSG00000122585", "ENSG00000211592"]), bcs],
     )
     seurat = SimpleNamespace(assays={"RNA": SimpleNamespace(counts=dgc)})
-    monkeypatch.setattr("stalign.io._visium.read_rdata", lambda p: {"dlpfc151510": seurat})
-    sdata = io.dlpfc("151510", data_dir=root)
+    monkeypatch.setattr("stalign.datasets._dlpfc.read_rdata", lambda p: {"dlpfc151510": seurat})
+    sdata = datasets.dlpfc("151510", data_dir=root)
     t = sdata.tables["table"]
     assert t.n_obs == 50 and list(t.var_names) == ["PLP1", "NPY", "IGKC"]
     np.testing.assert_array_equal(t.X.toarray(), csc.T.toarray())
@@ -140,7 +140,7 @@ def test_151510_layout(tmp_path, data_dir, monkeypatch):
 
 def test_unknown_sample_lists_available(data_dir):
     with pytest.raises(ValueError, match="available: .*151673"):
-        io.dlpfc("999999", data_dir=data_dir)
+        datasets.dlpfc("999999", data_dir=data_dir)
 
 
 def test_no_data_dir(monkeypatch, tmp_path):
@@ -150,4 +150,4 @@ def test_no_data_dir(monkeypatch, tmp_path):
     if hasattr(u, "DEFAULT_DATA_DIR"):  # a ../shared/data fallback may exist; point it nowhere
         monkeypatch.setattr(u, "DEFAULT_DATA_DIR", str(tmp_path / "absent"))
     with pytest.raises(ValueError, match="STALIGN_DATA_DIR"):
-        io.dlpfc("151673")
+        datasets.dlpfc("151673")

@@ -13,10 +13,10 @@ MOB_IMAGES = ("stahl_mob_splotch", "splotch", "tutorials", "olfactory_bulb_st", 
 @pytest.fixture(scope="module")
 def c3(data_dir):
     """her2st C3's full-resolution H&E and its µm/px (from the ST spot grid)."""
-    from stalign.io._common import read_image_array
+    from stalign._files import read_image_array
 
     jpg = next((data_dir / "her2st" / "data" / "ST-imgs" / "C" / "C3").glob("*.jpg"))
-    sec = sta.io.her2st("C3", data_dir=data_dir, load_image=False)
+    sec = sta.datasets.her2st("C3", data_dir=data_dir, load_image=False)
     mpp = float(sec.tables["table"].uns["spatial"]["C3"]["scalefactors"]["microns_per_pixel"])
     return read_image_array(jpg), mpp
 

@@ -6,9 +6,9 @@ import pytest
 from anndata import AnnData
 from scipy import sparse
 
-from stalign import io
+from stalign import datasets, io
 from stalign._section import get_section
-from stalign.io._st import rounded_ids
+from stalign.datasets._st import rounded_ids
 
 HER2ST = [
     "A1",
@@ -51,7 +51,7 @@ def test_her2st_counts_sections(data_dir, section):
     base = _her2st_base(data_dir)
     if not (base / "ST-cnts" / f"{section}.tsv.gz").is_file():
         pytest.skip(f"{section} not present")
-    sdata = io.her2st(section, data_dir=data_dir, load_image=False)
+    sdata = datasets.her2st(section, data_dir=data_dir, load_image=False)
     t = sdata.tables["table"]
     spots = pd.read_csv(base / "ST-spotfiles" / f"{section}_selection.tsv", sep="\t")
     spots.index = [f"{x}x{y}" for x, y in zip(spots.x, spots.y, strict=True)]
@@ -68,7 +68,7 @@ def test_her2st_c2_image(data_dir):
     base = _her2st_base(data_dir)
     if not list((base / "ST-imgs" / "C" / "C2").glob("*.jpg")):
         pytest.skip("C2 image not present")
-    sdata = io.her2st("C2", data_dir=data_dir)
+    sdata = datasets.her2st("C2", data_dir=data_dir)
     sec = get_section(sdata, require_image=True)
     assert sec.microns_per_pixel == pytest.approx(0.7, rel=0.05)  # data README
     assert sec.images[0].fullres_per_px == 1.0 and sec.images[0].shape == (9911, 9274)
@@ -80,7 +80,7 @@ def test_stutility_mob(data_dir):
     for n, n_sel in zip(range(1, 5), (379, 407, 438, 403), strict=True):
         if not (base / f"MOB{n}.tsv").is_file():
             continue
-        sdata = io.stutility_mob(f"MOB{n}", data_dir=data_dir)
+        sdata = datasets.stutility_mob(f"MOB{n}", data_dir=data_dir)
         t = sdata.tables["table"]
         assert t.n_obs == n_sel and t.n_vars == 1000
         al = pd.read_csv(base / f"alignment_table_MOB{n}.tsv", sep="\t")
@@ -100,7 +100,7 @@ def test_stahl_mob_11(data_dir):
     splotch = data_dir / "stahl_mob_splotch" / "splotch" / "tutorials" / "olfactory_bulb_st"
     if not (splotch / "images" / "11.jpg").is_file():
         pytest.skip("replicate 11 not present")
-    sdata = io.stahl_mob(11, data_dir=data_dir)
+    sdata = datasets.stahl_mob(11, data_dir=data_dir)
     t = sdata.tables["table"]
     assert t.n_obs == 262 and t.n_vars == 16218
     sec = get_section(sdata, require_image=True)
@@ -121,7 +121,7 @@ def test_stahl_mob_image_only(data_dir, rep):
     splotch = data_dir / "stahl_mob_splotch" / "splotch" / "tutorials" / "olfactory_bulb_st"
     if not (splotch / "images" / f"{rep}.jpg").is_file():
         pytest.skip(f"{rep} not present")
-    sdata = io.stahl_mob(rep, data_dir=data_dir)
+    sdata = datasets.stahl_mob(rep, data_dir=data_dir)
     t = sdata.tables["table"]
     ann = pd.read_csv(splotch / "annotations" / f"{rep}_01.tsv", sep="\t", index_col=0)
     assert t.n_vars == 0 and t.n_obs == ann.shape[1]
@@ -150,8 +150,8 @@ def test_stahl_rep12_structure(tmp_path, data_dir, monkeypatch):
         Dim=np.array([2, 3]),
         Dimnames=[np.array(["Mbp", "Plp1"]), np.array(["16.92x9.015", "17.5x10.2", "18x11"])],
     )
-    monkeypatch.setattr("stalign.io._st.read_rdata", lambda p: {"MOB_raw": mob_raw})
-    t = io.stahl_mob(12, data_dir=root).tables["table"]
+    monkeypatch.setattr("stalign.datasets._st.read_rdata", lambda p: {"MOB_raw": mob_raw})
+    t = datasets.stahl_mob(12, data_dir=root).tables["table"]
     assert list(t.obs_names) == ["17x9", "18x10", "18x11"]
     np.testing.assert_array_equal(t.X.toarray(), csc.T.toarray())
 

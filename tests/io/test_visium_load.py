@@ -11,7 +11,7 @@ import pytest
 from scipy import io as sio
 from scipy import sparse
 
-from stalign import io
+from stalign import datasets, io
 from stalign._section import get_section, visium_microns_per_pixel
 
 SAMPLE = "151673"
@@ -21,7 +21,7 @@ SAMPLE = "151673"
 def dlpfc_sdata(data_dir):
     if not (data_dir / "dlpfc_humanpilot" / "10X" / SAMPLE).is_dir():
         pytest.skip("151673 not present")
-    return io.dlpfc(SAMPLE, data_dir=data_dir)
+    return datasets.dlpfc(SAMPLE, data_dir=data_dir)
 
 
 def _write_h5(path, X_spots_genes, barcodes, gene_ids, symbols):
@@ -110,7 +110,7 @@ def test_read_visium_layouts(tmp_path, data_dir, dlpfc_sdata, images, positions,
 
 
 def test_load_specs_and_paths(tmp_path, data_dir, dlpfc_sdata):
-    sdata = io.load(f"dlpfc:{SAMPLE}", data_dir=data_dir)
+    sdata = datasets.load(f"dlpfc:{SAMPLE}", data_dir=data_dir)
     assert sdata.tables["table"].n_obs == dlpfc_sdata.tables["table"].n_obs
     sdata.write(tmp_path / "s.zarr")
     z = io.load(tmp_path / "s.zarr")
@@ -119,7 +119,7 @@ def test_load_specs_and_paths(tmp_path, data_dir, dlpfc_sdata):
     ad.write_h5ad(tmp_path / "s.h5ad")
     assert io.load(str(tmp_path / "s.h5ad")).n_obs == ad.n_obs
     with pytest.raises(ValueError, match="Unknown DLPFC sample"):
-        io.load("dlpfc:1", data_dir=data_dir)
+        datasets.load("dlpfc:1", data_dir=data_dir)
     with pytest.raises(FileNotFoundError, match="dataset spec"):
         io.load(tmp_path / "nothing_here")
 
@@ -250,3 +250,16 @@ def test_spatialdata_io_layout_reads_like_ours(data_dir, dlpfc_sdata):
     set_transformation(img, {"elsewhere": Identity()}, set_all=True)
     with pytest.raises(ValueError, match="none of which holds the table's spots"):
         get_section(other)
+
+
+def test_deprecated_io_dataset_names(data_dir):
+    """``io.dlpfc``-style names and dataset specs in ``io.load``/``io.sample_name`` still work for one release."""
+    with pytest.warns(FutureWarning, match="stalign.datasets.dlpfc"):
+        loader = io.dlpfc
+    assert loader is datasets.dlpfc
+    with pytest.warns(FutureWarning, match="stalign.datasets.load"):
+        sdata = io.load("stutility_mob:MOB1", data_dir=data_dir)
+    assert sdata.tables["table"].n_obs == 379
+    with pytest.warns(FutureWarning, match="stalign.datasets.sample_name"):
+        assert io.sample_name("stahl_mob:1") == "01"
+    assert "dlpfc" not in dir(io)

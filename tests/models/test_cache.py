@@ -59,7 +59,7 @@ def test_weights_modified_in_place_are_not_reused(saved):
 
 
 def test_module_passed_to_tl_is_used_as_is(saved):
-    from stalign.tl._common import resolve_model
+    from stalign.models import resolve_model
 
     m = load(saved)
     got, dev = resolve_model(m, device="cpu")

@@ -29,7 +29,7 @@ def real_batch(data_dir):
 
     import stalign as sta
 
-    sdata = sta.io.load("her2st:C3", data_dir=data_dir)
+    sdata = sta.datasets.load("her2st:C3", data_dir=data_dir)
     sec = get_section(sdata, require_image=True)
     adata = sec.table.copy()
     sc.pp.normalize_total(adata, target_sum=1e4)

@@ -30,8 +30,8 @@ def dlpfc_tiles(data_dir):
 @pytest.fixture(scope="module")
 def mob_prediction(data_dir):
     """STUtility MOB2's H&E tiled (its spots unused), its expression predicted from MOB1."""
-    reference = sta.io.stutility_mob("MOB1", data_dir=data_dir)
-    mpp = sta.io.stutility_mob("MOB2", data_dir=data_dir).tables["table"].uns["spatial"]["MOB2"]["scalefactors"]
+    reference = sta.datasets.stutility_mob("MOB1", data_dir=data_dir)
+    mpp = sta.datasets.stutility_mob("MOB2", data_dir=data_dir).tables["table"].uns["spatial"]["MOB2"]["scalefactors"]
     jpg = data_dir / "stutility_mob" / "inst" / "extdata" / "counts" / "MOB2.jpg"
     query = sta.io.read_image(jpg, microns_per_pixel=mpp["microns_per_pixel"])
     sta.pp.tile_tissue(query, spacing_um=100)
@@ -53,7 +53,7 @@ def test_tissue_mask_qc(dlpfc_tiles):
 
 def test_tissue_mask_needs_tiles(data_dir):
     with pytest.raises(KeyError, match="tile_tissue"):
-        sta.pl.tissue_mask(sta.io.stutility_mob("MOB1", data_dir=data_dir))
+        sta.pl.tissue_mask(sta.datasets.stutility_mob("MOB1", data_dir=data_dir))
 
 
 def test_predicted_gene_maps_over_the_he(mob_prediction):

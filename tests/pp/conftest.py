@@ -27,7 +27,7 @@ def _dlpfc_files(data_dir: Path, sample: str):
 def build_dlpfc(data_dir: Path, sample: str = "151673"):
     """DLPFC section from the loader when it exists, else straight from the files (no counts)."""
     try:
-        from stalign.io import dlpfc
+        from stalign.datasets import dlpfc
     except ImportError:  # pragma: no cover - before the loader existed
         dlpfc = None
     if dlpfc is not None:

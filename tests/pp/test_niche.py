@@ -12,7 +12,7 @@ from stalign._section import get_section
 
 @pytest.fixture(scope="module")
 def dlpfc_counts(data_dir):
-    sdata = sta.io.dlpfc("151673", data_dir=data_dir)
+    sdata = sta.datasets.dlpfc("151673", data_dir=data_dir)
     assert sdata.tables["table"].n_vars > 0
     return sdata
 
@@ -94,7 +94,7 @@ def test_default_radius_holds_the_first_ring_on_legacy_st(data_dir, dlpfc_counts
 
     visium = get_section(dlpfc_counts)
     assert default_radius_um(visium) == pytest.approx(NICHE_RADIUS_UM)
-    for sdata in (sta.io.stahl_mob("11", data_dir=data_dir), sta.io.her2st("C2", data_dir=data_dir)):
+    for sdata in (sta.datasets.stahl_mob("11", data_dir=data_dir), sta.datasets.her2st("C2", data_dir=data_dir)):
         sec = get_section(sdata)
         pitch = spot_pitch_um(sec)
         assert 170 < pitch < 230  # legacy ST: 200 µm centre-to-centre

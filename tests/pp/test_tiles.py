@@ -67,7 +67,7 @@ def test_mob_image_only_replicates(data_dir, rep):
     check_tiles(sdata, 100)
     assert sorted(sdata.labels) == [f"{rep}_tiles_tissue"] and sorted(sdata.shapes) == [f"{rep}_tiles"]
     # the labelled ST spots (100 µm spots on the bulb) lie on tiles: nearest tile within the hex cell (57.7 µm)
-    spots = sta.io.stahl_mob(rep, data_dir=data_dir).tables["table"]
+    spots = sta.datasets.stahl_mob(rep, data_dir=data_dir).tables["table"]
     labelled = np.asarray(spots.obsm["spatial"])[spots.obs["annotation"].notna().to_numpy()]
     d, _ = cKDTree(np.asarray(sdata.tables["table"].obsm["spatial"])).query(labelled)
     mpp = sdata.attrs["stalign"]["microns_per_pixel"]
@@ -78,7 +78,7 @@ def test_mob_image_only_replicates(data_dir, rep):
 
 @pytest.mark.parametrize("sample", DLPFC)
 def test_dlpfc_lowres(data_dir, sample):
-    visium = sta.io.dlpfc(sample, data_dir=data_dir)
+    visium = sta.datasets.dlpfc(sample, data_dir=data_dir)
     sec = get_section(visium)
     lowres = sec.images[0]  # the lowres PNG is the finest level the reader has
     png = data_dir / "dlpfc_humanpilot" / "10X" / sample / "tissue_lowres_image.png"
@@ -95,7 +95,7 @@ def test_dlpfc_lowres(data_dir, sample):
 
 def test_finer_spacing_overlaps_and_other_table_key(data_dir):
     """50 µm tiles overlap (a map finer than the assay); tiles go beside an existing table, which is kept."""
-    sdata = sta.io.stahl_mob("01", data_dir=data_dir)  # the labelled spots and the H&E
+    sdata = sta.datasets.stahl_mob("01", data_dir=data_dir)  # the labelled spots and the H&E
     before = sdata.tables["table"].copy()
     with pytest.raises(ValueError, match="already has a table 'table'.*table_key"):
         sta.pp.tile_tissue(sdata, spacing_um=50)

@@ -27,7 +27,7 @@ def _nearest(tiles_xy, spots_xy) -> np.ndarray:
 def test_domains_from_tiles_match_spots(data_dir):
     diffs = []
     for rep in ("01",):
-        spots = sta.io.stahl_mob(rep, data_dir=data_dir)
+        spots = sta.datasets.stahl_mob(rep, data_dir=data_dir)
         st = spots.tables["table"]
         mpp = st.uns["spatial"][rep]["scalefactors"]["microns_per_pixel"]
         tiles = sta.io.read_image(data_dir.joinpath(*MOB_IMAGES, f"{rep}.jpg"), microns_per_pixel=mpp, name=rep)
@@ -53,8 +53,8 @@ def test_domains_from_tiles_match_spots(data_dir):
 def test_expression_maps_from_tiles_match_spots(data_dir):
     from stalign.pp import log_normalize
 
-    refs = [sta.io.her2st(s, data_dir=data_dir) for s in ("C2", "C3", "C4")]
-    c5 = sta.io.her2st("C5", data_dir=data_dir)
+    refs = [sta.datasets.her2st(s, data_dir=data_dir) for s in ("C2", "C3", "C4")]
+    c5 = sta.datasets.her2st("C5", data_dir=data_dir)
     truth_table = c5.tables["table"]
     genes = reference_hvgs([r.tables["table"] for r in refs], n_top_genes=50, also_in=[truth_table])
     truth = np.asarray(log_normalize(truth_table.X)[:, truth_table.var_names.get_indexer(genes)].todense())

@@ -34,7 +34,7 @@ if delay:
 
 from spatialdata import SpatialData  # noqa: E402
 
-mob = sta.io.stutility_mob("MOB1")
+mob = sta.datasets.stutility_mob("MOB1")
 t = mob.tables["table"]
 keep = np.sort(np.random.default_rng(0).choice(t.n_obs, size=192, replace=False))
 section = SpatialData(images=dict(mob.images), shapes=dict(mob.shapes), tables={"table": t[keep].copy()})

@@ -28,7 +28,7 @@ def dlpfc_full(data_dir):
     """DLPFC 151673 (used by test_determinism)."""
     import stalign as sta
 
-    return sta.io.dlpfc("151673", data_dir=data_dir)
+    return sta.datasets.dlpfc("151673", data_dir=data_dir)
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +36,7 @@ def her2st_c2(data_dir):
     """her2st C2 (used by test_determinism)."""
     import stalign as sta
 
-    return sta.io.her2st("C2", data_dir=data_dir)
+    return sta.datasets.her2st("C2", data_dir=data_dir)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +44,7 @@ def mob1(data_dir):
     """STUtility MOB1: 379 real ST spots, 1,000 genes, a 1905² H&E (fast to load)."""
     import stalign as sta
 
-    return sta.io.stutility_mob("MOB1", data_dir=data_dir)
+    return sta.datasets.stutility_mob("MOB1", data_dir=data_dir)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import torch
 def dlpfc73(data_dir):
     import stalign as sta
 
-    return sta.io.dlpfc("151673", data_dir=data_dir)
+    return sta.datasets.dlpfc("151673", data_dir=data_dir)
 
 
 @pytest.fixture(scope="session")

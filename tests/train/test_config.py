@@ -139,7 +139,7 @@ def test_pretrain_from_config_passes_the_train_table(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_run_json_records_the_full_config(data_dir, tmp_path):
     torch.set_num_threads(1)
-    sd = sta.io.stutility_mob("MOB1", data_dir=data_dir)
+    sd = sta.datasets.stutility_mob("MOB1", data_dir=data_dir)
     genes = list(sd.tables["table"].var_names[:100])
     model_cfg = sta.models.STAlignConfig.base(genes, spot_size=16, niche_size=16, token_dim=32, gene_dim=32)
     train = TrainConfig(epochs=1, batch_size=32, max_steps=1, show_progress_bar=False, device="cpu")

@@ -13,7 +13,7 @@ import stalign as sta
 
 @pytest.fixture(scope="module")
 def small_section(data_dir):
-    sd = sta.io.dlpfc("151673", data_dir=data_dir)
+    sd = sta.datasets.dlpfc("151673", data_dir=data_dir)
     t = sd.tables["table"]
     keep = np.sort(np.random.default_rng(0).choice(t.n_obs, size=192, replace=False))
     return SpatialData(images=dict(sd.images), shapes=dict(sd.shapes), tables={"table": t[keep].copy()})

@@ -100,7 +100,7 @@ def score_genes_labels(
     --------
     >>> import stalign as sta
     >>> from stalign import evaluation
-    >>> sdata = sta.io.dlpfc("151674")
+    >>> sdata = sta.datasets.dlpfc("151674")
     >>> pred = evaluation.score_genes_labels(sdata, evaluation.DLPFC_LAYER_MARKERS)
     >>> sorted(set(pred))
     ['L1', 'L2', 'L3', 'L4', 'L5', 'L6', 'WM']

@@ -43,7 +43,7 @@ def expression_pca(table, *, n_comps: int = 30, n_top_genes: int = 3000, random_
     --------
     >>> import stalign as sta
     >>> from stalign import evaluation
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> evaluation.expression_pca(sdata.tables["table"], n_comps=30).shape
     (379, 30)
     """
@@ -73,7 +73,7 @@ def standardized_pca(F: np.ndarray, *, n_comps: int = 30, random_state: int = 0)
     --------
     >>> import stalign as sta
     >>> from stalign import evaluation
-    >>> features = evaluation.pixel_features(sta.io.stutility_mob("MOB1"))
+    >>> features = evaluation.pixel_features(sta.datasets.stutility_mob("MOB1"))
     >>> evaluation.standardized_pca(features["color_hist"], n_comps=10).shape
     (379, 10)
     """
@@ -145,7 +145,7 @@ def squidpy_features(
     --------
     >>> import stalign as sta
     >>> from stalign import evaluation
-    >>> sdata = sta.io.stahl_mob("11")
+    >>> sdata = sta.datasets.stahl_mob("11")
     >>> df = evaluation.squidpy_features(sdata, features=["summary"])
     >>> df.shape, df.index.equals(sdata.tables["table"].obs_names)
     ((262, 15), True)
@@ -185,7 +185,7 @@ def pixel_features(
     --------
     >>> import stalign as sta
     >>> from stalign import evaluation
-    >>> features = evaluation.pixel_features(sta.io.stutility_mob("MOB1"))
+    >>> features = evaluation.pixel_features(sta.datasets.stutility_mob("MOB1"))
     >>> {k: v.shape for k, v in features.items()}
     {'pixels': (379, 192), 'color_hist': (379, 48)}
     """

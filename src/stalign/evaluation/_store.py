@@ -121,7 +121,7 @@ def labels_of(table: AnnData, labels_key: str, name: str) -> pd.Series:
 
 # ---------------------------------------------------------------------------------------------- sections
 class Sections:
-    """Named sections: loaded on demand from specs (``io.load``) or given as objects; loaded once per run."""
+    """Named sections: loaded on demand from specs (``datasets.load``) or given as objects; loaded once per run."""
 
     def __init__(self, data_dir: Any = None) -> None:
         self.data_dir = data_dir
@@ -150,7 +150,7 @@ class Sections:
 
     def __getitem__(self, name: str):
         if name not in self._cache:
-            from ..io import load
+            from ..datasets import load
 
             logger.info("Loading %s", name)
             self._cache[name] = load(name, data_dir=self.data_dir)

@@ -1,20 +1,34 @@
-"""Readers: Space Ranger outputs, legacy ST layouts, H&E slides and the shared datasets, all into one SpatialData shape."""
+"""Readers and writers: Space Ranger outputs, legacy ST layouts, H&E slides, all into one SpatialData shape.
+
+The shared datasets (``dlpfc``, ``her2st``, ...) live in :mod:`stalign.datasets`; their old names here still work
+for one release, with a ``FutureWarning``.
+"""
 
 from ._image import read_image
 from ._load import concat, load, sample_name, to_anndata
-from ._st import her2st, read_st, stahl_mob, stutility_mob
-from ._visium import dlpfc, read_visium
+from ._st import read_st
+from ._visium import read_visium
 
-__all__ = [
-    "concat",
-    "dlpfc",
-    "her2st",
-    "load",
-    "read_image",
-    "read_st",
-    "read_visium",
-    "sample_name",
-    "stahl_mob",
-    "stutility_mob",
-    "to_anndata",
-]
+__all__ = ["concat", "load", "read_image", "read_st", "read_visium", "sample_name", "to_anndata"]
+
+_MOVED_TO_DATASETS = ("dlpfc", "her2st", "stahl_mob", "stutility_mob")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_DATASETS:
+        import warnings
+
+        from .. import datasets
+
+        warnings.warn(
+            f"stalign.io.{name} moved to stalign.datasets.{name}; this alias will be removed in the next release.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(datasets, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

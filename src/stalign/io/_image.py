@@ -183,10 +183,10 @@ def _read_flat(path: Path) -> tuple[list, dict[str, Any]]:
     """The decoded pixels of a JPEG/PNG (one level) and its dpi, if any."""
     from PIL import Image, UnidentifiedImageError
 
-    from ._common import _no_pixel_limit, read_image_array
+    from .._files import no_pixel_limit, read_image_array
 
     try:
-        with _no_pixel_limit(), Image.open(path) as im:
+        with no_pixel_limit(), Image.open(path) as im:
             info, fmt = dict(im.info), im.format
         arr = read_image_array(path)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +19,40 @@ logger = logging.getLogger(__name__)
 HIRES_MAX_SIDE = 2000
 
 
-def _loaders() -> dict:
-    from ._st import her2st, stahl_mob, stutility_mob
-    from ._visium import dlpfc
-
-    return {"dlpfc": dlpfc, "her2st": her2st, "stutility_mob": stutility_mob, "stahl_mob": stahl_mob}
+def _dataset_spec(text: str) -> bool:
+    """Whether ``text`` reads as a ``"<dataset>:<section>"`` spec rather than a path (deprecated in :func:`load`)."""
+    return ":" in text and not Path(text).expanduser().exists()
 
 
-def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
-    """Load a section from a short spec or a path.
+def _deprecated_spec(func: str, text: str) -> None:
+    warnings.warn(
+        f"stalign.io.{func}({text!r}): dataset specs moved to stalign.datasets.{func}; stalign.io reads paths only. "
+        "This alias will be removed in the next release.",
+        FutureWarning,
+        stacklevel=3,
+    )
+
+
+def _check_spec(spec: Any, what: str) -> str:
+    if not isinstance(spec, str | os.PathLike):
+        msg = f"{what} must be a path (or, in stalign.datasets, a spec such as 'dlpfc:151673'), got {type(spec).__name__}."
+        raise TypeError(msg)
+    return str(spec)
+
+
+def load(path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
+    """Read a section from a path, whatever its kind.
 
     Parameters
     ----------
-    spec
-        ``"<dataset>:<section>"`` for the shared datasets (``"dlpfc:151673"``, ``"her2st:C2"``,
-        ``"stutility_mob:MOB1"``, ``"stahl_mob:11"``), a Space Ranger ``outs`` folder, a ``.zarr`` SpatialData store,
-        an ``.h5ad`` file (squidpy-convention AnnData), or an H&E image file (``.svs``, ``.tif``, ``.jpg``, ... read by
+    path
+        A Space Ranger ``outs`` folder (:func:`read_visium`), a ``.zarr`` SpatialData store, an ``.h5ad`` file
+        (squidpy-convention AnnData), or an H&E image file (``.svs``, ``.tif``, ``.jpg``, ... read by
         :func:`read_image`, which needs the file to record its µm per pixel; no spots until
-        :func:`stalign.pp.tile_tissue`).
+        :func:`stalign.pp.tile_tissue`). The shared datasets' ``"<dataset>:<section>"`` specs are read by
+        :func:`stalign.datasets.load` (here they still work for one release, with a ``FutureWarning``).
     data_dir
-        Folder that holds the datasets, for dataset specs; defaults to ``$STALIGN_DATA_DIR``.
+        Deprecated with the dataset specs: the folder that holds the datasets (:func:`stalign.datasets.load`).
 
     Returns
     -------
@@ -46,31 +61,23 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.load("stutility_mob:MOB1")  # "<dataset>:<section>", as on the command line
-    >>> sdata.tables["table"].n_obs
-    379
-    >>> sta.io.to_anndata(sdata).write_h5ad("MOB1.h5ad")
-    >>> sta.io.load("MOB1.h5ad")  # a path: .h5ad, .zarr or a Space Ranger outs folder
+    >>> sta.io.to_anndata(sta.datasets.stutility_mob("MOB1")).write_h5ad("MOB1.h5ad")
+    >>> sta.io.load("MOB1.h5ad")  # a path: .h5ad, .zarr, a Space Ranger outs folder or an image file
     AnnData object with n_obs × n_vars = 379 × 1000...
     """
-    if not isinstance(spec, str | os.PathLike):
-        msg = f"spec must be a dataset spec such as 'dlpfc:151673' or a path, got {type(spec).__name__}."
-        raise TypeError(msg)
-    text = str(spec)
-    loaders = _loaders()
-    name, sep, section = text.partition(":")
-    if sep and name in loaders and not Path(text).exists():
-        if not section:
-            msg = f"Spec {text!r} has no section; use e.g. '{name}:<section>'."
-            raise ValueError(msg)
-        return loaders[name](section, data_dir=data_dir)
+    text = _check_spec(path, "path")
+    if _dataset_spec(text):
+        from .. import datasets
+
+        _deprecated_spec("load", text)
+        return datasets.load(text, data_dir=data_dir)
     path = Path(text).expanduser()
     if not path.exists():
         msg = (
-            f"Cannot load {text!r}: not an existing path and not a dataset spec; use one of "
-            f"{', '.join(f'{k}:<section>' for k in loaders)}, a Space Ranger outs folder, a .zarr or a .h5ad path."
+            f"Cannot load {text!r}: not an existing path; pass a Space Ranger outs folder, a .zarr, a .h5ad or an "
+            "image file (a dataset spec such as 'dlpfc:151673' is read by stalign.datasets.load)."
         )
-        raise (ValueError(msg) if sep else FileNotFoundError(msg))
+        raise FileNotFoundError(msg)
     from .._utils import is_image_path
 
     if path.is_file() and is_image_path(path):
@@ -131,7 +138,7 @@ def to_anndata(sdata: Any, *, table_key: str = Key.table, max_side: int = HIRES_
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> adata = sta.io.to_anndata(sdata)
     >>> adata.obsm["spatial"].shape
     (3639, 2)
@@ -198,17 +205,16 @@ def _stored_sample(path: Path) -> str | None:
     return str(uniq[0]) if len(uniq) == 1 else None
 
 
-def sample_name(spec: str | os.PathLike) -> str:
-    """The name of the section a spec reads (its ``obs["sample"]``), found without reading the section.
+def sample_name(path: str | os.PathLike) -> str:
+    """The name of the section a path holds (its ``obs["sample"]``), found without reading the section.
 
-    What :func:`load` would name it: the section of a dataset spec (as the dataset's reader writes it), the
-    ``obs["sample"]`` stored in an ``.h5ad`` or ``.zarr`` (else the file name), the folder name of a Space Ranger
-    folder (its parent's for ``outs``). Any other path gives its file name without the suffix. Used to name one
-    output per section before any section is read (:func:`stalign.tl.embed_cohort`).
+    What :func:`load` would name it: the ``obs["sample"]`` stored in an ``.h5ad`` or ``.zarr`` (else the file name),
+    the folder name of a Space Ranger folder (its parent's for ``outs``). Any other path gives its file name without
+    the suffix. :func:`stalign.datasets.sample_name` also names the sections of dataset specs.
 
     Parameters
     ----------
-    spec
+    path
         What :func:`load` accepts.
 
     Returns
@@ -218,24 +224,17 @@ def sample_name(spec: str | os.PathLike) -> str:
     Examples
     --------
     >>> import stalign as sta
-    >>> sta.io.sample_name("her2st:C2"), sta.io.sample_name("stahl_mob:1")
-    ('C2', '01')
     >>> sta.io.sample_name("runs/patient7/outs"), sta.io.sample_name("slides/A1.zarr")
     ('patient7', 'A1')
     """
-    from ._st import stahl_replicate
     from ._visium import default_dataset_id
 
-    if not isinstance(spec, str | os.PathLike):
-        msg = f"spec must be a dataset spec such as 'dlpfc:151673' or a path, got {type(spec).__name__}."
-        raise TypeError(msg)
-    text = str(spec)
-    name, sep, section = text.partition(":")
-    if sep and name in _loaders() and not Path(text).exists():
-        if not section:
-            msg = f"Spec {text!r} has no section; use e.g. '{name}:<section>'."
-            raise ValueError(msg)
-        return stahl_replicate(section) if name == "stahl_mob" else section
+    text = _check_spec(path, "path")
+    if _dataset_spec(text):
+        from .. import datasets
+
+        _deprecated_spec("sample_name", text)
+        return datasets.sample_name(text)
     path = Path(text).expanduser()
     if path.suffix in (".h5ad", ".zarr") and path.exists():
         return _stored_sample(path) or path.stem
@@ -292,7 +291,7 @@ def concat(
     Examples
     --------
     >>> import stalign as sta
-    >>> mob1, mob2 = sta.io.stutility_mob("MOB1"), sta.io.stutility_mob("MOB2")
+    >>> mob1, mob2 = sta.datasets.stutility_mob("MOB1"), sta.datasets.stutility_mob("MOB2")
     >>> adata = sta.io.concat([mob1, mob2])
     >>> adata.obs["sample"].value_counts().sort_index().to_dict(), sorted(adata.uns["spatial"])
     ({'MOB1': 379, 'MOB2': 407}, ['MOB1', 'MOB2'])

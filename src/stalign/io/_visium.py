@@ -1,4 +1,4 @@
-"""10x Visium: Space Ranger outputs (``read_visium``) and the DLPFC dataset (``dlpfc``)."""
+"""10x Visium: Space Ranger outputs (``read_visium``)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 from scipy import sparse
 
 from .._build import build_sdata
 from .._constants import VISIUM_SPOT_UM
+from .._files import read_image_array, require_file
 from .._section import visium_microns_per_pixel
 from .._validators import check_number
-from ._common import (
-    r_matrix,
-    read_image_array,
-    read_rdata,
-    require_file,
-    resolve_root,
-    seurat_counts,
-    unknown_sample,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -234,144 +227,6 @@ def _map_gene_ids(gene_ids: list[str]) -> tuple[list[str], pd.DataFrame]:
     return symbols, var
 
 
-# ---------------------------------------------------------------------------------------------------------- DLPFC
-
-
-def _dlpfc_samples(root: Path) -> list[str]:
-    tenx = root / "dlpfc_humanpilot" / "10X"
-    if not tenx.is_dir():
-        return []
-    return sorted(p.name for p in tenx.iterdir() if p.is_dir() and find_positions(p) is not None)
-
-
-def dlpfc_counts_file(root: Path, sample: str) -> Path | None:
-    """The counts file of a DLPFC sample, when present (BANKSY list or DR-SC Seurat object)."""
-    for rel in (
-        f"dlpfc_banksy_counts/data/dlpfc{sample}.rda",
-        f"dlpfc_drsc_{sample}/data/dlpfc{sample}.rda",
-        f"dlpfc_drsc_151510/data/dlpfc{sample}.rda",
-    ):
-        if (root / rel).is_file():
-            return root / rel
-    return None
-
-
-def counts_from_r_object(obj: Any, *, what: str) -> tuple[sparse.csr_matrix, list[str], list[str]]:
-    """Counts from a converted R object → ``(spots × genes CSR, barcodes, gene ids)``.
-
-    Accepts the BANKSY list (``expression``: dense genes × spots with dimnames), a Seurat object
-    (``assays$RNA`` counts, a dgCMatrix genes × spots), or a bare genes × spots matrix.
-    """
-    if isinstance(obj, dict) and "expression" in obj:
-        mat, genes, cells = r_matrix(obj["expression"], what=f"{what} $expression")
-    elif (isinstance(obj, dict) and "assays" in obj) or hasattr(obj, "assays"):
-        mat, genes, cells = seurat_counts(obj, what=what)
-    else:
-        mat, genes, cells = r_matrix(obj, what=what)
-    if genes is None or cells is None:
-        msg = f"{what}: the counts matrix has no gene or spot names (dimnames); cannot join it to the positions."
-        raise ValueError(msg)
-    X = sparse.csr_matrix(sparse.csc_matrix(mat).T) if sparse.issparse(mat) else sparse.csr_matrix(np.asarray(mat).T)
-    return X, cells, genes
-
-
-def _pick_r_object(objs: dict[str, Any], *, sample: str, path: Path) -> Any:
-    if f"dlpfc{sample}" in objs:
-        return objs[f"dlpfc{sample}"]
-    if len(objs) == 1:
-        return next(iter(objs.values()))
-    msg = f"{str(path)!r} holds {len(objs)} objects ({', '.join(objs)}); expected one named 'dlpfc{sample}'."
-    raise ValueError(msg)
-
-
-def dlpfc(sample: str | int, *, data_dir: str | os.PathLike | None = None):
-    """Load one DLPFC Visium slice (Maynard et al. 2021) from the shared data layout.
-
-    Reads ``dlpfc_humanpilot/10X/<sample>/`` (positions, scale factors, ``tissue_hires_image.png`` when present,
-    else ``tissue_lowres_image.png``), the layer labels ``10X/barcode_level_layer_map.tsv`` into
-    ``obs["annotation"]`` (L1–L6, WM; NaN for unlabelled spots), and the raw counts when present
-    (``dlpfc_banksy_counts/data/dlpfc<sample>.rda``, or the DR-SC Seurat object
-    ``dlpfc_drsc_151510/data/dlpfc151510.rda``). Ensembl ids become symbols (``var["gene_ids"]`` keeps them).
-
-    Spots: with counts, the in-tissue spots that have counts; without counts, every in-tissue spot and a table
-    with 0 genes (image, positions and labels still load).
-
-    Parameters
-    ----------
-    sample
-        Slice id, e.g. ``"151673"``.
-    data_dir
-        Folder that holds the datasets; defaults to ``$STALIGN_DATA_DIR``.
-
-    Returns
-    -------
-    SpatialData with table ``"table"``, image ``"<sample>_image"`` and circles ``"<sample>_spots"``;
-    µm per full-resolution pixel from the 100 µm array pitch (0.726 on these sections).
-
-    Examples
-    --------
-    >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
-    >>> table = sdata.tables["table"]
-    >>> table.n_obs, table.n_vars
-    (3639, 5000)
-    >>> list(sdata.images), list(sdata.shapes)
-    (['151673_image'], ['151673_spots'])
-    >>> sorted(table.obs["annotation"].dropna().unique())
-    ['L1', 'L2', 'L3', 'L4', 'L5', 'L6', 'WM']
-    """
-    root = resolve_root(data_dir)
-    sample = str(sample)
-    available = _dlpfc_samples(root)
-    if sample not in available:
-        raise unknown_sample("DLPFC sample", sample, available, root)
-    folder = root / "dlpfc_humanpilot" / "10X" / sample
-    what = f"DLPFC {sample}"
-    positions = read_positions(find_positions(folder))
-    sf_path = require_file(folder / "scalefactors_json.json", root=root, what="scale factors")
-    sf = read_scalefactors(sf_path)
-    image, res = None, None
-    for r, name in _IMAGES:
-        if (folder / name).is_file():
-            image, res = read_image_array(folder / name), r
-            break
-    if image is None:
-        require_file(folder / "tissue_lowres_image.png", root=root, what="DLPFC image")
-
-    labels = None
-    lab_path = root / "dlpfc_humanpilot" / "10X" / "barcode_level_layer_map.tsv"
-    if lab_path.is_file():
-        lab = pd.read_csv(lab_path, sep="\t", header=None, names=["barcode", "sample", "layer"], dtype=str)
-        lab = lab[lab["sample"] == sample]
-        labels = pd.Series(lab["layer"].to_numpy(), index=lab["barcode"].to_numpy())
-        labels = labels[~labels.index.duplicated()]
-    else:
-        logger.info("%s: no label file %s.", what, lab_path)
-
-    counts = barcodes = var_names = var = None
-    cpath = dlpfc_counts_file(root, sample)
-    if cpath is not None:
-        obj = _pick_r_object(read_rdata(cpath), sample=sample, path=cpath)
-        counts, barcodes, gene_ids = counts_from_r_object(obj, what=f"{what} counts {cpath.name}")
-        var_names, var = _map_gene_ids(gene_ids)
-    else:
-        logger.info("%s: no counts file; the table has 0 genes.", what)
-    return assemble_visium(
-        sample=sample,
-        positions=positions,
-        scalefactors=sf,
-        scalefactors_path=sf_path,
-        image=image,
-        image_res=res,
-        counts=counts,
-        barcodes=barcodes,
-        var_names=var_names,
-        var=var,
-        labels=labels,
-        what=what,
-    )
-
-
 # ---------------------------------------------------------------------------------------------------- read_visium
 
 
@@ -402,6 +257,8 @@ def read_visium(
     dataset_id: str | None = None,
     fullres_image: str | os.PathLike | None = None,
     microns_per_pixel: float | None = None,
+    counts: AnnData | None = None,
+    labels: pd.Series | None = None,
 ):
     """Read a Space Ranger output folder into the package's SpatialData shape.
 
@@ -423,6 +280,12 @@ def read_visium(
     microns_per_pixel
         µm per full-resolution pixel, when known (e.g. from the scanner). Default: from the array grid, whose
         neighbouring spots are 100 µm apart (``array_row``/``array_col`` against the pixel positions).
+    counts
+        Raw counts (barcodes × genes, Ensembl ids or symbols as ``var_names``) used instead of the folder's
+        ``filtered_feature_bc_matrix``, e.g. counts kept apart from the spatial files; Ensembl ids are mapped to
+        symbols (``var["gene_ids"]`` keeps them).
+    labels
+        Per-spot labels indexed by barcode, stored in ``obs["annotation"]`` (NaN for unlabelled spots).
 
     Returns
     -------
@@ -449,6 +312,12 @@ def read_visium(
         raise TypeError(msg)
     if microns_per_pixel is not None:
         check_number(microns_per_pixel, "microns_per_pixel", hint=" (µm per full-resolution pixel, e.g. 0.7245)")
+    if counts is not None and not isinstance(counts, AnnData):
+        msg = f"counts must be an AnnData of raw counts (barcodes × genes), got {type(counts).__name__}."
+        raise TypeError(msg)
+    if labels is not None and not isinstance(labels, pd.Series):
+        msg = f"labels must be a pandas Series indexed by barcode, got {type(labels).__name__}."
+        raise TypeError(msg)
     outs = Path(path).expanduser()
     if not outs.is_dir():
         msg = f"Space Ranger folder {str(outs)!r} does not exist; pass the `outs` folder of a Space Ranger run."
@@ -480,10 +349,13 @@ def read_visium(
             UserWarning,
             stacklevel=2,
         )
-    ad, cpath = _counts_from_outs(outs, dataset_id)
-    counts = barcodes = var_names = var = None
-    if ad is not None:
-        counts, barcodes = ad.X, [str(b) for b in ad.obs_names]
+    ad = None if counts is not None else _counts_from_outs(outs, dataset_id)[0]
+    X = barcodes = var_names = var = None
+    if counts is not None:
+        X, barcodes = counts.X, [str(b) for b in counts.obs_names]
+        var_names, var = _map_gene_ids([str(g) for g in counts.var_names])
+    elif ad is not None:
+        X, barcodes = ad.X, [str(b) for b in ad.obs_names]
         gene_ids = ad.var["gene_ids"].astype(str).tolist() if "gene_ids" in ad.var else list(ad.var_names)
         var_names = [str(v) for v in ad.var_names]
         var = pd.DataFrame({"gene_ids": gene_ids}, index=pd.Index(var_names))
@@ -500,11 +372,11 @@ def read_visium(
         scalefactors_path=sf_path,
         image=image,
         image_res=res,
-        counts=counts,
+        counts=X,
         barcodes=barcodes,
         var_names=var_names,
         var=var,
-        labels=None,
+        labels=labels,
         what=f"Visium {dataset_id}",
         microns_per_pixel=microns_per_pixel,
     )

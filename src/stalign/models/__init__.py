@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 from ._config import STAlignConfig
+from ._registry import DEFAULT_MODEL as DEFAULT_MODEL  # shared with tl and the cohort, not public API
 from ._registry import available_models
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._backbones import BACKBONES, Backbone, backbone_config, efficientnet_lite0_state_dict
     from ._io import clear_cache, load, save, weights_fingerprint
+    from ._io import model_record as model_record  # shared with tl and the cohort, not public API
+    from ._io import resolve_model as resolve_model
     from ._losses import LossOutput, contrastive_loss, gather_negatives, sample_negatives
     from ._model import STAlign
 
@@ -28,6 +31,8 @@ __getattr__, __dir__ = lazy_exports(
         "efficientnet_lite0_state_dict": "._backbones",
         "gather_negatives": "._losses",
         "load": "._io",
+        "model_record": "._io",
+        "resolve_model": "._io",
         "sample_negatives": "._losses",
         "save": "._io",
         "weights_fingerprint": "._io",

@@ -41,7 +41,7 @@ class LossOutput:
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.models.load("stalign-base")
     >>> batch = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)[0]
     >>> out = model.loss(batch)
@@ -88,7 +88,7 @@ def gather_negatives(
     >>> import torch
     >>> model = sta.models.load("stalign-base")
     >>> ds = sta.pp.SpotDataset(
-    ...     [sta.io.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=8
+    ...     [sta.datasets.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=8
     ... )
     >>> emb = model.embed(ds[0])
     >>> index = torch.tensor([[1, 2], [0, -1], [3, 0], [2, 1], [5, 6], [4, 7], [7, 4], [6, -1]])  # -1: no negative
@@ -246,7 +246,7 @@ def contrastive_loss(
     >>> import stalign as sta
     >>> model = sta.models.load("stalign-base")
     >>> ds = sta.pp.SpotDataset(
-    ...     [sta.io.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=32
+    ...     [sta.datasets.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=32
     ... )
     >>> emb = model.embed(ds[0])  # L2-normalised embeddings and has_image / has_expr masks
     >>> out = sta.models.contrastive_loss(

@@ -49,7 +49,7 @@ class STAlign(nn.Module):
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> genes = sta.pp.build_vocabulary([sdata])
     >>> model = sta.models.STAlign(sta.models.STAlignConfig.base(genes, spot_size=32, niche_size=32))
     >>> ds = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)

@@ -23,6 +23,9 @@ class RegistryEntry(TypedDict):
     description: str
 
 
+#: The model ``tl.embed`` and ``cohort.embed`` use when none is given.
+DEFAULT_MODEL = "stalign-base"
+
 REGISTRY: dict[str, RegistryEntry] = {
     "stalign-base": {
         "file": "weights/stalign-base/model.safetensors",

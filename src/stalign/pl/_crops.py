@@ -75,7 +75,7 @@ def crops(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> fig = sta.pl.crops(sdata, n=8, which="both")  # spot crop next to its niche crop, spot box outlined
     """
     import matplotlib.pyplot as plt

@@ -117,7 +117,7 @@ def spatial(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> ax = sta.pl.spatial(sdata, color="annotation")  # an obs column
     >>> ax = sta.pl.spatial(sdata, color="MBP", cmap="magma")  # a gene
     """
@@ -193,7 +193,7 @@ def domains(data: Any, *, key: str = Key.domain, **kwargs):
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> sta.tl.domains(sdata, n_domains=7)
     >>> ax = sta.pl.domains(sdata, title="zero-shot domains")
@@ -221,7 +221,7 @@ def labels(data: Any, *, key: str = Key.label, **kwargs):
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1"], "GM": ["SNAP25", "NRGN"]})
     >>> ax = sta.pl.labels(sdata)
@@ -269,7 +269,7 @@ def embedding(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> ax = sta.pl.embedding(sdata, color="annotation")
     >>> ax = sta.pl.embedding(sdata, use_rep="X_stalign_image", color="annotation")

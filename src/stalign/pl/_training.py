@@ -98,7 +98,7 @@ def training_curves(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
     ...     [sdata], output_dir="run", epochs=1, max_steps=4, batch_size=32, show_progress_bar=False
     ... )

@@ -287,7 +287,7 @@ def read_crops(
     --------
     >>> import stalign as sta
     >>> from stalign._section import get_section
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> section = get_section(sdata)
     >>> centres = sdata.tables["table"].obsm["spatial"][:8]  # full-resolution pixels
     >>> crops = sta.pp.read_crops(section, centres, size_um=100, out_px=32)
@@ -347,7 +347,7 @@ def spatial_order(coords: np.ndarray, *, cell: float | None = None, offset: Sequ
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> xy = sdata.tables["table"].obsm["spatial"]
     >>> order = sta.pp.spatial_order(xy)
     >>> sorted(order) == list(range(len(xy)))  # a permutation of the spots
@@ -398,7 +398,7 @@ def crop_boxes(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> boxes = sta.pp.crop_boxes(sdata, size_um=100, out_px=32)
     >>> boxes.shape
     (3639, 4)
@@ -482,7 +482,7 @@ def spot_crops(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.pp.spot_crops(sdata, size_um=100)
     >>> sdata.tables["table"].obsm["stalign_spot_bbox"].shape
     (3639, 4)
@@ -526,7 +526,7 @@ def niche_crops(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.pp.niche_crops(sdata, size_um=200)
     >>> sdata.tables["table"].obsm["stalign_niche_bbox"].shape
     (3639, 4)

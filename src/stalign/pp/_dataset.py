@@ -169,7 +169,7 @@ class SpotDataset(torch.utils.data.Dataset):
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.models.load("stalign-base")
     >>> ds = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=64, inference=True)
     >>> len(ds), ds.n_spots

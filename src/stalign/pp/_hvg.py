@@ -33,7 +33,7 @@ def reference_hvgs(tables: Sequence[AnnData], *, n_top_genes: int = 50, also_in:
     Examples
     --------
     >>> import stalign as sta
-    >>> c2, c3, c6 = (sta.io.her2st(s).tables["table"] for s in ("C2", "C3", "C6"))
+    >>> c2, c3, c6 = (sta.datasets.her2st(s).tables["table"] for s in ("C2", "C3", "C6"))
     >>> genes = sta.pp.reference_hvgs([c2, c3], n_top_genes=50, also_in=[c6])
     >>> len(genes), all(g in c6.var_names and g in c2.var_names for g in genes)
     (50, True)

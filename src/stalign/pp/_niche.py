@@ -151,7 +151,7 @@ def niche_expression(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.pp.niche_expression(sdata)
     >>> table = sdata.tables["table"]
     >>> table.obsm["stalign_niche"].shape
@@ -248,7 +248,7 @@ def spatial_smooth(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> table = sdata.tables["table"]
     >>> smooth = sta.pp.spatial_smooth(sdata, table.X, radius_um=250)
     >>> smooth.shape == table.shape

@@ -236,7 +236,7 @@ def annotate(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1", "MOBP"], "GM": ["SNAP25", "SYT1", "NRGN"]})
     >>> table = sdata.tables["table"]

@@ -129,7 +129,7 @@ def domains(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> sta.tl.domains(sdata, n_domains=7)
     >>> table = sdata.tables["table"]

@@ -15,7 +15,8 @@ from .._genes import check_vocabulary
 from .._section import get_section
 from .._utils import copy_data, get_table, package_version, save_data, track, uns_key
 from .._validators import check_int, check_key
-from ._common import DEFAULT_MODEL, SLOTS, model_record, resolve_model
+from ..models import DEFAULT_MODEL, model_record, resolve_model
+from ._common import SLOTS
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ def embed(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.dlpfc("151673")
+    >>> sdata = sta.datasets.dlpfc("151673")
     >>> sta.tl.embed(sdata, show_progress_bar=False)
     >>> table = sdata.tables["table"]
     >>> table.obsm["X_stalign"].shape, table.obsm["X_stalign_image"].shape

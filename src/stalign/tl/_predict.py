@@ -114,8 +114,8 @@ def predict_expression(
     Examples
     --------
     >>> import stalign as sta
-    >>> reference = sta.io.stutility_mob("MOB1")  # H&E + expression
-    >>> query = sta.io.stutility_mob("MOB2")  # its H&E is all the prediction uses
+    >>> reference = sta.datasets.stutility_mob("MOB1")  # H&E + expression
+    >>> query = sta.datasets.stutility_mob("MOB2")  # its H&E is all the prediction uses
     >>> pred = sta.tl.predict_expression(query, [reference], n_top_genes=50)
     >>> pred.shape  # query spots x genes, log1p-normalised scale
     (..., 50)

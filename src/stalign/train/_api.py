@@ -83,7 +83,7 @@ def _check_counts(sections: list[Any], dataset_kwargs: dict) -> None:
 def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None) -> list[Any]:
     """Turn ``sections`` into a list of SpatialData / AnnData objects.
 
-    Strings are resolved with :func:`stalign.io.load`: loader specs ``"<dataset>:<section>"`` (e.g.
+    Strings are resolved with :func:`stalign.datasets.load`: loader specs ``"<dataset>:<section>"`` (e.g.
     ``"dlpfc:151673"``, ``"her2st:B1"``) or paths (``.h5ad``, ``.zarr``, a Space Ranger ``outs`` folder).
 
     Parameters
@@ -100,12 +100,12 @@ def resolve_sections(sections: Any, *, data_dir: str | os.PathLike | None = None
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> sections = sta.train.resolve_sections([sdata, "stutility_mob:MOB2"])
     >>> [s.tables["table"].obs["sample"].iloc[0] for s in sections]
     ['MOB1', 'MOB2']
     """
-    from ..io import load
+    from ..datasets import load
 
     return [load(s, data_dir=data_dir) if isinstance(s, str) else s for s in _check_sections(sections)]
 
@@ -157,7 +157,7 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
     Examples
     --------
     >>> import stalign as sta
-    >>> sections = [sta.io.stutility_mob("MOB1"), sta.io.her2st("A2")]
+    >>> sections = [sta.datasets.stutility_mob("MOB1"), sta.datasets.her2st("A2")]
     >>> labels = sta.train.section_clusters(sections, n_clusters=4)
     >>> [sorted(set(lab.tolist())) for lab in labels]
     [[0, 1, 2, 3], [0, 1, 2, 3]]
@@ -336,7 +336,7 @@ def pretrain(
 
     A few steps on one small section, as a check that runs in seconds:
 
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
     ...     [sdata],
     ...     {"preset": "base", "spot_size": 32, "niche_size": 32},
@@ -400,7 +400,7 @@ def finetune(
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.finetune(
     ...     "stalign-base",
     ...     [sdata],

@@ -235,7 +235,7 @@ def augment_batch(
     --------
     >>> import stalign as sta
     >>> import torch
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> genes = sta.pp.build_vocabulary([sdata])
     >>> batch = sta.pp.SpotDataset([sdata], genes=genes, spot_px=32, niche_px=32, batch_size=16)[0]
     >>> aug = sta.train.augment_batch(batch, sta.train.AugmentConfig(), generator=torch.Generator().manual_seed(0))

@@ -61,7 +61,7 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
     ...     [sdata], output_dir="run", epochs=1, max_steps=4, checkpoint_every=2, batch_size=32, show_progress_bar=False
     ... )
@@ -90,7 +90,7 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
     ...     [sdata], output_dir="run", epochs=1, max_steps=4, checkpoint_every=2, batch_size=32, show_progress_bar=False
     ... )
@@ -280,7 +280,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.io.stutility_mob("MOB1")
+    >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.train.pretrain(
     ...     [sdata], output_dir="run", epochs=1, max_steps=2, batch_size=32, show_progress_bar=False
     ... )
