@@ -24,7 +24,9 @@ QUICK = {"epochs": 1, "max_steps": 3, "batch_size": 32, "show_progress_bar": Fal
 
 @pytest.fixture(scope="module")
 def mob(data_dir):
-    return sta.io.load("stutility_mob:MOB1", data_dir=data_dir), sta.io.load("stutility_mob:MOB2", data_dir=data_dir)
+    return sta.datasets.load("stutility_mob:MOB1", data_dir=data_dir), sta.datasets.load(
+        "stutility_mob:MOB2", data_dir=data_dir
+    )
 
 
 def _count_trunk_calls(model) -> list[int]:
@@ -92,8 +94,8 @@ def test_lite0_frozen_end_to_end(mob, tmp_path):
     cfg = STAlignConfig.from_backbone("tf_efficientnet_lite0", genes, weights=LITE0)
     # the backbone's own normalisation and tile size (timm's pretrained config of tf_efficientnet_lite0)
     assert (cfg.spot_size, cfg.niche_size, cfg.image_mean, cfg.image_std) == (224, 224, (0.5,) * 3, (0.5,) * 3)
-    # 64 px crops keep the test quick on 2 CPU cores (a CNN takes any size; the recipe uses 224 px)
-    model = _end_to_end(cfg.replace(spot_size=64, niche_size=64), mob, tmp_path)
+    # 48 px crops keep the test quick on 2 CPU cores (a CNN takes any size; the recipe uses 224 px)
+    model = _end_to_end(cfg.replace(spot_size=48, niche_size=48), mob, tmp_path)
     # the trunk holds the package's ImageNet weights
     state = sta.models.efficientnet_lite0_state_dict()
     assert torch.equal(model.spot_image_encoder.trunk.state_dict()["conv_stem.weight"], state["conv_stem.weight"])

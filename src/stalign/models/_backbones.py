@@ -60,6 +60,13 @@ class Backbone:
         Micrometres per pixel of those tiles (``None``: natural images, no physical scale).
     note
         Where the facts come from, and anything a user must know.
+
+    Examples
+    --------
+    >>> import stalign as sta
+    >>> b = sta.models.BACKBONES["hf-hub:paige-ai/Virchow2"]
+    >>> b.architecture, b.tile_px, b.um_per_px
+    ('vit_huge_patch14_224', 224, 0.5)
     """
 
     name: str
