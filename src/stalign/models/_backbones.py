@@ -466,6 +466,6 @@ def build_trunk(
         load_trunk_weights(target, weights, allow_torch_load=allow_torch_load)
     elif hub_download:
         state = _hub_state(name, which)
-        target.load_state_dict(state, strict=False)
+        target.load_state_dict(state, strict=True)
         logger.info("Loaded %d tensors of %s from the Hugging Face hub", len(state), name)
     return trunk
