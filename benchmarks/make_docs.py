@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/dev_eval.py --model stalign-base
     .venv/bin/python benchmarks/throughput.py                  # (+ --device cuda --tag gpu on a GPU machine)
+    .venv/bin/python benchmarks/gpu_check.py                   # on a GPU machine (its CPU half elsewhere)
     .venv/bin/python benchmarks/memory.py
     .venv/bin/python benchmarks/ondisk.py
     .venv/bin/python benchmarks/import_time.py
@@ -54,6 +55,13 @@ SECTIONS = [
         "same sections, and vs the `large` preset; ratios are measured in one run.",
     ),
     ("throughput_gpu", "Throughput (GPU)", "The same benchmark on a lent GPU, when one was available."),
+    (
+        "gpu",
+        "GPU check (issue 25)",
+        "`benchmarks/gpu_check.py` on a GPU machine: `tl.embed` on CUDA (bf16) vs the CPU with the cosine between the "
+        "two embeddings, pretraining steps with AMP, `torchrun` on several GPUs, and a batch-size sweep that says "
+        "whether reading crops or the model bounds the rate.",
+    ),
     (
         "memory",
         "Memory while embedding growing slides",

@@ -207,3 +207,40 @@ def test_embed_cohort_cli_reruns_keep_going_and_errors(data_dir, tmp_path, capsy
     ]:
         assert main([*argv, "--data-dir", str(data_dir)]) == 2
         assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- Visium HD, Xenium
+
+
+@pytest.mark.slow  # writes the 3522x5789 DAPI pyramid into the .zarr
+def test_embed_xenium_pseudospots(data_dir, tmp_path, capsys):
+    """A Xenium folder (DAPI only: genes alone) embedded as pseudo-spots; the cells kept as table 'bins'.
+
+    55 µm pseudo-spots every 30 µm overlap: every cell lies in at least one.
+    """
+    import spatialdata as sd
+
+    xen = data_dir / "xenium_insitupy_ileum" / "tests" / "data" / "Xenium_Prime_Mouse_Ileum_tiny_outs"
+    out = tmp_path / "ileum.zarr"
+    with pytest.warns(UserWarning, match=r"genes alone"):
+        rc = main(["embed", str(xen), "--pseudospot-um", "30", "--out", str(out), "--quiet"])
+    assert rc == 0
+    back = sd.read_zarr(out)
+    ps, cells = back.tables["table"], back.tables["bins"]
+    assert cells.n_obs == 23 and cells.obs["pseudospots"].notna().all()
+    np.testing.assert_array_equal(ps.X.toarray(), cells.obsm["pseudospots"].T @ cells.X.toarray())
+    assert ps.obsm["X_stalign"].shape == (ps.n_obs, 128) and "X_stalign_image" not in ps.obsm
+    assert cells.obsm["pseudospots"].shape == (23, ps.n_obs)
+    assert "spots          " in capsys.readouterr().out
+
+
+def test_embed_hd_bin_um(data_dir, capsys):
+    hd = data_dir / "visium_hd_visiumio" / "inst" / "extdata"
+    assert main(["info", str(hd / "binned_outputs" / "square_002um")]) == 0
+    assert "µm / full-res px 0.2738" in capsys.readouterr().out
+    rc = main(["embed", str(hd), "--bin-um", "8", "--quiet"])
+    assert rc == 2
+    assert "bin_size_um=8.0 is not in" in capsys.readouterr().err
+    rc = main(["embed", "stahl_mob:11", "--data-dir", str(data_dir), "--bin-um", "8", "--quiet"])
+    assert rc == 2
+    assert "--bin-um applies to a Visium HD output" in capsys.readouterr().err

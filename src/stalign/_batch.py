@@ -32,3 +32,20 @@ class BatchKey:
     spot_features = "spot_features"
     #: optional float32 ``(B, F)`` precomputed features of a frozen niche trunk
     niche_features = "niche_features"
+
+
+#: The model inputs of a batch: what inference moves to the model's device. The masks and ids stay on the host,
+#: where the model reads them without waiting for the device.
+INPUT_KEYS = (
+    BatchKey.spot_image,
+    BatchKey.niche_image,
+    BatchKey.spot_expr,
+    BatchKey.niche_expr,
+    BatchKey.spot_features,
+    BatchKey.niche_features,
+)
+
+
+def inputs_to(batch: dict, device) -> dict:
+    """``batch`` with its :data:`INPUT_KEYS` tensors copied to ``device`` (non-blocking: from pinned memory on CUDA)."""
+    return {k: v.to(device, non_blocking=True) if k in INPUT_KEYS else v for k, v in batch.items()}

@@ -26,6 +26,11 @@ def image_key(sample: str) -> str:
     return f"{sample}_image"
 
 
+def square_name(bin_size_um: int) -> str:
+    """Space Ranger HD's name of one bin size (its folder, and stalign's table of those bins): ``square_008um``."""
+    return f"square_{int(bin_size_um):03d}um"
+
+
 def shapes_key(sample: str) -> str:
     """Name of a section's spot-circle element."""
     return f"{sample}_spots"

@@ -118,6 +118,8 @@ class Section:
     microns_per_pixel: float  # µm per full-resolution px
     spot_diameter_fullres: float
     images: list[ImageLevel] = field(default_factory=list)
+    #: image elements that are not RGB H&E (e.g. Xenium's DAPI): never read as images
+    other_images: list[str] = field(default_factory=list)
     block_cache: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -391,6 +393,14 @@ def _levels_from_sdata(sdata, image_key: str | None, table: AnnData) -> list[Ima
     levels: list[ImageLevel] = []
     for key in keys:
         elem = sdata.images[key]
+        if not is_rgb(elem):
+            if image_key is not None:
+                msg = (
+                    f"Image {image_key!r} has channels {_channels(elem)}, not an RGB H&E; the model's image encoder "
+                    "reads H&E only. Pass the H&E as image_key=, or leave image_key=None to embed from genes alone."
+                )
+                raise ValueError(msg)
+            continue
         m = _image_to_fullres(sdata, key, elem, table)
         sx, sy = float(m[0, 0]), float(m[1, 1])
         if abs(m[0, 1]) > 1e-9 or abs(m[1, 0]) > 1e-9 or abs(sx - sy) > 1e-6 * max(sx, sy):
@@ -410,6 +420,18 @@ def _levels_from_sdata(sdata, image_key: str | None, table: AnnData) -> list[Ima
         else:
             levels.append(ImageLevel(elem.data, sx, name=key))
     return sorted(levels, key=lambda lv: lv.fullres_per_px)
+
+
+def _channels(elem) -> list:
+    """The channel names of an image element (a multiscale DataTree or a DataArray)."""
+    if hasattr(elem, "children") and len(getattr(elem, "children", {})) > 0:
+        elem = next(iter(elem[sorted(elem.children)[0]].ds.data_vars.values()))
+    return [str(c) for c in elem.coords["c"].values] if "c" in elem.coords else [None] * int(elem.shape[0])
+
+
+def is_rgb(elem) -> bool:
+    """Whether an image element is an RGB image (3 channels): what the H&E encoder reads; DAPI/fluorescence is not."""
+    return len(_channels(elem)) == 3
 
 
 def get_section(
@@ -458,4 +480,5 @@ def get_section(
         microns_per_pixel=mpp,
         spot_diameter_fullres=diam,
         images=levels,
+        other_images=[k for k, v in data.images.items() if not is_rgb(v)] if isinstance(data, SpatialData) else [],
     )

@@ -157,7 +157,6 @@ def _cmd_embed_cohort(args) -> int:
 def _load_input(spec: str, args):
     """Read one SPEC of ``stalign embed``/``info``: an H&E image tiled at ``--tile-um``, or what ``datasets.load`` reads."""
     from ._utils import is_image_path
-    from .datasets import load
 
     tile_um = getattr(args, "tile_um", None)
     mpp = getattr(args, "microns_per_pixel", None)
@@ -172,13 +171,55 @@ def _load_input(spec: str, args):
                 f"{spec!r} is not one."
             )
             raise ValueError(msg)
-        return load(spec, data_dir=args.data_dir)
+        return _points_input(spec, args)
     from .io import read_image
     from .pp import tile_tissue
 
     sdata = read_image(spec, microns_per_pixel=mpp)
     tile_tissue(sdata, spacing_um=100.0 if tile_um is None else tile_um)
     return sdata
+
+
+def _points_input(spec: str, args):
+    """``datasets.load``'s section; a Visium HD output at ``--bin-um``; with ``--pseudospot-um``, pseudo-spots as the table.
+
+    The pseudo-spots (``pp.pseudospots``) become table ``"table"``, the one embedded and written; the bins or cells
+    they sum stay beside them as table ``"bins"`` (with the map to their pseudo-spots).
+    """
+    from pathlib import Path
+
+    from .datasets import load
+
+    bin_um = getattr(args, "bin_um", None)
+    ps_um = getattr(args, "pseudospot_um", None)
+    for flag, val in (("--bin-um", bin_um), ("--pseudospot-um", ps_um)):
+        if val is not None and not (val > 0 and val < float("inf")):
+            msg = f"{flag} {val}: it must be a positive number of micrometres (e.g. {flag} 16)."
+            raise ValueError(msg)
+    if bin_um is not None:
+        from .io import read_visium_hd
+
+        if not Path(spec).expanduser().is_dir():
+            msg = (
+                f"--bin-um applies to a Visium HD output (an `outs` folder with binned_outputs/); {spec!r} is not one."
+            )
+            raise ValueError(msg)
+        data = read_visium_hd(spec, bin_size_um=bin_um)
+    else:
+        data = load(spec, data_dir=args.data_dir)
+    if ps_um is None:
+        return data
+    from spatialdata import SpatialData
+
+    from .pp import pseudospots
+
+    if not isinstance(data, SpatialData):
+        msg = f"--pseudospot-um needs bins or cells read into a SpatialData (a Visium HD or Xenium folder); {spec!r} is not."
+        raise ValueError(msg)
+    pseudospots(data, spacing_um=ps_um, key_added="pseudospots")
+    data.tables["bins"] = data.tables.pop("table")
+    data.tables["table"] = data.tables.pop("pseudospots")
+    return data
 
 
 def _cmd_embed(args) -> int:
@@ -300,9 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument(
         "--microns-per-pixel", type=float, default=None, help="H&E image input: µm per pixel, if the file lacks it"
     )
+    emb.add_argument(
+        "--bin-um", type=float, default=None, help="Visium HD output: the bin size to read (2, 8 or 16; default 8)"
+    )
+    emb.add_argument(
+        "--pseudospot-um",
+        type=float,
+        default=None,
+        help="Visium HD or Xenium: embed 55 µm pseudo-spots every this many µm instead of every bin/cell",
+    )
     emb.add_argument("--model", default="stalign-base", help="registry name or path of saved weights")
     emb.add_argument("--device", default=None)
-    emb.add_argument("--batch-size", type=int, default=256)
+    emb.add_argument(
+        "--batch-size", type=int, default=None, help="spots per forward pass (default 256 on the CPU, 1024 on CUDA)"
+    )
     emb.add_argument("--num-workers", type=int, default=0)
     emb.add_argument("--domains", type=int, default=None, help="also cluster into this many (joint) domains")
     emb.add_argument(

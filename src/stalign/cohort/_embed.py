@@ -48,7 +48,7 @@ def embed(
     data_dir: str | os.PathLike | None = None,
     loader: Callable[[str], Any] | None = None,
     device: Any = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     num_workers: int = 0,
     progress: Callable[[str], None] | None = None,
     return_manifest: bool = False,
@@ -100,7 +100,7 @@ def embed(
     device
         ``None``: each process's GPU (``cuda:LOCAL_RANK``) when CUDA is present, else the CPU.
     batch_size
-        Spots per forward pass.
+        Spots per forward pass (``None``: :func:`~stalign.tl.embed`'s default for the device).
     num_workers
         DataLoader worker processes reading crops.
     progress
@@ -151,7 +151,7 @@ def embed(
         msg = f"format={format!r}; use 'zarr' (whole SpatialData) or 'h5ad' (the table)."
         raise ValueError(msg)
     check_int(n_domains, "n_domains", allow_none=True, hint=" (the number of joint domains, e.g. 7)")
-    check_int(batch_size, "batch_size", hint=" (spots per forward pass, e.g. 256)")
+    check_int(batch_size, "batch_size", allow_none=True, hint=" (spots per forward pass, e.g. 256)")
     check_int(num_workers, "num_workers", minimum=0, hint=" (0 reads crops in the main process)")
     out = Path(out_dir).expanduser()
     load_spec = loader if loader is not None else (lambda spec: load(spec, data_dir=data_dir))

@@ -46,8 +46,9 @@ def load(path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
     Parameters
     ----------
     path
-        A Space Ranger ``outs`` folder (:func:`read_visium`), a ``.zarr`` SpatialData store, an ``.h5ad`` file
-        (squidpy-convention AnnData), or an H&E image file (``.svs``, ``.tif``, ``.jpg``, ... read by
+        A Space Ranger ``outs`` folder (:func:`read_visium`; Visium HD: :func:`read_visium_hd`'s 8 µm bins, or a
+        ``square_XXXum`` folder's own), a Xenium output folder (:func:`read_xenium`), a ``.zarr`` SpatialData store,
+        an ``.h5ad`` file (squidpy-convention AnnData), or an H&E image file (``.svs``, ``.tif``, ``.jpg``, ... read by
         :func:`read_image`, which needs the file to record its µm per pixel; no spots until
         :func:`stalign.pp.tile_tissue`). The shared datasets' ``"<dataset>:<section>"`` specs are read by
         :func:`stalign.datasets.load` (here they still work for one release, with a ``FutureWarning``).
@@ -94,7 +95,15 @@ def load(path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
         return sd.read_zarr(path)
     if path.is_dir():
         from ._visium import read_visium
+        from ._visium_hd import is_visium_hd
+        from ._xenium import read_xenium
 
+        if is_visium_hd(path):
+            from ._visium_hd import read_visium_hd
+
+            return read_visium_hd(path, bin_size_um=None)
+        if (path / "experiment.xenium").is_file():
+            return read_xenium(path)
         return read_visium(path)
     msg = (
         f"Cannot load {text!r}: unsupported file type {path.suffix!r}; use a .zarr, a .h5ad, a Space Ranger folder or "

@@ -26,10 +26,13 @@ MAX_LOGIT_SCALE = 100.0
 
 
 def _apply_rows(fn: Callable[..., torch.Tensor], mask: torch.Tensor | None, *xs: torch.Tensor) -> torch.Tensor:
-    """``fn(*xs)`` on the rows where ``mask`` holds (one batched call); other rows of the output are zero."""
+    """``fn(*xs)`` on the rows where ``mask`` holds (one batched call); other rows of the output are zero.
+
+    A mask on the host (as :meth:`STAlign.embed` passes it) is read without waiting for the device.
+    """
     if mask is None or bool(mask.all()):
         return fn(*xs)
-    idx = torch.nonzero(mask).squeeze(1)
+    idx = torch.nonzero(mask).squeeze(1).to(xs[0].device, non_blocking=True)
     out_rows = fn(*(x[idx] for x in xs))
     out = out_rows.new_zeros((xs[0].shape[0], *out_rows.shape[1:]))
     return out.index_copy(0, idx, out_rows)
@@ -160,10 +163,10 @@ class STAlign(nn.Module):
         return ((x - self.image_mean) / self.image_std).contiguous(memory_format=torch.channels_last)
 
     def _mask(self, mask: torch.Tensor | None, n: int) -> torch.Tensor:
-        dev = self.image_mean.device
+        """``mask`` as a bool ``(n,)`` tensor, left where it is (a host mask is read without a device sync)."""
         if mask is None:
-            return torch.ones(n, dtype=torch.bool, device=dev)
-        mask = torch.as_tensor(mask, device=dev).bool()
+            return torch.ones(n, dtype=torch.bool)
+        mask = torch.as_tensor(mask).bool()
         if mask.shape != (n,):
             msg = f"Mask of shape {tuple(mask.shape)} does not match the batch size {n}."
             raise ValueError(msg)
@@ -303,8 +306,11 @@ class STAlign(nn.Module):
         L2-normalised ``(B, D)`` tensors for what the inputs allow: ``"image"``, ``"niche_image"`` (from
         crops), ``"gene"``, ``"niche_gene"`` (from expression), ``"joint"``, ``"niche_joint"`` (the ABFN outputs
         ``f_spot`` and ``f_niche``, where both modalities exist),
-        plus the bool ``(B,)`` masks ``"has_image"`` and ``"has_expr"``. Rows lacking a modality are zero
-        in the tensors that need it (use the masks); the joint ones need both.
+        plus the bool ``(B,)`` masks ``"has_image"`` and ``"has_expr"`` (on the model's device). Rows lacking a
+        modality are zero in the tensors that need it (use the masks); the joint ones need both.
+
+        Masks given on the host (CPU) while the model is on a GPU are read there: the forward pass then never waits
+        for the GPU, which is how :func:`~stalign.tl.embed` calls it.
         """
         K = BatchKey
         n = None
@@ -317,13 +323,9 @@ class STAlign(nn.Module):
             raise KeyError(msg)
         has_image_input = batch.get(K.spot_image) is not None or batch.get(K.niche_image) is not None
         has_expr_input = batch.get(K.spot_expr) is not None or batch.get(K.niche_expr) is not None
-        dev = self.image_mean.device
-        has_image = (
-            self._mask(batch.get(K.has_image), n) if has_image_input else torch.zeros(n, dtype=torch.bool, device=dev)
-        )
-        has_expr = (
-            self._mask(batch.get(K.has_expr), n) if has_expr_input else torch.zeros(n, dtype=torch.bool, device=dev)
-        )
+        no = torch.zeros(n, dtype=torch.bool)
+        has_image = self._mask(batch.get(K.has_image), n) if has_image_input else no
+        has_expr = self._mask(batch.get(K.has_expr), n) if has_expr_input else no
         out: dict[str, torch.Tensor] = {}
         if bool(has_image.any()):
             feats = {"image": batch.get(K.spot_features), "niche_image": batch.get(K.niche_features)}
@@ -340,7 +342,7 @@ class STAlign(nn.Module):
             out.update(
                 self.encode_gene(batch.get(K.spot_expr), batch.get(K.niche_expr), mask=has_expr, return_tokens=True)
             )
-        both = has_image & has_expr
+        both = has_image & has_expr.to(has_image.device)
         if bool(both.any()):
             for key, ti, tg, level in (
                 ("joint", "image_tokens", "gene_tokens", "spot"),
@@ -351,8 +353,9 @@ class STAlign(nn.Module):
                         lambda a, g, level=level: self.fuse(a, g, level=level), both, out[ti], out[tg]
                     )
         emb = {k: out[k] for k in EMBEDDING_KEYS if k in out}
-        emb["has_image"] = has_image
-        emb["has_expr"] = has_expr
+        dev = self.image_mean.device
+        emb["has_image"] = has_image.to(dev, non_blocking=True)
+        emb["has_expr"] = has_expr.to(dev, non_blocking=True)
         return emb
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

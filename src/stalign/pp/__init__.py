@@ -11,6 +11,7 @@ from .._genes import (
     to_vocabulary_symbols,
 )
 from .._lazy import lazy_exports
+from ._bins import bin, pseudospots
 from ._crops import crop_boxes, niche_crops, read_crops, spatial_order, spot_crops
 from ._hvg import reference_hvgs
 from ._niche import niche_expression, spatial_smooth
@@ -25,6 +26,7 @@ __getattr__, __dir__ = lazy_exports(globals(), {"SpotDataset": "._dataset"})
 
 __all__ = [
     "SpotDataset",
+    "bin",
     "build_vocabulary",
     "crop_boxes",
     "ensembl_to_symbol",
@@ -34,6 +36,7 @@ __all__ = [
     "niche_crops",
     "niche_expression",
     "normalize_symbol",
+    "pseudospots",
     "read_crops",
     "reference_hvgs",
     "spatial_order",

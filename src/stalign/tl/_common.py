@@ -96,8 +96,8 @@ def get_embedding(
         return np.asarray(table.obsm[key], dtype=np.float32)
     from ._embed import embed_arrays
 
-    m, _ = resolve_model(model, device=device)
-    arrays = embed_arrays(data, m, table_key=table_key, show_progress_bar=False, **embed_kwargs)
+    m, dev = resolve_model(model, device=device)
+    arrays = embed_arrays(data, m, device=dev, table_key=table_key, show_progress_bar=False, **embed_kwargs)
     if use not in arrays:
         need = {"fused": "an image or expression", "image": "an image", "gene": "expression"}[use]
         msg = f"Cannot compute the {use} embedding: the section needs {need}."
@@ -105,20 +105,20 @@ def get_embedding(
     return arrays[use]
 
 
-def prompt_embeddings(model, profiles: np.ndarray, *, device=None) -> np.ndarray:
-    """Gene-encoder embeddings of expression profiles ``(n, V)`` on the model vocabulary (no image)."""
+def prompt_embeddings(model, profiles: np.ndarray) -> np.ndarray:
+    """Gene-encoder embeddings of expression profiles ``(n, V)`` on the model vocabulary (no image), on its device."""
     import torch
 
     from .._batch import BatchKey
 
-    dev = next(model.parameters()).device
+    dev = model.device
     X = torch.as_tensor(np.asarray(profiles, dtype=np.float32), device=dev)
     n = X.shape[0]
-    batch = {
+    batch = {  # masks on the host: read without a device sync
         BatchKey.spot_expr: X,
         BatchKey.niche_expr: X,
-        BatchKey.has_expr: torch.ones(n, dtype=torch.bool, device=dev),
-        BatchKey.has_image: torch.zeros(n, dtype=torch.bool, device=dev),
+        BatchKey.has_expr: torch.ones(n, dtype=torch.bool),
+        BatchKey.has_image: torch.zeros(n, dtype=torch.bool),
     }
     with torch.inference_mode():
         out = model.embed(batch)

@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from .._batch import BatchKey, inputs_to
 from .._constants import Key
 from .._genes import check_vocabulary
 from .._section import get_section
-from .._utils import copy_data, get_table, package_version, save_data, track, uns_key
+from .._utils import copy_data, get_table, package_version, resolve_device, save_data, track, uns_key
 from .._validators import check_int, check_key
 from ..models import DEFAULT_MODEL, model_record, resolve_model
 from ._common import SLOTS
@@ -45,12 +46,21 @@ def fuse(emb: dict) -> dict:
     return out
 
 
+#: Spots per forward pass when ``batch_size=None``, by device type: a GPU needs large batches to be kept busy.
+BATCH_SIZES = {"cpu": 256, "cuda": 1024}
+
+
+def default_batch_size(device) -> int:
+    """Spots per forward pass on ``device`` when the user gives none (:data:`BATCH_SIZES`)."""
+    return BATCH_SIZES.get(device.type, BATCH_SIZES["cpu"])
+
+
 def embed_arrays(
     data: Any,
     model,
     *,
     device=None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     num_workers: int = 0,
     table_key: str = Key.table,
     image_key: str | None = None,
@@ -61,13 +71,33 @@ def embed_arrays(
     """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", "niche"}`` arrays (n_obs, d).
 
     ``outputs=None`` returns every per-spot output of ``model.embed`` (``"joint"``, ``"niche_gene"``, ...) as well.
+    ``device=None`` runs on the model's device; otherwise the model is moved to ``device`` first.
+    ``batch_size=None`` picks :func:`default_batch_size` of the device.
+
+    On CUDA, crops are read (in ``num_workers`` DataLoader workers) into pinned memory, copied without blocking,
+    embedded in bfloat16, and the outputs gathered on the device: the loop never waits for the GPU, which reads
+    the next batch while this one runs. On the CPU the same loop runs in float32.
     """
     import torch
 
     from ..pp import SpotDataset
 
+    dev = model.device if device is None else resolve_device(device)
+    model = model.to(dev)
+    if batch_size is None:
+        batch_size = default_batch_size(dev)
+
     sec = get_section(data, table_key=table_key, image_key=image_key, library_id=library_id)
     has_image, has_expr = sec.has_image, sec.has_expression
+    if not has_image and sec.other_images:
+        warnings.warn(
+            f"Image(s) {', '.join(map(repr, sec.other_images))} of section {sec.library_id!r} are not RGB H&E "
+            "(fluorescence such as Xenium's DAPI) and are never read by the model's H&E encoder: the spots are "
+            "embedded from their genes alone. Add an H&E (e.g. stalign.io.read_xenium(path, he_image=...)) to embed "
+            "the image too.",
+            UserWarning,
+            stacklevel=3,
+        )
     if not has_image and not has_expr:
         msg = (
             f"Section {sec.library_id!r} has neither an image nor expression; embedding needs at least one. "
@@ -102,22 +132,21 @@ def embed_arrays(
             UserWarning,
             stacklevel=3,
         )
-    loader = ds.dataloader(num_workers=num_workers)
-    dev = next(model.parameters()).device
+    loader = ds.dataloader(num_workers=num_workers, pin_memory=dev.type == "cuda")
     n = sec.table.n_obs
-    out: dict[str, np.ndarray] = {}
+    gathered: dict[str, torch.Tensor] = {}  # on the model's device, copied to the host once at the end
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     with _normalisation(model, ds, device=dev), torch.inference_mode(), autocast:
         for batch in track(loader, desc="embedding", total=len(ds), disable=not show_progress_bar):
-            idx = batch["index"].numpy()
-            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            raw = model.embed(batch)
+            idx = batch[BatchKey.index].to(dev, non_blocking=True)
+            raw = model.embed(inputs_to(batch, dev))
             emb = {**raw, **fuse(raw)}
             for k in outputs if outputs is not None else [k for k, v in emb.items() if v.ndim == 2]:
                 if k in emb:
-                    if k not in out:
-                        out[k] = np.zeros((n, emb[k].shape[1]), dtype=np.float32)
-                    out[k][idx] = emb[k].float().numpy(force=True)
+                    if k not in gathered:
+                        gathered[k] = torch.zeros((n, emb[k].shape[1]), dtype=torch.float32, device=dev)
+                    gathered[k].index_copy_(0, idx, emb[k].float())
+    out = {k: v.numpy(force=True) for k, v in gathered.items()}
     # every spot of a section has an image when the section has one, and expression when the section has any
     # (empty spots are encoded as empty profiles), so every row is set; a non-finite value is a model failure
     bad = [k for k, v in out.items() if not np.isfinite(v).all()]
@@ -156,7 +185,7 @@ def _normalisation(model, ds, *, device) -> contextlib.AbstractContextManager:
 
     def batches():
         for r in chunks:
-            yield {k: v.to(device, non_blocking=True) for k, v in ds.make_batch(0, r).items()}
+            yield inputs_to(ds.make_batch(0, r), device)
 
     return model.section_statistics(batches())
 
@@ -166,7 +195,7 @@ def embed(
     *,
     model: Any = DEFAULT_MODEL,
     device: Any = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     num_workers: int = 0,
     key_added: str = Key.X,
     table_key: str = Key.table,
@@ -190,9 +219,9 @@ def embed(
     device
         ``None``: CUDA when present, else CPU. Mixed precision (bfloat16) is used on CUDA.
     batch_size
-        Spots per forward pass.
+        Spots per forward pass; ``None``: 256 on the CPU, 1024 on CUDA. The embeddings do not depend on it.
     num_workers
-        DataLoader worker processes reading crops.
+        DataLoader worker processes reading crops (on a GPU, a few keep it busy: crops are read while it computes).
     key_added
         Base ``obsm`` key; the image/gene/niche embeddings get the suffixes ``_image``/``_gene``/``_niche``, and
         parameters go to ``uns[key_added without "X_"]``.
@@ -233,9 +262,11 @@ def embed(
     """
     check_key(key_added)
     # checked before the model is loaded (a ~1 s first load): a typo fails at once
-    check_int(batch_size, "batch_size", hint=" (spots per forward pass, e.g. 256)")
+    check_int(batch_size, "batch_size", allow_none=True, hint=" (spots per forward pass, e.g. 256)")
     check_int(num_workers, "num_workers", minimum=0, hint=" (0 reads crops in the main process)")
     m, dev = resolve_model(model, device=device)
+    if batch_size is None:
+        batch_size = default_batch_size(dev)
     arrays = embed_arrays(
         data,
         m,
