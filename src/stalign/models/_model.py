@@ -172,6 +172,12 @@ class STAlign(nn.Module):
             raise ValueError(msg)
         return mask
 
+    def _project(self, out: dict, key: str, mask: torch.Tensor, tok: torch.Tensor, return_tokens: bool) -> None:
+        """``out[key]``: the projection head of ``key`` on the rows of ``mask`` (and the tokens, if asked)."""
+        out[key] = _apply_rows(self.heads[key], mask, tok)
+        if return_tokens:
+            out[f"{key}_tokens"] = tok
+
     # ------------------------------------------------------------------ encoders
     def encode_image(
         self,
@@ -219,9 +225,7 @@ class STAlign(nn.Module):
                 x = self._prep_image(x, size, "spot_image" if key == "image" else "niche_image")
                 m = self._mask(mask, x.shape[0])
                 tok = _apply_rows(enc, m, x)
-            out[key] = _apply_rows(self.heads[key], m, tok)
-            if return_tokens:
-                out[f"{key}_tokens"] = tok
+            self._project(out, key, m, tok, return_tokens)
         if not out:
             msg = "encode_image needs `spot_image` and/or `niche_image`."
             raise ValueError(msg)
@@ -276,9 +280,7 @@ class STAlign(nn.Module):
             x = torch.as_tensor(x).to(self.image_mean.device, non_blocking=True).float()
             m = self._mask(mask, x.shape[0])
             tok = _apply_rows(enc, m, x)
-            out[key] = _apply_rows(self.heads[key], m, tok)
-            if return_tokens:
-                out[f"{key}_tokens"] = tok
+            self._project(out, key, m, tok, return_tokens)
         if not out:
             msg = "encode_gene needs `spot_expr` and/or `niche_expr`."
             raise ValueError(msg)
