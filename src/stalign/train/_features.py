@@ -57,20 +57,8 @@ def compute_features(
     from ..pp import SpotDataset
 
     K = BatchKey
-    cfg = model.config
     read = {k: v for k, v in (dataset_kwargs or {}).items() if k in _READ_KWARGS}
-    ds = SpotDataset(
-        sections,
-        genes=cfg.genes,
-        spot_um=cfg.spot_um,
-        niche_um=cfg.niche_um,
-        spot_px=cfg.spot_size,
-        niche_px=cfg.niche_size,
-        batch_size=chunk,
-        inference=True,
-        use_expr=False,
-        **read,
-    )
+    ds = SpotDataset.from_config(sections, model.config, batch_size=chunk, inference=True, use_expr=False, **read)
     sizes = ds.section_sizes
     out: dict[tuple[int, str], torch.Tensor] = {}
     for i in range(len(ds)):
