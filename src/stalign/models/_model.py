@@ -202,7 +202,6 @@ class STAlign(nn.Module):
         -------
         ``{"image": (B, D), "niche_image": (B, D)}`` (L2-normalised) for the inputs given.
         """
-
         features = features or {}
 
         def prep(key, x, size, name, enc):
