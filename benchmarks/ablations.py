@@ -51,7 +51,9 @@ def alignment(model, E) -> dict[str, float]:
 
     n = len(E["image"])
     scale = float(model.logit_scale)
-    loss = np.mean([spot_infonce(E["image"], E["gene"], logit_scale=scale, batch_size=128, seed=s) for s in (0, 1, 2)])
+    loss = np.mean(
+        [spot_infonce(E["image"], E["gene"], logit_scale=scale, batch_size=128, random_state=s) for s in (0, 1, 2)]
+    )
     r10 = recall_at_k(E["image"], E["gene"], ks=(10,))["R@10"]
     return {"L_spot": float(loss), "R@10": float(r10), "R@10_x_chance": float(r10 / (10 / n))}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -125,8 +126,13 @@ def main(argv=None) -> dict:
             "grid_ari_within_0.05": abs(m["grid_ari_layers"] - m["visium_ari_layers"]) <= ARI_TOL,
         }
         res["total_s"] = time.perf_counter() - t0
+        res["meta"] = {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "model": args.model,
+            "command": "python benchmarks/hd_consistency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        }
         md = [
-            f"# Visium HD consistency (DLPFC {SAMPLE}, {args.model})",
+            f"Run {res['meta']['date']} · DLPFC {SAMPLE} · model {args.model} · {res['total_s']:.0f} s",
             "",
             f"{res['n_bins']} bins of 8 µm from {res['n_spots']} spots (median {res['bins_per_spot_median']:g} per spot); "
             f"pseudo-spot counts equal the spots' counts: {res['counts_equal']}.",

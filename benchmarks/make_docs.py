@@ -75,6 +75,22 @@ SECTIONS = [
         "`python benchmarks/tiles_quality.py`.",
     ),
     (
+        "hd_consistency",
+        "Visium HD: bins summed back into spots (issue 24)",
+        "DLPFC 151673's real counts split into the 8 µm bins of each 55 µm spot, written in the Space Ranger HD "
+        "layout and read back with `io.read_visium_hd`; pseudo-spots at the spot centres and on a 50 µm grid "
+        "(`pp.pseudospots`) embedded and clustered next to the Visium section. Command: "
+        "`python benchmarks/hd_consistency.py`.",
+    ),
+    (
+        "hd_scale",
+        "Visium HD: a 6.5 mm slide (issue 24)",
+        "A synthetic Visium HD slide from real data (her2st C3's H&E at 0.27 µm/px, ~660,000 8 µm bins with counts "
+        "of the nearest real spot): `io.read_visium_hd`, `pp.bin`, `pp.pseudospots` and `tl.embed` in one timed "
+        "process, per-bin embedding at 16 µm, squidpy features on the same pseudo-spots. Command: "
+        "`python benchmarks/hd_scale.py`.",
+    ),
+    (
         "slide_throughput",
         "H&E-only slides: throughput and memory (issue 16)",
         "`io.read_image` + `pp.tile_tissue` + `tl.embed` on pyramidal OME-TIFFs of real H&E of growing size, next to "

@@ -92,10 +92,7 @@ def bench_section(name, sdata, model, large, args):
         lambda: sta.tl.embed(sdata, model=model, device=args.device, show_progress_bar=False, copy=True), n
     )
     # crop reading alone: the inference dataset (spot + niche crops + expression), no model
-    cfg = model.config
-    ds = SpotDataset(
-        [sdata], genes=cfg.genes, spot_px=cfg.spot_size, niche_px=cfg.niche_size, batch_size=256, inference=True
-    )
+    ds = SpotDataset.from_config([sdata], model.config, batch_size=256, inference=True)
 
     def read_all():
         for _ in ds.dataloader(num_workers=0):

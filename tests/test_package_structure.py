@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 import stalign
+import stalign.evaluation
 
 MODULES = ["io", "datasets", "pp", "tl", "cohort", "pl", "models", "train"]
 
@@ -72,6 +73,53 @@ def test_numpydoc(func):
         missing = [n for n in params if n not in documented]
         assert not missing, f"{func.__qualname__}: parameters {missing} undocumented"
     assert "Returns\n-------" in doc or "Yields\n------" in doc, f"{func.__qualname__}: no Returns section"
+
+
+#: One name per concept (docs/contributing.md, "Names"): the names on the left are spelt as on the right.
+RENAMED = {"seed": "random_state", "embed_key": "use_rep", "format": "file_format", "inplace": "copy"}
+#: Parameters of these names mean one thing everywhere: (annotation, keyword-only).
+CONVENTIONS = {
+    "data": ("AnnData | SpatialData", False),
+    "random_state": ("int", True),
+    "use_rep": ("str | None", True),
+    "table_key": ("str", True),
+    "library_key": ("str | None", True),
+}
+CONVENTION_FUNCS = FUNCS + [
+    pytest.param(getattr(stalign.evaluation, n), id=f"evaluation.{n}")
+    for n in stalign.evaluation.__all__
+    if inspect.isfunction(getattr(stalign.evaluation, n))
+]
+
+
+@pytest.mark.parametrize("func", CONVENTION_FUNCS)
+def test_one_name_per_concept(func):
+    """``random_state`` (not ``seed``), ``use_rep`` (not ``embed_key``), no ``format`` (a builtin), no private
+    parameter; ``data``, ``random_state``, ``use_rep``, ``table_key``, ``library_key`` typed alike everywhere."""
+    sig = inspect.signature(func)
+    for name, p in sig.parameters.items():
+        assert not name.startswith("_"), f"{func.__qualname__}: private parameter {name!r} in a public function"
+        if name in RENAMED and not (name == "inplace" and func.__name__ == "tile_tissue"):
+            raise AssertionError(f"{func.__qualname__}: parameter {name!r}; the package's name is {RENAMED[name]!r}")
+        if name in CONVENTIONS:
+            annotation, kw_only = CONVENTIONS[name]
+            assert str(p.annotation) == annotation, f"{func.__qualname__}: {name}: {p.annotation!r}, not {annotation!r}"
+            if kw_only:
+                assert p.kind == p.KEYWORD_ONLY, f"{func.__qualname__}: {name} must be keyword-only"
+        if name == "key_added":  # a string default, or None for a name derived from the other arguments
+            ok = isinstance(p.default, str) or (p.default is None and str(p.annotation) == "str | None")
+            assert p.kind == p.KEYWORD_ONLY and ok, f"{func.__qualname__}: key_added"
+
+
+@pytest.mark.parametrize("func", CONVENTION_FUNCS)
+def test_no_private_types_in_signatures(func):
+    """A public function takes and returns public types only (no ``Section``, no ``_Private`` class)."""
+    import re
+
+    sig = inspect.signature(func)
+    annotations = [str(p.annotation) for p in sig.parameters.values()] + [str(sig.return_annotation)]
+    bad = [a for a in annotations if re.search(r"\bSection\b|(?<![\w.])_[A-Za-z]", a)]
+    assert not bad, f"{func.__qualname__}: private types in its signature: {bad}"
 
 
 def test_no_print_in_library():
@@ -238,3 +286,28 @@ def test_benchmark_scripts_import_existing_names(script):
         if not hasattr(importlib.import_module(module), name):
             missing.append(f"{module}.{name}")
     assert not missing, f"{script.name} imports names that no longer exist: {missing}"
+
+
+@pytest.mark.parametrize("mod_name", [*MODULES, "evaluation"])
+def test_dir_shows_the_public_api_only(mod_name):
+    """``dir(stalign.<sub>)`` lists the public API (``__all__``), no private module or helper."""
+    import importlib
+
+    mod = importlib.import_module(f"stalign.{mod_name}")
+    assert sorted(dir(mod)) == sorted(mod.__all__)
+
+
+def test_renamed_names_still_work_one_release(tmp_path):
+    """Old keyword names and ``tl.embed_cohort`` warn (``FutureWarning``) and do what the new names do."""
+    import numpy as np
+
+    from stalign.evaluation import spot_infonce
+
+    a = np.random.default_rng(0).normal(size=(256, 8))
+    with pytest.warns(FutureWarning, match="renamed random_state="):
+        old = spot_infonce(a, a[::-1], logit_scale=10.0, seed=1)
+    assert old == spot_infonce(a, a[::-1], logit_scale=10.0, random_state=1)
+    with pytest.raises(TypeError, match="pass random_state= only"):
+        spot_infonce(a, a, logit_scale=10.0, seed=1, random_state=1)
+    with pytest.warns(FutureWarning, match="stalign.cohort.embed"), pytest.raises(TypeError, match="list"):
+        stalign.tl.embed_cohort("her2st:A1", tmp_path / "out")  # the new function's own checks run

@@ -23,7 +23,7 @@ def lazy_exports(namespace: dict[str, Any], exports: dict[str, str]) -> tuple[Ca
 
     Returns
     -------
-    The module-level ``__getattr__`` and ``__dir__`` (PEP 562).
+    The module-level ``__getattr__`` and ``__dir__`` (PEP 562); ``__dir__`` lists the package's ``__all__``.
     """
     package = namespace["__name__"]
 
@@ -35,7 +35,7 @@ def lazy_exports(namespace: dict[str, Any], exports: dict[str, str]) -> tuple[Ca
         msg = f"module {package!r} has no attribute {name!r}"
         raise AttributeError(msg)
 
-    def __dir__() -> list[str]:
-        return sorted(set(namespace) | set(exports))
+    def __dir__() -> list[str]:  # the public API only (``__all__``), as ``from package import *`` sees it
+        return sorted(namespace.get("__all__", exports))
 
     return __getattr__, __dir__

@@ -442,9 +442,14 @@ def get_section(
     library_id: str | None = None,
     require_image: bool = False,
 ) -> Section:
-    """Read-only section view of a SpatialData (with a table) or an AnnData in the squidpy Visium convention."""
+    """Read-only section view of a SpatialData (with a table) or an AnnData in the squidpy Visium convention.
+
+    A view (with its table) given again is returned as it is: a caller that already built it passes it on.
+    """
     from spatialdata import SpatialData
 
+    if isinstance(data, Section) and data.table is not None:
+        return data
     if isinstance(data, SpatialData):
         if table_key not in data.tables:
             msg = f"table_key {table_key!r} not in sdata.tables; available: {', '.join(data.tables.keys()) or 'none'}."

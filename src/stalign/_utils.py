@@ -155,15 +155,24 @@ def copy_data(data: Any, *, table_key: str = "table"):
     if isinstance(data, AnnData):
         return data.copy()
     get_table(data, table_key=table_key)  # TypeError / KeyError naming the problem
+    return shallow_copy(data, copy_table=table_key)
+
+
+def shallow_copy(sdata: Any, *, copy_table: str | None = None):
+    """A new SpatialData over the same elements (and a copy of ``attrs``); only table ``copy_table`` is copied.
+
+    Elements are shared, not copied: add or replace elements of the copy, never modify a shared one in place.
+    """
     from spatialdata import SpatialData
 
-    tables = {k: (v.copy() if k == table_key else v) for k, v in data.tables.items()}
+    tables = {k: (v.copy() if k == copy_table else v) for k, v in sdata.tables.items()}
     return SpatialData(
-        images=dict(data.images),
-        labels=dict(data.labels),
-        points=dict(data.points),
-        shapes=dict(data.shapes),
+        images=dict(sdata.images),
+        labels=dict(sdata.labels),
+        points=dict(sdata.points),
+        shapes=dict(sdata.shapes),
         tables=tables,
+        attrs=dict(sdata.attrs or {}),
     )
 
 
@@ -183,18 +192,18 @@ def _records(table) -> dict[str, dict]:
     return out
 
 
-def embedding_record(table, embed_key: str | None = None) -> dict | None:
-    """The record of the embeddings to use: ``tl.embed(key_added=embed_key)``'s, else the only one present.
+def embedding_record(table, use_rep: str | None = None) -> dict | None:
+    """The record of the embeddings to use: ``tl.embed(key_added=use_rep)``'s, else the only one present.
 
-    ``None`` when the table holds no stalign embedding. Raises when ``embed_key`` names none, or when several
-    embeddings are present and ``embed_key`` is not given.
+    ``None`` when the table holds no stalign embedding. Raises when ``use_rep`` names none, or when several
+    embeddings are present and ``use_rep`` is not given.
     """
     recs = _records(table)
-    if embed_key is not None:
-        uk = uns_key(embed_key)
+    if use_rep is not None:
+        uk = uns_key(use_rep)
         if uk not in recs:
             msg = (
-                f"embed_key={embed_key!r}: no embedding of tl.embed(key_added={embed_key!r}) in this table "
+                f"use_rep={use_rep!r}: no embedding of tl.embed(key_added={use_rep!r}) in this table "
                 f"(embeddings present: {', '.join(f'X_{k}' for k in recs) or 'none'}); run tl.embed first or pass "
                 "the key_added it used."
             )
@@ -204,27 +213,31 @@ def embedding_record(table, embed_key: str | None = None) -> dict | None:
         return None
     if len(recs) > 1:
         msg = (
-            f"The table holds several stalign embeddings ({', '.join(f'X_{k}' for k in recs)}); pass embed_key= "
+            f"The table holds several stalign embeddings ({', '.join(f'X_{k}' for k in recs)}); pass use_rep= "
             "(the key_added of tl.embed) to choose one."
         )
         raise ValueError(msg)
     return next(iter(recs.values()))
 
 
-#: obsm keys of ``tl.embed``'s defaults: used for embeddings that carry no ``uns`` record (written by hand).
-DEFAULT_EMBEDDING_KEYS = {"fused": Key.X, "image": Key.X_image, "gene": Key.X_gene, "niche": Key.X_niche}
+#: Embedding kinds and the suffix of their ``obsm`` key (``tl.embed``'s ``key_added`` + suffix).
+EMBEDDING_SUFFIXES = {"fused": "", "image": "_image", "gene": "_gene", "niche": "_niche"}
 
 
-def embedding_keys(record: dict | None) -> dict[str, str]:
-    """``{"fused" | "image" | "gene" | "niche": obsm key}`` of an embedding record (default keys without one)."""
-    return dict(record["keys"]) if record is not None else dict(DEFAULT_EMBEDDING_KEYS)
+def embedding_keys(record: dict | None = None, *, key_added: str = Key.X) -> dict[str, str]:
+    """``{"fused" | "image" | "gene" | "niche": obsm key}`` of an embedding record, else those of ``key_added``.
+
+    Without a record (embeddings written by hand) the keys are ``tl.embed``'s: ``key_added`` + each kind's suffix.
+    """
+    if record is not None:
+        return dict(record["keys"])
+    return {name: f"{key_added}{suffix}" for name, suffix in EMBEDDING_SUFFIXES.items()}
 
 
-def default_rep(table, use_rep: str | None = None, *, embed_key: str | None = None) -> str:
+def default_rep(table, use_rep: str | None = None) -> str:
     """``use_rep`` if given (checked), else the fused embedding of ``tl.embed`` (else its image, else its gene one).
 
-    The keys come from the ``uns`` record of :func:`stalign.tl.embed` (``embed_key``: its ``key_added``, needed only
-    when the table holds several embeddings).
+    The keys come from the ``uns`` record of :func:`stalign.tl.embed` (the only one present).
     """
     if use_rep is not None:
         if use_rep not in table.obsm:
@@ -234,7 +247,7 @@ def default_rep(table, use_rep: str | None = None, *, embed_key: str | None = No
             )
             raise KeyError(msg)
         return use_rep
-    keys = embedding_keys(embedding_record(table, embed_key))
+    keys = embedding_keys(embedding_record(table))
     for name in ("fused", "image", "gene"):
         if keys.get(name) in table.obsm:
             return keys[name]

@@ -82,13 +82,13 @@ def check_number(
     maximum_inclusive
         Accept ``value == maximum``.
     allow_none
-        Accept ``None`` (returned as is).
+        ``None`` is accepted and returned unchanged.
     hint
-        Appended to the message, e.g. ``" (e.g. 5e-4)"``.
+        Text for the end of the error message, e.g. ``" (e.g. 5e-4)"``.
 
     Returns
     -------
-    The value as a Python ``float``, or ``None``.
+    ``float(value)``, or ``None``.
     """
     if value is None and allow_none:
         return None
@@ -118,3 +118,34 @@ def check_key(key_added: Any, *, name: str = "key_added") -> str:
         )
         raise TypeError(msg) if not isinstance(key_added, str) else ValueError(msg)
     return key_added
+
+
+def renamed_arguments(**renames: str):
+    """Decorator: keyword arguments renamed in this release still work, with a ``FutureWarning``, until the next one.
+
+    ``@renamed_arguments(seed="random_state")``: ``f(seed=1)`` calls ``f(random_state=1)`` and warns; passing both
+    names is an error. The signature (``inspect.signature``) shows the new names only.
+    """
+    import functools
+    import warnings
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        msg = f"{func.__name__}() got {old}= (its old name) and {new}=; pass {new}= only."
+                        raise TypeError(msg)
+                    warnings.warn(
+                        f"{func.__name__}({old}=...) is renamed {new}=; the old name will be removed in the next "
+                        "release.",
+                        FutureWarning,
+                        stacklevel=2,
+                    )
+                    kwargs[new] = kwargs.pop(old)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

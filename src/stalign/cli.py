@@ -133,7 +133,7 @@ def _cmd_embed_cohort(args) -> int:
             args.out,
             model=args.model,
             n_domains=args.domains,
-            format=args.format or "zarr",
+            file_format=args.format or "zarr",
             overwrite=args.overwrite,
             keep_going=args.keep_going,
             loader=lambda spec: _load_input(spec, args),

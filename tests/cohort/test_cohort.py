@@ -24,7 +24,7 @@ def _visible(folder) -> list[str]:
 def test_cohort_files_manifest_joint_domains_and_restarts(data_dir, tmp_path):
     out = tmp_path / "cohort"
     lines: list[str] = []
-    cohort = sta.cohort.embed(SPECS, out, n_domains=5, format="h5ad", data_dir=data_dir, progress=lines.append)
+    cohort = sta.cohort.embed(SPECS, out, n_domains=5, file_format="h5ad", data_dir=data_dir, progress=lines.append)
     assert _visible(out) == ["MOB1.h5ad", "MOB2.h5ad", "cohort.h5ad", "manifest.json"]
     assert sorted(os.listdir(out)) == _visible(out)  # no temporaries, no progress folder left
     assert lines[0].startswith("[1/2] stutility_mob:MOB1  379 spots")
@@ -61,7 +61,7 @@ def test_cohort_files_manifest_joint_domains_and_restarts(data_dir, tmp_path):
     # a rerun skips the sections already written by the same model, and rebuilds the cohort identically
     stamps = {p: os.stat(out / p).st_mtime_ns for p in ("MOB1.h5ad", "MOB2.h5ad")}
     lines.clear()
-    again = sta.cohort.embed(SPECS, out, n_domains=5, format="h5ad", data_dir=data_dir, progress=lines.append)
+    again = sta.cohort.embed(SPECS, out, n_domains=5, file_format="h5ad", data_dir=data_dir, progress=lines.append)
     assert [line.split("  ")[1] for line in lines[:2]] == [f"skipped: MOB{i}.h5ad exists, same model" for i in (1, 2)]
     assert {p: os.stat(out / p).st_mtime_ns for p in stamps} == stamps
     np.testing.assert_array_equal(again.obs["stalign_domain"].to_numpy(), cohort.obs["stalign_domain"].to_numpy())
@@ -70,7 +70,7 @@ def test_cohort_files_manifest_joint_domains_and_restarts(data_dir, tmp_path):
 
     # --overwrite recomputes
     lines.clear()
-    sta.cohort.embed(SPECS, out, format="h5ad", data_dir=data_dir, overwrite=True, progress=lines.append)
+    sta.cohort.embed(SPECS, out, file_format="h5ad", data_dir=data_dir, overwrite=True, progress=lines.append)
     assert "379 spots" in lines[0] and os.stat(out / "MOB1.h5ad").st_mtime_ns != stamps["MOB1.h5ad"]
     assert "stalign_domain" not in ad.read_h5ad(out / "cohort.h5ad").obs  # no --domains this time
 
@@ -79,7 +79,7 @@ def test_cohort_files_manifest_joint_domains_and_restarts(data_dir, tmp_path):
     t.uns["stalign"]["weights_fingerprint"] = "0" * 64
     t.write_h5ad(out / "MOB2.h5ad")
     with pytest.raises(FileExistsError, match=r"MOB2\.h5ad .*--overwrite"):
-        sta.cohort.embed(SPECS, out, format="h5ad", data_dir=data_dir)
+        sta.cohort.embed(SPECS, out, file_format="h5ad", data_dir=data_dir)
 
 
 def test_bad_section_is_named_and_keep_going_finishes_the_others(data_dir, tmp_path):
@@ -88,14 +88,14 @@ def test_bad_section_is_named_and_keep_going_finishes_the_others(data_dir, tmp_p
     out = tmp_path / "cohort"
     specs = [SPECS[0], str(bad), "her2st:NOPE"]
     with pytest.raises(OSError, match=r"Section '.*broken\.h5ad' \(2 of 3\) failed"):
-        sta.cohort.embed(specs, out, format="h5ad", data_dir=data_dir)
+        sta.cohort.embed(specs, out, file_format="h5ad", data_dir=data_dir)
     # the section before the failure is complete; nothing else under a final name
     assert _visible(out) == ["MOB1.h5ad"]
 
     lines: list[str] = []
     with pytest.warns(UserWarning, match=r"2 of 3 sections failed \(broken, NOPE\)"):
         cohort = sta.cohort.embed(
-            specs, out, format="h5ad", data_dir=data_dir, keep_going=True, n_domains=3, progress=lines.append
+            specs, out, file_format="h5ad", data_dir=data_dir, keep_going=True, n_domains=3, progress=lines.append
         )
     assert "skipped" in lines[0] and "FAILED" in lines[1] and "FAILED" in lines[2]
     assert _visible(out) == ["MOB1.h5ad", "cohort.h5ad", "manifest.json"]
@@ -122,13 +122,13 @@ def test_cohort_inputs_checked_before_any_work(data_dir, tmp_path):
     with pytest.raises(ValueError, match="n_domains"):
         sta.cohort.embed(SPECS, out, n_domains=0, data_dir=data_dir)
     with pytest.raises(ValueError, match="format"):
-        sta.cohort.embed(SPECS, out, format="csv", data_dir=data_dir)
+        sta.cohort.embed(SPECS, out, file_format="csv", data_dir=data_dir)
 
 
 def test_cohort_of_objects_leaves_them_unchanged(data_dir, tmp_path):
     sd = sta.datasets.stutility_mob("MOB2", data_dir=data_dir)
     adata = sta.io.to_anndata(sta.datasets.stutility_mob("MOB1", data_dir=data_dir))
-    cohort = sta.cohort.embed({"left": adata, "right": sd}, tmp_path / "c", format="h5ad")
+    cohort = sta.cohort.embed({"left": adata, "right": sd}, tmp_path / "c", file_format="h5ad")
     assert list(cohort.obs["sample"].cat.categories) == ["left", "right"]
     assert _visible(tmp_path / "c") == ["cohort.h5ad", "left.h5ad", "manifest.json", "right.h5ad"]
     assert "X_stalign" not in sd.tables["table"].obsm and "X_stalign" not in adata.obsm

@@ -101,10 +101,12 @@ def test_spot_infonce_known_inputs():
     assert np.isnan(ev.spot_infonce(A[:100], A[:100], logit_scale=10.0))  # no complete batch
     # the seed fixes the batches: same seed, same value; scaling rows does not matter (cosine)
     B = A + rng.normal(size=A.shape)
-    assert ev.spot_infonce(A, B, logit_scale=10.0, seed=1) == pytest.approx(
-        ev.spot_infonce(3 * A, B, logit_scale=10.0, seed=1)
+    assert ev.spot_infonce(A, B, logit_scale=10.0, random_state=1) == pytest.approx(
+        ev.spot_infonce(3 * A, B, logit_scale=10.0, random_state=1)
     )
-    assert ev.spot_infonce(A, B, logit_scale=10.0, seed=1) != ev.spot_infonce(A, B, logit_scale=10.0, seed=2)
+    assert ev.spot_infonce(A, B, logit_scale=10.0, random_state=1) != ev.spot_infonce(
+        A, B, logit_scale=10.0, random_state=2
+    )
     with pytest.raises(ValueError, match="paired rows"):
         ev.spot_infonce(A, A[:10], logit_scale=10.0)
 
@@ -278,7 +280,10 @@ def test_retrieval_end_to_end(dlpfc_small, tiny_model):
     t = next(iter(dlpfc_small.values()))
     emb = __import__("stalign").tl.embed(t, model=tiny_model, copy=True, show_progress_bar=False).tables["table"]
     expected = ev.spot_infonce(
-        emb.obsm["X_stalign_image"], emb.obsm["X_stalign_gene"], logit_scale=float(tiny_model.logit_scale), seed=1
+        emb.obsm["X_stalign_image"],
+        emb.obsm["X_stalign_gene"],
+        logit_scale=float(tiny_model.logit_scale),
+        random_state=1,
     )
     assert r["stalign"]["values"]["l_spot"][1] == pytest.approx(expected)
 

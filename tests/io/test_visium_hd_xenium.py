@@ -207,3 +207,20 @@ def test_spaniel_visium(data_dir):
     assert t.shape == (3352, 815) and t.X.sum() == 34895
     sf = t.uns["spatial"][t.obs["sample"].iloc[0]]["scalefactors"]
     assert sf["microns_per_pixel"] == pytest.approx(0.7246, rel=0.01)  # the 100 µm pitch; 55 µm / 89.5 px gives 0.61
+
+
+def test_hd_fullres_image_read_lazily(tmp_path):
+    """A full-resolution TIFF joins the PNGs through io.read_image (lazy); bins off that image are refused."""
+    import tifffile
+
+    _toy_hd(tmp_path / "outs", feature_slice=False)
+    rng = np.random.default_rng(1)
+    big = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "full.tif", big, photometric="rgb", tile=(64, 64))
+    sdata = io.read_visium_hd(tmp_path / "outs", bin_size_um=2, dataset_id="s", fullres_image=tmp_path / "full.tif")
+    assert "s_fullres_image" in sdata.images
+    sec = get_section(sdata)
+    assert sorted(lv.fullres_per_px for lv in sec.images)[0] == 1.0  # the finest level is the full resolution
+    tifffile.imwrite(tmp_path / "small.tif", big[:60, :60], photometric="rgb")
+    with pytest.raises(ValueError, match=r"bin centres lie outside the 60x60 full-resolution image"):
+        io.read_visium_hd(tmp_path / "outs", bin_size_um=2, fullres_image=tmp_path / "small.tif")

@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from .._validators import check_int
+from .._validators import check_int, renamed_arguments
 from ..models import DEFAULT_MODEL
 from ._collect import collect
 from ._plan import FORMATS, MANIFEST_FILE, shared_plan
@@ -36,13 +36,14 @@ logger = logging.getLogger(__name__)
 BARRIER_TIMEOUT = timedelta(hours=24)
 
 
+@renamed_arguments(format="file_format")
 def embed(
     sections: Sequence[Any] | Mapping[str, Any],
     out_dir: str | os.PathLike,
     *,
     model: Any = DEFAULT_MODEL,
     n_domains: int | None = None,
-    format: Literal["zarr", "h5ad"] = "zarr",
+    file_format: Literal["zarr", "h5ad"] = "zarr",
     overwrite: bool = False,
     keep_going: bool = False,
     data_dir: str | os.PathLike | None = None,
@@ -85,7 +86,7 @@ def embed(
     n_domains
         Also cluster every spot of the cohort into this many joint domains (``obs["stalign_domain"]`` of
         ``cohort.h5ad``).
-    format
+    file_format
         ``"zarr"`` writes each SpatialData whole (image included); ``"h5ad"`` writes its table (AnnData inputs can
         only be written as ``"h5ad"``).
     overwrite
@@ -147,8 +148,8 @@ def embed(
     if not items:
         msg = "sections is empty; pass at least one spec or section."
         raise ValueError(msg)
-    if format not in FORMATS:
-        msg = f"format={format!r}; use 'zarr' (whole SpatialData) or 'h5ad' (the table)."
+    if file_format not in FORMATS:
+        msg = f"file_format={file_format!r}; use 'zarr' (whole SpatialData) or 'h5ad' (the table)."
         raise ValueError(msg)
     check_int(n_domains, "n_domains", allow_none=True, hint=" (the number of joint domains, e.g. 7)")
     check_int(batch_size, "batch_size", allow_none=True, hint=" (spots per forward pass, e.g. 256)")
@@ -163,13 +164,13 @@ def embed(
     try:
         m, dev = resolve_model(model, device=dev)
         record = model_record(m)
-        entries = shared_plan(info, items, names, out, format, record, overwrite=overwrite, keep_going=keep_going)
+        entries = shared_plan(info, items, names, out, file_format, record, overwrite=overwrite, keep_going=keep_going)
         embed_kwargs = {"model": m, "device": dev, "batch_size": batch_size, "num_workers": num_workers}
         statuses = run(info, entries, items, out=out, load=load_spec, emit=emit, keep_going=keep_going,
                        embed_kwargs=embed_kwargs)  # fmt: skip
         if not info.is_main:
             return None
-        cohort, manifest = collect(entries, statuses, out, fmt=format, n_domains=n_domains, record=record)
+        cohort, manifest = collect(entries, statuses, out, fmt=file_format, n_domains=n_domains, record=record)
     finally:
         cleanup(info)
     by_status = {k: sum(s["status"] == k for s in statuses) for k in ("embedded", "skipped", "failed")}

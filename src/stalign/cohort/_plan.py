@@ -96,7 +96,7 @@ def plan(
         if tables:
             msg = (
                 f"{', '.join(tables)}: an AnnData (.h5ad) input can only be written as .h5ad, not as a SpatialData "
-                ".zarr; pass --format h5ad (format='h5ad'), or give SpatialData inputs."
+                ".zarr; pass --format h5ad (file_format='h5ad'), or give SpatialData inputs."
             )
             raise ValueError(msg)
     plan, conflicts = [], []

@@ -5,3 +5,7 @@ from ._load import load, sample_name
 from ._st import her2st, stahl_mob, stutility_mob
 
 __all__ = ["dlpfc", "her2st", "load", "sample_name", "stahl_mob", "stutility_mob"]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

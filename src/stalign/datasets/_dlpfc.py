@@ -14,6 +14,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import io
+from .._docs import inject
 from .._files import require_file
 from ._common import resolve_root, unknown_sample
 from ._rdata import r_matrix, read_rdata, seurat_counts
@@ -71,6 +72,7 @@ def _pick_r_object(objs: dict[str, Any], *, sample: str, path: Path) -> Any:
     raise ValueError(msg)
 
 
+@inject
 def dlpfc(sample: str | int, *, data_dir: str | os.PathLike | None = None):
     """Load one DLPFC Visium slice (Maynard et al. 2021) from the shared data layout.
 
@@ -87,8 +89,7 @@ def dlpfc(sample: str | int, *, data_dir: str | os.PathLike | None = None):
     ----------
     sample
         Slice id, e.g. ``"151673"``.
-    data_dir
-        Folder that holds the datasets; defaults to ``$STALIGN_DATA_DIR``.
+    {data_dir}
 
     Returns
     -------

@@ -45,11 +45,11 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
         ``"stutility_mob:MOB1"``, ``"stahl_mob:11"``), or any path :func:`stalign.io.load` reads (a Space Ranger
         ``outs`` folder, a ``.zarr`` SpatialData store, an ``.h5ad`` file, an H&E image file).
     data_dir
-        Folder that holds the datasets, for dataset specs; defaults to ``$STALIGN_DATA_DIR``.
+        For a dataset spec, the folder of the datasets (default ``$STALIGN_DATA_DIR``).
 
     Returns
     -------
-    SpatialData (AnnData for ``.h5ad``; an image file gives a SpatialData with the image only).
+    What the dataset's loader returns (a SpatialData), or what :func:`stalign.io.load` reads from the path.
 
     Examples
     --------
@@ -86,19 +86,17 @@ def sample_name(spec: str | os.PathLike) -> str:
     Parameters
     ----------
     spec
-        What :func:`load` accepts.
+        A dataset spec or a path, as :func:`load` takes.
 
     Returns
     -------
-    The section name.
+    The section name (``obs["sample"]`` of what :func:`load` returns).
 
     Examples
     --------
     >>> import stalign as sta
-    >>> sta.datasets.sample_name("her2st:C2"), sta.datasets.sample_name("stahl_mob:1")
-    ('C2', '01')
-    >>> sta.datasets.sample_name("runs/patient7/outs"), sta.datasets.sample_name("slides/A1.zarr")
-    ('patient7', 'A1')
+    >>> [sta.datasets.sample_name(s) for s in ("her2st:C2", "stahl_mob:1", "runs/patient7/outs")]
+    ['C2', '01', 'patient7']
     """
     from .. import io
     from ._st import stahl_replicate

@@ -15,6 +15,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import io
+from .._docs import inject
 from .._files import read_image_array, require_file
 from ._common import resolve_root, unknown_sample
 from ._rdata import r_matrix, read_rdata
@@ -63,6 +64,7 @@ def her2st_image_file(base: Path, section: str) -> Path | None:
     return jpgs[0] if jpgs else None
 
 
+@inject
 def her2st(section: str, *, data_dir: str | os.PathLike | None = None, load_image: bool = True):
     """Load one HER2+ breast cancer section (Andersson et al. 2021, legacy ST).
 
@@ -77,8 +79,7 @@ def her2st(section: str, *, data_dir: str | os.PathLike | None = None, load_imag
     ----------
     section
         Section name, e.g. ``"C2"``.
-    data_dir
-        Folder that holds the datasets; defaults to ``$STALIGN_DATA_DIR``.
+    {data_dir}
     load_image
         Read the H&E image when present (``False`` skips the slow full-resolution decode).
 
@@ -120,6 +121,7 @@ def her2st(section: str, *, data_dir: str | os.PathLike | None = None, load_imag
 # --------------------------------------------------------------------------------------------------- STUtility MOB
 
 
+@inject
 def stutility_mob(section: str | int, *, data_dir: str | os.PathLike | None = None):
     """Load one STUtility mouse olfactory bulb section (``MOB1`` … ``MOB4``, legacy ST).
 
@@ -132,12 +134,11 @@ def stutility_mob(section: str | int, *, data_dir: str | os.PathLike | None = No
     ----------
     section
         ``"MOB1"`` … ``"MOB4"`` (or ``1`` … ``4``).
-    data_dir
-        Folder that holds the datasets; defaults to ``$STALIGN_DATA_DIR``.
+    {data_dir}
 
     Returns
     -------
-    SpatialData.
+    SpatialData with the spots under the tissue, their counts and the H&E.
 
     Examples
     --------
@@ -261,6 +262,7 @@ def stahl_replicate(replicate: str | int) -> str:
         return str(replicate)
 
 
+@inject
 def stahl_mob(replicate: str | int, *, data_dir: str | os.PathLike | None = None):
     """Load one Ståhl et al. 2016 mouse olfactory bulb replicate (legacy ST, Splotch layout).
 
@@ -280,12 +282,11 @@ def stahl_mob(replicate: str | int, *, data_dir: str | os.PathLike | None = None
     ----------
     replicate
         ``1`` … ``12`` (``"11"`` or ``"01"`` also work).
-    data_dir
-        Folder that holds the datasets; defaults to ``$STALIGN_DATA_DIR``.
+    {data_dir}
 
     Returns
     -------
-    SpatialData.
+    SpatialData with the spots (their layer in ``obs["annotation"]``) and the H&E; counts when present.
 
     Examples
     --------

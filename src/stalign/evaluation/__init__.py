@@ -49,3 +49,7 @@ __all__ = [
     "standardized_pca",
     "write_results",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

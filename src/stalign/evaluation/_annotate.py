@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,14 +22,15 @@ from ._metrics import classification_scores
 from ._store import (
     MAIN,
     RANDOM,
-    Models,
-    Sections,
+    Run,
     check_smooth_um,
     dataset_of,
     labels_of,
-    seed_list,
     signature_default,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _present(genes: Sequence[str], available: Sequence[str]) -> list[str]:
 
 
 def score_genes_labels(
-    data: Any,
+    data: AnnData | SpatialData,
     markers: Mapping[str, Sequence[str]],
     *,
     smooth_um: float | None = None,
@@ -156,8 +157,6 @@ def eval_annotate(
     seeds: int | Sequence[int] = 3,
     data_dir: Any = None,
     device: Any = None,
-    _models: Models | None = None,
-    _store: Sections | None = None,
 ) -> dict:
     """Zero-shot annotation from marker prompts: accuracy and macro-F1 of ``tl.annotate`` vs manual labels.
 
@@ -207,10 +206,9 @@ def eval_annotate(
     from ..tl import annotate
 
     smooth = check_smooth_um(smooth_um, _default_smooth_um())
-    seeds_ = seed_list(seeds)
-    store = _store or Sections(data_dir)
+    run = Run.of_task(model, ablations=ablations, baselines=baselines, seeds=seeds, data_dir=data_dir, device=device)
+    seeds_, store, models = run.seeds, run.store, run.models
     names = store.add(sections)
-    models = _models or Models(model, ablations=ablations, random_init=baselines, device=device, seed=seeds_[0])
     out: dict[str, Any] = {}
     runs_of: dict[str, list] = {}  # method -> run labels (the same in every section)
     preds_of: dict[str, list[list[np.ndarray]]] = {}  # method -> per section, one prediction per run

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .._constants import SPOT_UM, Key
 from .._section import Section, get_section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +113,7 @@ def _squidpy_inputs(section: Section, *, size_um: float, level: int | str, lazy:
 
 
 def squidpy_features(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     features: Sequence[str] = SQUIDPY_FEATURES,
     size_um: float = SPOT_UM,
@@ -168,7 +172,7 @@ def squidpy_features(
 
 
 def pixel_features(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     size_um: float = SPOT_UM,
     px: int = 8,

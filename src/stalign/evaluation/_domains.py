@@ -18,12 +18,10 @@ from ._metrics import clustering_scores
 from ._store import (
     MAIN,
     RANDOM,
-    Models,
-    Sections,
+    Run,
     check_smooth_um,
     default_smooth_um,
     labels_of,
-    seed_list,
     shell,
 )
 
@@ -74,8 +72,6 @@ def eval_domains(
     image_features: Sequence[str] = SQUIDPY_FEATURES,
     data_dir: Any = None,
     device: Any = None,
-    _models: Models | None = None,
-    _store: Sections | None = None,
 ) -> dict:
     """Zero-shot spatial domains: ARI / NMI of ``tl.domains`` vs manual labels, next to baselines smoothed alike.
 
@@ -132,10 +128,9 @@ def eval_domains(
     from ..tl import domains
 
     smooth = check_smooth_um(smooth_um, default_smooth_um())
-    seeds_ = seed_list(seeds)
-    store = _store or Sections(data_dir)
+    run = Run.of_task(model, ablations=ablations, baselines=baselines, seeds=seeds, data_dir=data_dir, device=device)
+    seeds_, store, models = run.seeds, run.store, run.models
     names = store.add(sections)
-    models = _models or Models(model, ablations=ablations, random_init=baselines, device=device, seed=seeds_[0])
     out: dict[str, Any] = {}
     for name in names:
         data = store[name]

@@ -16,7 +16,7 @@ from ..pp import reference_hvgs
 from ._aggregate import pooled, summarise
 from ._baselines import SQUIDPY_FEATURES, log_expression, pixel_features, squidpy_features
 from ._metrics import expression_scores
-from ._store import RANDOM, Models, Sections, patient_of, seed_list, shell
+from ._store import RANDOM, Run, patient_of, shell
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,6 @@ def eval_genes(
     seeds: int | Sequence[int] = 3,
     data_dir: Any = None,
     device: Any = None,
-    _models: Models | None = None,
-    _store: Sections | None = None,
 ) -> dict:
     """H&E-only expression prediction of held-out sections: mean Pearson over the top HVGs and MSE, with baselines.
 
@@ -127,11 +125,10 @@ def eval_genes(
     if split not in ("section", "patient"):
         msg = f"split must be 'section' or 'patient', got {split!r}."
         raise ValueError(msg)
-    seeds_ = seed_list(seeds)
-    store = _store or Sections(data_dir)
+    run = Run.of_task(model, ablations=ablations, baselines=baselines, seeds=seeds, data_dir=data_dir, device=device)
+    store, models = run.store, run.models
     qn, rn, sn = store.add(query), store.add(reference), store.add(sections)
     pairs = _splits(qn, rn, sn, split)
-    models = _models or Models(model, ablations=ablations, random_init=baselines, device=device, seed=seeds_[0])
     feats: dict[tuple[str, str], np.ndarray] = {}
 
     def features(kind: str, name: str) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._utils import l2_normalize
+from .._validators import renamed_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -152,12 +153,13 @@ def recall_at_k(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5
     return {f"R@{k}": float(np.mean(ranks < k)) for k in ks}
 
 
+@renamed_arguments(seed="random_state")
 def spot_infonce(
-    image: np.ndarray, gene: np.ndarray, *, logit_scale: float, batch_size: int = 128, seed: int = 0
+    image: np.ndarray, gene: np.ndarray, *, logit_scale: float, batch_size: int = 128, random_state: int = 0
 ) -> float:
     """Held-out ``L_spot``: symmetric InfoNCE between spot image and spot gene embeddings on fixed batches.
 
-    The spots are shuffled by ``numpy.random.default_rng(seed)`` and cut into consecutive batches of ``batch_size``
+    The spots are shuffled by ``numpy.random.default_rng(random_state)`` and cut into consecutive batches of ``batch_size``
     (the incomplete last batch is dropped). In each batch, every image must pick its own spot's gene embedding among
     the batch's (and every gene embedding its image): cross-entropy of ``logit_scale × cosine``, averaged over both
     directions, then over batches. Unrelated embeddings give about ``ln(batch_size)``.
@@ -170,7 +172,7 @@ def spot_infonce(
         ``1 / temperature`` of the model (``model.logit_scale``).
     batch_size
         Spots per batch (negatives: the other ``batch_size - 1`` spots).
-    seed
+    random_state
         Seed of the shuffling.
 
     Returns
@@ -199,7 +201,7 @@ def spot_infonce(
         msg = f"batch_size={batch_size!r}: pass an integer of at least 2 (spots per batch, e.g. 128)."
         raise ValueError(msg)
     a, b = l2_normalize(a).astype(np.float64), l2_normalize(b).astype(np.float64)
-    perm = np.random.default_rng(seed).permutation(len(a))
+    perm = np.random.default_rng(random_state).permutation(len(a))
     n_batches = len(a) // batch_size
     if n_batches == 0:
         return float("nan")

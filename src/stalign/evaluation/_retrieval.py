@@ -11,7 +11,7 @@ from .._docs import inject
 from .._utils import get_table
 from ._aggregate import merge, pooled, summarise
 from ._metrics import recall_at_k, spot_infonce
-from ._store import RANDOM, Models, Sections, seed_list
+from ._store import RANDOM, Run
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,6 @@ def eval_retrieval(
     seeds: int | Sequence[int] = 3,
     data_dir: Any = None,
     device: Any = None,
-    _models: Models | None = None,
-    _store: Sections | None = None,
 ) -> dict:
     """Cross-modal retrieval (image→gene, gene→image Recall@k) and the held-out ``L_spot`` within each section.
 
@@ -77,10 +75,9 @@ def eval_retrieval(
     >>> round(sec["l_spot_chance"], 3), sec["methods"]["stalign"]["l_spot"] < sec["l_spot_chance"] + 1
     (4.852, True)
     """
-    seeds_ = seed_list(seeds)
-    store = _store or Sections(data_dir)
+    run = Run.of_task(model, ablations=ablations, baselines=baselines, seeds=seeds, data_dir=data_dir, device=device)
+    seeds_, store, models = run.seeds, run.store, run.models
     names = store.add(sections)
-    models = _models or Models(model, ablations=ablations, random_init=baselines, device=device, seed=seeds_[0])
     out: dict[str, Any] = {}
     recall_names = [f"{d}_R@{k}" for d in ("i2g", "g2i") for k in ks]
     chance_loss = math.log(batch_size)
@@ -104,7 +101,7 @@ def eval_retrieval(
                 recalls.append(((member, None), recall))
                 scale = float(models.models[member].logit_scale)
                 for s in seeds_:
-                    loss = spot_infonce(img, gene, logit_scale=scale, batch_size=batch_size, seed=s)
+                    loss = spot_infonce(img, gene, logit_scale=scale, batch_size=batch_size, random_state=s)
                     losses.append(((member, s), {"l_spot": loss}))
             methods[group] = merge(
                 summarise([x[1] for x in losses], [x[0] for x in losses]),

@@ -18,7 +18,7 @@ from ._baselines import SQUIDPY_FEATURES
 from ._domains import eval_domains
 from ._expression import eval_genes
 from ._retrieval import eval_retrieval
-from ._store import Models, Sections, seed_list
+from ._store import Models, Run
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +145,21 @@ def evaluate(
     if sections is None and query is None:
         msg = "Pass sections= (and query=/reference= for 'genes')."
         raise ValueError(msg)
-    seeds_ = seed_list(seeds)
-    store = Sections(data_dir)
-    models = Models(model, ablations=ablations, random_init=baselines, device=device, seed=seeds_[0])
-    common = {"baselines": baselines, "seeds": seeds_, "model": None, "_models": models, "_store": store}
-    results: dict[str, Any] = {"meta": run_meta(models)}
+    run = Run(model, ablations=ablations, baselines=baselines, seeds=seeds, data_dir=data_dir, device=device)
+    common = {"baselines": baselines, "seeds": run.seeds, "model": None}
+    results: dict[str, Any] = {"meta": run_meta(run.models)}
     evaluated = sections if sections is not None else query
+    with run.shared():
+        _run_tasks(tasks, results, evaluated, query=query, reference=reference, sections=sections, common=common,
+                   labels_key=labels_key, image_features=image_features, smooth_um=smooth_um, markers=markers,
+                   split=split)  # fmt: skip
+    if out is not None:
+        write_results(results, out)
+    return results
+
+
+def _run_tasks(tasks, results, evaluated, *, query, reference, sections, common, labels_key, image_features,
+               smooth_um, markers, split) -> None:  # fmt: skip
     for task in tasks:
         logger.info("Evaluating %s", task)
         if task == "domains":
@@ -172,9 +181,6 @@ def evaluate(
             )
         else:
             results[task] = eval_retrieval(evaluated, **common)
-    if out is not None:
-        write_results(results, out)
-    return results
 
 
 def write_results(results: Mapping, out: str | os.PathLike) -> tuple[Path, Path]:

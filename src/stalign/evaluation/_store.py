@@ -8,10 +8,12 @@ embeddings and ``tl.embed``'s ``uns`` record added to a new table, ready for ``t
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -300,3 +302,34 @@ class Models:
             self._emb[key] = Embedded(arrays, dict(record), with_embeddings(data, obsm, record))
             logger.info("Embedded %s with %s (%s)", name, member, ", ".join(arrays))
         return self._emb[key]
+
+
+# ---------------------------------------------------------------------------------------------- one run
+class Run:
+    """What the tasks of one evaluation share: the seeds, the sections (loaded once) and the models (embedded once).
+
+    :func:`~stalign.evaluation.evaluate` opens one with :meth:`shared` so that every task it runs reuses it; a task
+    called on its own starts its own (:meth:`of_task`).
+    """
+
+    _current: ContextVar[Run | None] = ContextVar("stalign_evaluation_run", default=None)
+
+    def __init__(self, model: Any, *, ablations: Any, baselines: bool, seeds: Any, data_dir: Any, device: Any):
+        self.seeds = seed_list(seeds)
+        self.store = Sections(data_dir)
+        self.models = Models(model, ablations=ablations, random_init=baselines, device=device, seed=self.seeds[0])
+
+    @classmethod
+    def of_task(cls, model: Any, **kwargs: Any) -> Run:
+        """The run of the :func:`evaluate` call in progress, else a new run of ``model`` (a task called alone)."""
+        current = cls._current.get()
+        return current if current is not None else cls(model, **kwargs)
+
+    @contextlib.contextmanager
+    def shared(self):
+        """Within the block, every task uses this run."""
+        token = Run._current.set(self)
+        try:
+            yield self
+        finally:
+            Run._current.reset(token)

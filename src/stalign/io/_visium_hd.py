@@ -115,7 +115,7 @@ def _glue(sdata, *, sample: str, size: int, scalefactors: dict, table_key: str):
     return sdata
 
 
-def _read_with_spatialdata_io(outs: Path, *, size: int, sample: str, fullres_image: Any):
+def _read_with_spatialdata_io(outs: Path, *, size: int, sample: str):
     """A complete ``outs`` folder through :func:`spatialdata_io.visium_hd`; its coordinate system becomes ``"global"``."""
     import warnings
 
@@ -128,7 +128,6 @@ def _read_with_spatialdata_io(outs: Path, *, size: int, sample: str, fullres_ima
             dataset_id=sample,
             bin_size=size,
             load_segmentations_only=False,
-            fullres_image_file=fullres_image,
         )
     sdata.rename_coordinate_systems({sample: "global"})
     for name in list(sdata.images):  # one frame for every image: full-resolution pixels ("global")
@@ -164,7 +163,8 @@ def read_visium_hd(
     dataset_id
         Section name (``obs["sample"]``, element prefix); default the folder name (the parent of ``outs``).
     fullres_image
-        The full-resolution H&E given to Space Ranger, instead of the PNGs.
+        The full-resolution H&E given to Space Ranger (a pyramidal TIFF/SVS is read lazily by
+        :func:`stalign.io.read_image`), next to the PNGs: crops come from the finest level they need.
 
     Returns
     -------
@@ -197,12 +197,33 @@ def read_visium_hd(
     sf = _hd_scalefactors(folder, size)
     sample = str(dataset_id) if dataset_id is not None else default_dataset_id(outs if outs is not None else folder)
     if outs is not None and (outs / "feature_slice.h5").is_file():
-        sdata = _read_with_spatialdata_io(outs, size=size, sample=sample, fullres_image=fullres_image)
-        return _glue(sdata, sample=sample, size=size, scalefactors=sf, table_key=square_name(size))
-    sdata = read_visium(
-        folder, dataset_id=sample, fullres_image=fullres_image, microns_per_pixel=sf[Key.microns_per_pixel]
-    )
-    return _glue(sdata, sample=sample, size=size, scalefactors=sf, table_key=Key.table)
+        sdata = _read_with_spatialdata_io(outs, size=size, sample=sample)
+        sdata = _glue(sdata, sample=sample, size=size, scalefactors=sf, table_key=square_name(size))
+    else:
+        sdata = read_visium(folder, dataset_id=sample, microns_per_pixel=sf[Key.microns_per_pixel])
+        sdata = _glue(sdata, sample=sample, size=size, scalefactors=sf, table_key=Key.table)
+    if fullres_image is not None:
+        _add_fullres(sdata, fullres_image, sample=sample, mpp=float(sf[Key.microns_per_pixel]))
+    return sdata
+
+
+def _add_fullres(sdata, fullres_image, *, sample: str, mpp: float) -> None:
+    """The full-resolution H&E, read lazily by :func:`stalign.io.read_image` (a slide's pyramid, never whole)."""
+    from ._image import read_image
+
+    img = read_image(fullres_image, microns_per_pixel=mpp, name=sample)
+    elem = next(iter(img.images.values()))
+    level0 = next(iter(elem["scale0"].ds.data_vars.values())) if hasattr(elem, "children") else elem
+    h, w = (int(v) for v in level0.shape[-2:])
+    xy = np.asarray(sdata.tables[Key.table].obsm[Key.spatial])
+    off = (xy[:, 0] < 0) | (xy[:, 1] < 0) | (xy[:, 0] >= w) | (xy[:, 1] >= h)
+    if off.any():
+        msg = (
+            f"Visium HD {sample!r}: {int(off.sum())} of {len(off)} bin centres lie outside the {w}x{h} full-resolution "
+            f"image {str(fullres_image)!r}; it is not the image Space Ranger aligned these bins to."
+        )
+        raise ValueError(msg)
+    sdata.images[f"{sample}_fullres_image"] = elem
 
 
 # ----------------------------------------------------------------------------------------------------------- writer

@@ -195,23 +195,17 @@ class STAlign(nn.Module):
         -------
         ``{"image": (B, D), "niche_image": (B, D)}`` (L2-normalised) for the inputs given.
         """
-        out: dict[str, torch.Tensor] = {}
-        for key, x, enc, size in (
-            ("image", spot_image, self.spot_image_encoder, self.config.spot_size),
-            ("niche_image", niche_image, self.niche_image_encoder, self.config.niche_size),
-        ):
-            if x is None:
-                continue
-            x = self._prep_image(x, size, "spot_image" if key == "image" else "niche_image")
-            m = self._mask(mask, x.shape[0])
-            tok = _apply_rows(enc, m, x)
-            out[key] = _apply_rows(self.heads[key], m, tok)
-            if return_tokens:
-                out[f"{key}_tokens"] = tok
-        if not out:
-            msg = "encode_image needs `spot_image` and/or `niche_image`."
-            raise ValueError(msg)
-        return out
+
+        def prep(x, size, name):
+            return None if x is None else self._prep_image(x, size, name)
+
+        inputs = (
+            ("image", prep(spot_image, self.config.spot_size, "spot_image"), self.spot_image_encoder),
+            ("niche_image", prep(niche_image, self.config.niche_size, "niche_image"), self.niche_image_encoder),
+        )
+        return self._encode(
+            inputs, mask=mask, return_tokens=return_tokens, need="encode_image needs `spot_image` and/or `niche_image`."
+        )
 
     def encode_gene(
         self,
@@ -239,22 +233,31 @@ class STAlign(nn.Module):
         -------
         ``{"gene": (B, D), "niche_gene": (B, D)}`` (L2-normalised) for the inputs given.
         """
+
+        def prep(x):
+            return None if x is None else torch.as_tensor(x).to(self.image_mean.device, non_blocking=True).float()
+
+        inputs = (
+            ("gene", prep(spot_expr), self.spot_gene_encoder),
+            ("niche_gene", prep(niche_expr), self.niche_gene_encoder),
+        )
+        return self._encode(
+            inputs, mask=mask, return_tokens=return_tokens, need="encode_gene needs `spot_expr` and/or `niche_expr`."
+        )
+
+    def _encode(self, inputs, *, mask, return_tokens: bool, need: str) -> dict[str, torch.Tensor]:
+        """``{key: head(encoder(x))}`` (and the tokens) for each ``(key, x, encoder)`` whose input is given."""
         out: dict[str, torch.Tensor] = {}
-        for key, x, enc in (
-            ("gene", spot_expr, self.spot_gene_encoder),
-            ("niche_gene", niche_expr, self.niche_gene_encoder),
-        ):
+        for key, x, enc in inputs:
             if x is None:
                 continue
-            x = torch.as_tensor(x).to(self.image_mean.device, non_blocking=True).float()
             m = self._mask(mask, x.shape[0])
             tok = _apply_rows(enc, m, x)
             out[key] = _apply_rows(self.heads[key], m, tok)
             if return_tokens:
                 out[f"{key}_tokens"] = tok
         if not out:
-            msg = "encode_gene needs `spot_expr` and/or `niche_expr`."
-            raise ValueError(msg)
+            raise ValueError(need)
         return out
 
     def fuse(
@@ -327,6 +330,14 @@ class STAlign(nn.Module):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Same as :meth:`embed`."""
         return self.embed(batch)
+
+    @property
+    def adapts_norm_statistics(self) -> bool:
+        """Whether embedding a section normalises with that section's own statistics (:meth:`section_statistics`).
+
+        True when ``config.norm_statistics == "section"`` and the model holds BatchNorm layers outside frozen trunks.
+        """
+        return self.config.norm_statistics == "section" and bool(self._adaptable_norms())
 
     def _adaptable_norms(self) -> list[nn.Module]:
         """BatchNorm layers of the trainable encoders (a frozen trunk keeps its own statistics)."""

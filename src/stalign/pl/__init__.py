@@ -6,3 +6,7 @@ from ._tiles import tissue_mask
 from ._training import training_curves
 
 __all__ = ["crops", "domains", "embedding", "labels", "spatial", "tissue_mask", "training_curves"]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .._constants import NICHE_UM, SPOT_UM, Key
 from .._section import get_section
+from .._validators import renamed_arguments
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
 
+@renamed_arguments(seed="random_state")
 def crops(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     n: int = 16,
     size_um: float | None = None,
@@ -22,7 +28,7 @@ def crops(
     which: Literal["spot", "niche", "both"] = "both",
     out_px: int = 64,
     obs_names: Any = None,
-    seed: int = 0,
+    random_state: int = 0,
     ncols: int | None = None,
     table_key: str = Key.table,
     image_key: str | None = None,
@@ -42,7 +48,7 @@ def crops(
     data
         SpatialData with a table, or AnnData in the squidpy Visium convention.
     n
-        Number of spots (drawn at random with ``seed`` unless ``obs_names`` is given).
+        Number of spots (drawn at random with ``random_state`` unless ``obs_names`` is given).
     size_um
         Side of the spot crop in µm (default 100).
     niche_um
@@ -52,8 +58,8 @@ def crops(
     out_px
         Pixels per crop side.
     obs_names
-        Spots to show (overrides ``n`` and ``seed``).
-    seed
+        Spots to show (overrides ``n`` and ``random_state``).
+    random_state
         Seed of the random choice of spots.
     ncols
         Panels per row.
@@ -99,7 +105,7 @@ def crops(
         if n < 1:
             msg = f"n={n!r}; show at least one spot."
             raise ValueError(msg)
-        pos = np.sort(np.random.default_rng(seed).choice(len(names_all), min(n, len(names_all)), replace=False))
+        pos = np.sort(np.random.default_rng(random_state).choice(len(names_all), min(n, len(names_all)), replace=False))
     xy = sec.coords[pos]
     names = np.asarray(names_all[pos].astype(str))
     spot = read_crops(sec, xy, size_um=size_um, out_px=out_px, names=names) if which != "niche" else None

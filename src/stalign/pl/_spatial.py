@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +12,10 @@ from .._constants import Key
 from .._docs import inject
 from .._section import get_section
 from .._utils import get_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ def _values(data, table, color: str, *, layer: str | None, values: Any):
 
 @inject
 def spatial(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     color: str | None = None,
     values: Any = None,
@@ -92,8 +96,7 @@ def spatial(
         AnnData whose genes are plotted instead of the table's, e.g. :func:`stalign.tl.predict_expression` output.
     layer
         Layer of the table for gene values.
-    table_key
-        Table of a SpatialData.
+    {table_key}
     library_id
         Library in ``uns["spatial"]`` when there are several.
     spot_scale
@@ -174,7 +177,7 @@ def spatial(
 
 
 @inject
-def domains(data: Any, *, key: str = Key.domain, **kwargs):
+def domains(data: AnnData | SpatialData, *, key: str = Key.domain, **kwargs):
     """Spatial domains from :func:`stalign.tl.domains` over the H&E (see :func:`spatial` for options).
 
     Parameters
@@ -192,9 +195,7 @@ def domains(data: Any, *, key: str = Key.domain, **kwargs):
 
     Examples
     --------
-    >>> import stalign as sta
-    >>> sdata = sta.datasets.dlpfc("151673")
-    >>> sta.tl.embed(sdata, show_progress_bar=False)
+    {dlpfc_embedded}
     >>> sta.tl.domains(sdata, n_domains=7)
     >>> ax = sta.pl.domains(sdata, title="zero-shot domains")
     """
@@ -202,15 +203,15 @@ def domains(data: Any, *, key: str = Key.domain, **kwargs):
 
 
 @inject
-def labels(data: Any, *, key: str = Key.label, **kwargs):
+def labels(data: AnnData | SpatialData, *, key: str = Key.label, **kwargs):
     """Labels from :func:`stalign.tl.annotate` over the H&E (see :func:`spatial` for options).
 
     Parameters
     ----------
     data
-        SpatialData or AnnData.
+        SpatialData or AnnData, after :func:`stalign.tl.annotate`.
     key
-        ``obs`` key written by :func:`stalign.tl.annotate`.
+        ``obs`` key of the labels (``key_added`` of :func:`stalign.tl.annotate`).
     **kwargs
         Passed to :func:`spatial`.
 
@@ -222,8 +223,7 @@ def labels(data: Any, *, key: str = Key.label, **kwargs):
     --------
     >>> import stalign as sta
     >>> sdata = sta.datasets.dlpfc("151673")
-    >>> sta.tl.embed(sdata, show_progress_bar=False)
-    >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1"], "GM": ["SNAP25", "NRGN"]})
+    >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1"], "GM": ["SNAP25", "NRGN"]})  # embeds on the way
     >>> ax = sta.pl.labels(sdata)
     """
     return spatial(data, color=key, **kwargs)
@@ -231,7 +231,7 @@ def labels(data: Any, *, key: str = Key.label, **kwargs):
 
 @inject
 def embedding(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     use_rep: str | None = None,
     color: str | None = None,
@@ -251,16 +251,10 @@ def embedding(
         ``obsm`` key (default: fused, else image, else gene embedding).
     color
         ``obs`` column.
-    table_key
-        Table of a SpatialData.
+    {table_key}
     random_state
         Seed of the PCA.
-    ax
-        Axes to draw into.
-    show
-        Show the figure (and return None).
-    return_fig
-        Return the Figure instead of the Axes.
+    {plot_show}
 
     Returns
     -------
@@ -268,9 +262,7 @@ def embedding(
 
     Examples
     --------
-    >>> import stalign as sta
-    >>> sdata = sta.datasets.dlpfc("151673")
-    >>> sta.tl.embed(sdata, show_progress_bar=False)
+    {dlpfc_embedded}
     >>> ax = sta.pl.embedding(sdata, color="annotation")
     >>> ax = sta.pl.embedding(sdata, use_rep="X_stalign_image", color="annotation")
     """

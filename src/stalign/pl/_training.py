@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._docs import inject
 from ._spatial import _finish
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def _read_metrics(path: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@inject
 def training_curves(
     metrics: str | os.PathLike | pd.DataFrame,
     *,
@@ -82,14 +84,7 @@ def training_curves(
         Window (logged steps) of the rolling mean; ``0`` or ``1`` draws the raw curves only.
     log_y
         Logarithmic loss axis.
-    ax
-        Axes to draw into; by default a new figure.
-    figsize
-        Figure size when ``ax`` is None.
-    show
-        Show the figure (and return None).
-    return_fig
-        Return the Figure instead of the Axes.
+    {plot_params}
 
     Returns
     -------
@@ -97,11 +92,7 @@ def training_curves(
 
     Examples
     --------
-    >>> import stalign as sta
-    >>> sdata = sta.datasets.stutility_mob("MOB1")
-    >>> model = sta.train.pretrain(
-    ...     [sdata], output_dir="run", epochs=1, max_steps=4, batch_size=32, show_progress_bar=False
-    ... )
+    {tiny_run}
     >>> ax = sta.pl.training_curves("run", smooth=2)
     >>> ax = sta.pl.training_curves("run", keys=["loss", "loss_spot"], log_y=True)
     """

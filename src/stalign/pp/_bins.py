@@ -162,7 +162,7 @@ def pseudospots(
     """Visium-like pseudo-spots over Visium HD bins or Xenium cells: the counts of every bin/cell in each spot disc.
 
     The centres lie on the hexagonal grid of :func:`stalign.pp.tile_tissue` (pitch ``spacing_um``, anchored at the
-    image origin) over the points' extent, or at given ``centers``; a pseudo-spot is kept when its disc of diameter
+    image origin) within the points' bounding box, or at given ``centers``; a pseudo-spot is kept when its disc of diameter
     ``spot_um`` holds at least one bin/cell centre, and its counts are their sum. Below ``spot_um`` the discs overlap,
     and a bin/cell counts in each spot that holds it. :func:`stalign.tl.embed` then works on the new table as on a
     Visium section (``table_key=key_added``), and the map back to the bins/cells carries results to them.
@@ -192,7 +192,9 @@ def pseudospots(
       ``obs["center_index"]`` (``centers``), ``spot_diameter_fullres`` = ``spot_um``;
     - ``shapes["<sample>_<key_added>"]``: its circles;
     - in the source table, ``obsm[key_added]``: a sparse ``(n_points, n_pseudospots)`` 0/1 matrix, the pseudo-spots
-      of each bin/cell, and ``obs[key_added]``: the nearest pseudo-spot that holds it (NaN for none).
+      of each bin/cell (their counts are summed), and ``obs[key_added]``: its nearest pseudo-spot, within the
+      grid's hexagonal cell (``spacing_um / √3``) or the spot's disc, whichever is larger (NaN beyond: e.g. a bin
+      whose pseudo-spots were dropped), so that results map back to every bin/cell.
 
     Examples
     --------
@@ -230,8 +232,9 @@ def pseudospots(
     xy_um = sec.coords * mpp
     radius = spot_um / 2
     if centers is None:
-        lo, hi = xy_um.min(axis=0) - radius, xy_um.max(axis=0) + radius
-        c_um, grid_r, grid_c = hex_grid((max(lo[0], 0.0), hi[0]), (max(lo[1], 0.0), hi[1]), spacing_um)
+        # centres within the points' extent: on the image whenever the bins/cells are
+        lo, hi = xy_um.min(axis=0), xy_um.max(axis=0)
+        c_um, grid_r, grid_c = hex_grid((lo[0], hi[0]), (lo[1], hi[1]), spacing_um)
         ids = np.char.add(np.char.add("ps_", grid_r.astype(str)), np.char.add("_", grid_c.astype(str)))
         extra = {"grid_row": grid_r, "grid_col": grid_c}
     else:
@@ -262,7 +265,8 @@ def pseudospots(
         region=region, scalefactors={"spacing_um": float(spacing_um), "spot_um": float(spot_um)},
         what=f"pp.pseudospots of table {table_key!r}",
     )  # fmt: skip
-    dist, nearest = cKDTree(c_um).query(xy_um, distance_upper_bound=radius + 1e-9)
+    reach = radius if centers is not None else max(radius, spacing_um / np.sqrt(3))
+    dist, nearest = cKDTree(c_um).query(xy_um, distance_upper_bound=reach + 1e-9)
     label = np.where(np.isfinite(dist), ids[np.minimum(nearest, len(ids) - 1)], None)
     # everything is computed: now write (nothing half-written on an error above)
     sdata.shapes[region] = circles

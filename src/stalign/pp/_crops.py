@@ -25,15 +25,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._constants import NICHE_UM, SPOT_UM, Key
+from .._docs import inject
 from .._section import ImageLevel, Section, get_section
 from .._utils import save_data
 from .._validators import check_key
 from ._blocks import LevelReader, level_reader
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +250,7 @@ def _area(win: tuple[int, int, int, int]) -> int:
 
 
 def read_crops(
-    section: Section,
+    data: AnnData | SpatialData,
     centers_fullres: np.ndarray,
     *,
     size_um: float,
@@ -265,8 +270,8 @@ def read_crops(
 
     Parameters
     ----------
-    section
-        Section view from :func:`stalign._section.get_section`, with an image.
+    data
+        A section with an image: SpatialData, or AnnData in the squidpy Visium convention.
     centers_fullres
         ``(B, 2)`` crop centres ``(x, y)`` in full-resolution pixels.
     size_um
@@ -286,14 +291,14 @@ def read_crops(
     Examples
     --------
     >>> import stalign as sta
-    >>> from stalign._section import get_section
     >>> sdata = sta.datasets.dlpfc("151673")
-    >>> section = get_section(sdata)
     >>> centres = sdata.tables["table"].obsm["spatial"][:8]  # full-resolution pixels
-    >>> crops = sta.pp.read_crops(section, centres, size_um=100, out_px=32)
+    >>> crops = sta.pp.read_crops(sdata, centres, size_um=100, out_px=32)
     >>> crops.shape, crops.dtype
     ((8, 3, 32, 32), dtype('uint8'))
     """
+    # a view built by the caller (the batch dataset's, without its table) is used as it is
+    section = data if isinstance(data, Section) else get_section(data, require_image=True)
     _check_size(size_um, out_px)
     centres = np.asarray(centers_fullres, dtype=np.float64).reshape(-1, 2)
     level = choose_level(section, size_um=size_um, out_px=out_px)
@@ -369,7 +374,7 @@ def spatial_order(coords: np.ndarray, *, cell: float | None = None, offset: Sequ
 
 
 def crop_boxes(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     size_um: float,
     out_px: int | None = None,
@@ -444,8 +449,9 @@ def _store_boxes(
     return ret
 
 
+@inject
 def spot_crops(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     size_um: float = SPOT_UM,
     key_added: str = Key.spot_bbox,
@@ -468,9 +474,7 @@ def spot_crops(
         Key in ``obsm`` and ``uns``.
     table_key, image_key, library_id
         Which table / image / library to use.
-    copy
-        Return a modified copy instead of writing in place (for SpatialData: a new SpatialData sharing every
-        element but a copied table).
+    {copy}
 
     Returns
     -------
@@ -494,7 +498,7 @@ def spot_crops(
 
 
 def niche_crops(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     size_um: float = NICHE_UM,
     key_added: str = Key.niche_bbox,

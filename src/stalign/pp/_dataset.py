@@ -265,7 +265,7 @@ class SpotDataset(torch.utils.data.Dataset):
         self.transform = transform
         self._sections = []
         for i, data in enumerate(sections):
-            if not isinstance(data, AnnData) and not hasattr(data, "tables"):
+            if not isinstance(data, AnnData | Section) and not hasattr(data, "tables"):
                 msg = f"sections[{i}] is a {type(data).__name__}; expected a SpatialData or an AnnData."
                 raise TypeError(msg)
             self._sections.append(
@@ -295,6 +295,45 @@ class SpotDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.start = 0
         self._plan_cache: tuple[int, list] | None = None
+
+    @classmethod
+    def from_config(cls, sections: Sequence[Any] | Any, config: Any, **kwargs: Any) -> SpotDataset:
+        """The dataset a model of ``config`` reads: its gene vocabulary, crop sides in µm and px, niche radius.
+
+        The one place where a model configuration becomes a dataset: :func:`stalign.tl.embed`, training and the
+        evaluation all build their batches here, so a new field of the configuration is passed on once.
+
+        Parameters
+        ----------
+        sections
+            As for :class:`SpotDataset`.
+        config
+            The model's :class:`~stalign.models.STAlignConfig` (``model.config``).
+        **kwargs
+            Any other argument of :class:`SpotDataset` (``batch_size``, ``inference``, ...); one that the
+            configuration also sets (e.g. ``spot_um``) overrides it.
+
+        Returns
+        -------
+        The dataset.
+
+        Examples
+        --------
+        >>> import stalign as sta
+        >>> model = sta.models.load("stalign-base")
+        >>> ds = sta.pp.SpotDataset.from_config([sta.datasets.stutility_mob("MOB1")], model.config, inference=True)
+        >>> (ds.spot_um, ds.spot_px) == (model.config.spot_um, model.config.spot_size)
+        True
+        """
+        fields = {
+            "genes": config.genes,
+            "spot_um": config.spot_um,
+            "niche_um": config.niche_um,
+            "niche_radius_um": config.niche_radius_um,
+            "spot_px": config.spot_size,
+            "niche_px": config.niche_size,
+        }
+        return cls(sections, **(fields | kwargs))
 
     # ------------------------------------------------------------------ plan
     @staticmethod

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
 from .._constants import NICHE_UM, Key
+from .._docs import inject
 from .._section import Section, get_section
 from .._utils import save_data
 from .._validators import check_key
 from ._crops import _writable_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +108,9 @@ def niche_counts(section: Section, *, radius_um: float | None = None, graph: spa
     return (G @ X.astype(np.float32)).tocsr().astype(np.float32)
 
 
+@inject
 def niche_expression(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     radius_um: float | None = None,
     key_added: str = Key.niche_expr,
@@ -132,13 +138,10 @@ def niche_expression(
         Niche radius in micrometres (default: :func:`default_radius_um`, 110 µm on Visium, 220 µm on legacy ST).
     key_added
         Key in ``obsm`` and ``uns``.
-    table_key
-        Table of a SpatialData.
+    {table_key}
     library_id
         Library in ``uns["spatial"]`` (needed only when there are several).
-    copy
-        Return a modified copy instead of writing in place (for SpatialData: a new SpatialData sharing every
-        element but a copied table).
+    {copy}
 
     Returns
     -------
@@ -211,8 +214,9 @@ def _library_sections(data: Any, *, library_key: str | None, table_key: str) -> 
     return out
 
 
+@inject
 def spatial_smooth(
-    data: Any,
+    data: AnnData | SpatialData,
     values: Any,
     *,
     radius_um: float | None,
@@ -238,8 +242,7 @@ def spatial_smooth(
     library_key
         ``obs`` column naming each spot's section, for an AnnData holding several (squidpy's convention); each
         library needs its µm/px in ``uns["spatial"][library]["scalefactors"]``.
-    table_key
-        Table of a SpatialData.
+    {table_key}
 
     Returns
     -------

@@ -28,6 +28,7 @@ import pandas as pd
 
 from .._constants import SPOT_UM, Key
 from .._section import ImageLevel, _levels_from_sdata, get_section
+from .._utils import shallow_copy
 from .._validators import check_key, check_number
 
 logger = logging.getLogger(__name__)
@@ -253,9 +254,10 @@ def tile_tissue(
     --------
     >>> import os
     >>> import stalign as sta
-    >>> splotch = os.path.join(os.environ["STALIGN_DATA_DIR"], "stahl_mob_splotch", "splotch", "tutorials")
-    >>> jpg = os.path.join(splotch, "olfactory_bulb_st", "images", "01.jpg")
-    >>> sdata = sta.io.read_image(jpg, microns_per_pixel=6200 / 2318)
+    >>> folder = "stahl_mob_splotch/splotch/tutorials/olfactory_bulb_st/images"  # an H&E JPG, 6.2 mm wide
+    >>> sdata = sta.io.read_image(
+    ...     os.path.join(os.environ["STALIGN_DATA_DIR"], folder, "01.jpg"), microns_per_pixel=6200 / 2318
+    ... )
     >>> sta.pp.tile_tissue(sdata, spacing_um=200)  # every 200 µm here; 100 µm (the default) for a full map
     >>> tiles = sdata.tables["table"]
     >>> tiles.n_vars, tiles.n_obs > 200, sorted(sdata.shapes), sorted(sdata.labels)
@@ -361,12 +363,7 @@ def tile_tissue(
     mask_el = Labels2DModel.parse(
         mask.astype(np.uint8), dims=("y", "x"), transformations={"global": Scale([mask_fpp, mask_fpp], axes=("x", "y"))}
     )
-    target = sdata
-    if not inplace:
-        target = SpatialData(
-            images=dict(sdata.images), labels=dict(sdata.labels), points=dict(sdata.points),
-            shapes=dict(sdata.shapes), tables=dict(sdata.tables), attrs=dict(sdata.attrs or {}),
-        )  # fmt: skip
+    target = sdata if inplace else shallow_copy(sdata)
     target.labels[labels_key] = mask_el
     target.shapes[region] = circles
     target.tables[table_key] = table

@@ -20,18 +20,24 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from .._constants import Key
+from .._docs import inject
 from .._genes import to_vocabulary_symbols, var_symbols
 from .._utils import copy_data, embedding_keys, embedding_record, get_table, save_data
-from .._validators import check_int, check_key, check_number
+from .._validators import check_int, check_key, check_number, renamed_arguments
 from ..pp import log_normalize, spatial_smooth
-from ._common import get_embedding, knn_average, l2n, model_of, prompt_embeddings
+from ._common import knn_average, l2n, model_of, prompt_embeddings
 from ._domains import DEFAULT_SMOOTH_UM
+from ._embed import get_embedding
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -150,15 +156,17 @@ def _write_labels(target, table_key, key_added, labels, scores: pd.DataFrame, pa
     table.uns[key_added] = {"params": params}
 
 
+@inject
+@renamed_arguments(embed_key="use_rep")
 def annotate(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     markers: Mapping[str, Sequence[str]] | None = None,
     reference: Any = None,
     labels_key: str | None = None,
     use: Literal["auto", "image", "gene", "fused"] = "auto",
     model: Any = None,
-    embed_key: str | None = None,
+    use_rep: str | None = None,
     smooth_um: float = DEFAULT_SMOOTH_UM,
     library_key: str | None = None,
     propagate: float = 0.8,
@@ -198,9 +206,10 @@ def annotate(
         Model for prompts and missing embeddings. Default: the model that computed the stored embeddings (recorded
         by :func:`~stalign.tl.embed` in ``uns``), else ``"stalign-base"``. A model other than the one that computed
         the stored embeddings is refused: two models' spaces cannot be mixed.
-    embed_key
-        ``key_added`` of the :func:`~stalign.tl.embed` call whose embeddings to use, when the table holds several;
-        default the only one present.
+    use_rep
+        The :func:`~stalign.tl.embed` embedding to use, named by its ``key_added`` (its fused ``obsm`` key, e.g.
+        ``"X_stalign"``; its image and gene embeddings come with it), when a table holds several; default the only
+        one present.
     smooth_um
         Radius (µm) over which expression and embeddings are averaged first (:func:`stalign.pp.spatial_smooth`, as in
         :func:`~stalign.tl.domains`); ``0`` turns it off.
@@ -220,8 +229,7 @@ def annotate(
     key_added
         ``obs`` key of the labels; the confidence goes to ``obs[key_added + "_score"]`` and per-label scores to
         ``obsm[key_added + "_scores"]``.
-    table_key
-        Table of a SpatialData.
+    {table_key}
     device
         Torch device (``None``: CUDA when present).
     copy
@@ -235,9 +243,7 @@ def annotate(
 
     Examples
     --------
-    >>> import stalign as sta
-    >>> sdata = sta.datasets.dlpfc("151673")
-    >>> sta.tl.embed(sdata, show_progress_bar=False)
+    {dlpfc_embedded}
     >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1", "MOBP"], "GM": ["SNAP25", "SYT1", "NRGN"]})
     >>> table = sdata.tables["table"]
     >>> sorted(table.obs["stalign_label"].cat.categories), table.obsm["stalign_label_scores"].shape
@@ -259,7 +265,7 @@ def annotate(
     table = get_table(data, table_key=table_key)
     # markers: the spot's own embedding (the fused one holds its niche too, a second smoothing that blurs thin layers)
     order = ("gene", "image", "fused") if markers is not None else ("fused", "image", "gene")
-    rec = embedding_record(table, embed_key)
+    rec = embedding_record(table, use_rep)
     use_ = _pick_use(data, table, use, order=order, table_key=table_key, record=rec)
 
     def smooth(X):
@@ -320,7 +326,7 @@ def annotate(
         if labels_key not in ref_table.obs:
             msg = f"labels_key {labels_key!r} not in reference.obs (columns: {', '.join(ref_table.obs.columns)})."
             raise KeyError(msg)
-        ref_rec = embedding_record(ref_table, embed_key)
+        ref_rec = embedding_record(ref_table, use_rep)
         stored = [embedding_keys(r).get(use_) in t.obsm for r, t in ((rec, table), (ref_rec, ref_table))]
         m = model_of([rec, ref_rec], model, device=device, need_model=not all(stored))
         Z = get_embedding(data, use=use_, model=m, table_key=table_key, record=rec, device=device)

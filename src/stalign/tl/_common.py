@@ -7,12 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import embedding_keys, get_table
 from .._utils import l2_normalize as l2n
 from ..models import DEFAULT_MODEL, resolve_model
-
-#: Embedding kinds and the suffix of their ``obsm`` key (``tl.embed``'s ``key_added`` + suffix).
-SLOTS = {"fused": "", "image": "_image", "gene": "_gene", "niche": "_niche"}
 
 
 def model_of(records: Sequence[dict | None], model: Any, *, device=None, need_model: bool = True):
@@ -81,28 +77,6 @@ def model_of(records: Sequence[dict | None], model: Any, *, device=None, need_mo
 
 def _describe(model: Any) -> str:
     return repr(str(model)) if isinstance(model, str) else type(model).__name__
-
-
-def get_embedding(
-    data: Any, *, use: str, model: Any, table_key: str, record: dict | None, device=None, **embed_kwargs
-) -> np.ndarray:
-    """Embedding ``use`` ∈ {"image", "gene", "fused"}: from ``obsm`` (``record``'s keys), else computed with ``model``.
-
-    A computed embedding is not stored.
-    """
-    table = get_table(data, table_key=table_key)
-    key = embedding_keys(record).get(use)
-    if key is not None and key in table.obsm:
-        return np.asarray(table.obsm[key], dtype=np.float32)
-    from ._embed import embed_arrays
-
-    m, dev = resolve_model(model, device=device)
-    arrays = embed_arrays(data, m, device=dev, table_key=table_key, show_progress_bar=False, **embed_kwargs)
-    if use not in arrays:
-        need = {"fused": "an image or expression", "image": "an image", "gene": "expression"}[use]
-        msg = f"Cannot compute the {use} embedding: the section needs {need}."
-        raise ValueError(msg)
-    return arrays[use]
 
 
 def prompt_embeddings(model, profiles: np.ndarray) -> np.ndarray:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
 from .._constants import Key
+from .._docs import inject
 from .._utils import copy_data, default_rep, get_table, save_data
-from .._validators import check_int, check_key, check_number
+from .._validators import check_int, check_key, check_number, renamed_arguments
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +72,10 @@ def cluster_embedding(
 DEFAULT_SMOOTH_UM = 150.0
 
 
+@inject
+@renamed_arguments(embed_key="use_rep")
 def domains(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     n_domains: int | None = None,
     method: Literal["gmm", "kmeans", "leiden"] = "gmm",
@@ -77,7 +84,6 @@ def domains(
     library_key: str | None = None,
     resolution: float = 1.0,
     n_pcs: int | None = 30,
-    embed_key: str | None = None,
     key_added: str = Key.domain,
     random_state: int = 0,
     table_key: str = Key.table,
@@ -99,8 +105,9 @@ def domains(
         ``"gmm"`` (Gaussian mixture, full covariance), ``"kmeans"``, or ``"leiden"`` (igraph flavour, at
         ``resolution``; the number of domains follows from the data).
     use_rep
-        ``obsm`` key to cluster; default the fused embedding of :func:`~stalign.tl.embed` (``X_stalign``), else its
-        image embedding (H&E-only sections), else its gene embedding.
+        ``obsm`` key to cluster (e.g. the ``key_added`` of a :func:`~stalign.tl.embed` call, its fused embedding);
+        default the fused embedding of :func:`~stalign.tl.embed` (``X_stalign``), else its image embedding (H&E-only
+        sections), else its gene embedding.
     smooth_um
         Smoothing radius in µm (default 150, chosen on the development sections, see ``MODEL_CARD.md``); ``0`` turns
         smoothing off. On legacy ST's 200 µm grid a radius below the pitch changes nothing.
@@ -110,14 +117,11 @@ def domains(
         Leiden resolution.
     n_pcs
         Reduce the embedding to this many principal components first (``None``: no reduction).
-    embed_key
-        ``key_added`` of the :func:`~stalign.tl.embed` call to use when the table holds several embeddings.
     key_added
         ``obs`` key of the labels; parameters go to ``uns[key_added]``.
     random_state
         Seed.
-    table_key
-        Table of a SpatialData.
+    {table_key}
     copy
         Return a copy instead of writing into ``data``.
 
@@ -128,9 +132,7 @@ def domains(
 
     Examples
     --------
-    >>> import stalign as sta
-    >>> sdata = sta.datasets.dlpfc("151673")
-    >>> sta.tl.embed(sdata, show_progress_bar=False)
+    {dlpfc_embedded}
     >>> sta.tl.domains(sdata, n_domains=7)
     >>> table = sdata.tables["table"]
     >>> table.obs["stalign_domain"].cat.categories.size, table.uns["stalign_domain"]["params"]["smooth_um"]
@@ -148,7 +150,7 @@ def domains(
     check_int(random_state, "random_state", minimum=0, hint=" (a seed)")
     smooth_um = check_number(smooth_um, "smooth_um", strict=False, hint=" (µm; 0 turns smoothing off)")
     table = get_table(data, table_key=table_key)
-    rep = default_rep(table, use_rep, embed_key=embed_key)
+    rep = default_rep(table, use_rep)
     X = np.asarray(table.obsm[rep])
     if X.ndim != 2 or X.shape[0] == 0:
         msg = f"obsm[{rep!r}] has shape {X.shape}; clustering needs an (n_spots, d) embedding with at least one spot."

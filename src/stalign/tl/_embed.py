@@ -6,18 +6,22 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._batch import BatchKey, inputs_to
 from .._constants import Key
+from .._docs import inject
 from .._genes import check_vocabulary
 from .._section import get_section
-from .._utils import copy_data, get_table, package_version, resolve_device, save_data, track, uns_key
+from .._utils import copy_data, embedding_keys, get_table, package_version, resolve_device, save_data, track, uns_key
 from .._validators import check_int, check_key
 from ..models import DEFAULT_MODEL, model_record, resolve_model
-from ._common import SLOTS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
 
 logger = logging.getLogger(__name__)
 
@@ -108,21 +112,14 @@ def embed_arrays(
     if has_expr:
         # logs the overlap, warns below _genes.MIN_VOCABULARY_OVERLAP, raises when no gene is known
         check_vocabulary(sec.table, cfg.genes, what=f"section {sec.library_id!r}")
-    ds = SpotDataset(
-        [data],
-        genes=cfg.genes,
-        spot_um=cfg.spot_um,
-        niche_um=cfg.niche_um,
-        niche_radius_um=cfg.niche_radius_um,
-        spot_px=cfg.spot_size,
-        niche_px=cfg.niche_size,
+    # the view built above is passed on: the section is read once per call
+    ds = SpotDataset.from_config(
+        [sec],
+        cfg,
         batch_size=batch_size,
         inference=True,
         # a section small enough to be its own statistics sample is read once, for both passes
-        cache_crops=model.config.norm_statistics == "section" and sec.table.n_obs <= SECTION_STATISTICS_SPOTS,
-        table_key=table_key,
-        image_key=image_key,
-        library_id=library_id,
+        cache_crops=model.adapts_norm_statistics and sec.table.n_obs <= SECTION_STATISTICS_SPOTS,
     )
     if ds.n_empty_spots:
         warnings.warn(
@@ -159,6 +156,26 @@ def embed_arrays(
     return out
 
 
+def get_embedding(
+    data: Any, *, use: str, model: Any, table_key: str, record: dict | None, device=None, **embed_kwargs
+) -> np.ndarray:
+    """Embedding ``use`` ∈ {"image", "gene", "fused"}: from ``obsm`` (``record``'s keys), else computed with ``model``.
+
+    A computed embedding is not stored.
+    """
+    table = get_table(data, table_key=table_key)
+    key = embedding_keys(record).get(use)
+    if key is not None and key in table.obsm:
+        return np.asarray(table.obsm[key], dtype=np.float32)
+    m, dev = resolve_model(model, device=device)
+    arrays = embed_arrays(data, m, device=dev, table_key=table_key, show_progress_bar=False, **embed_kwargs)
+    if use not in arrays:
+        need = {"fused": "an image or expression", "image": "an image", "gene": "expression"}[use]
+        msg = f"Cannot compute the {use} embedding: the section needs {need}."
+        raise ValueError(msg)
+    return arrays[use]
+
+
 #: Spots sampled from a section to compute its normalisation statistics (``norm_statistics="section"``).
 SECTION_STATISTICS_SPOTS = 1024
 #: Below this many spots the section's own statistics are too noisy: the running statistics are used.
@@ -174,7 +191,7 @@ def _normalisation(model, ds, *, device) -> contextlib.AbstractContextManager:
     like the embedding, so they do not depend on the batch size or the order of the spots.
     """
     n = ds.n_spots
-    if model.config.norm_statistics != "section" or not model._adaptable_norms():
+    if not model.adapts_norm_statistics:
         return contextlib.nullcontext(model)
     if n < MIN_SECTION_SPOTS:
         logger.info("Section of %d spots (< %d): running normalisation statistics are used.", n, MIN_SECTION_SPOTS)
@@ -190,8 +207,9 @@ def _normalisation(model, ds, *, device) -> contextlib.AbstractContextManager:
     return model.section_statistics(batches())
 
 
+@inject
 def embed(
-    data: Any,
+    data: AnnData | SpatialData,
     *,
     model: Any = DEFAULT_MODEL,
     device: Any = None,
@@ -225,8 +243,7 @@ def embed(
     key_added
         Base ``obsm`` key; the image/gene/niche embeddings get the suffixes ``_image``/``_gene``/``_niche``, and
         parameters go to ``uns[key_added without "X_"]``.
-    table_key
-        Table of a SpatialData.
+    {table_key}
     image_key
         Image element of a SpatialData (default: all images of the section, best level chosen per crop size).
     library_id
@@ -281,7 +298,7 @@ def embed(
     record = model_record(m)
     target = copy_data(data, table_key=table_key) if copy else data
     table = get_table(target, table_key=table_key)
-    slots = {name: f"{key_added}{suffix}" for name, suffix in SLOTS.items()}
+    slots = embedding_keys(key_added=key_added)
     for name, key in slots.items():
         if name in arrays:
             save_data(table, attr="obsm", key=key, data=arrays[name])

@@ -13,9 +13,10 @@ from anndata import AnnData
 from .._constants import Key
 from .._section import check_raw_counts
 from .._utils import embedding_keys, embedding_record, get_table
-from .._validators import check_int, check_number
+from .._validators import check_int, check_number, renamed_arguments
 from ..pp import log_normalize, reference_hvgs
-from ._common import get_embedding, knn_average, model_of
+from ._common import knn_average, model_of
+from ._embed import get_embedding
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def select_genes(tables: Sequence[AnnData], genes: Sequence[str] | None, n_top_g
     return genes
 
 
+@renamed_arguments(embed_key="use_rep")
 def predict_expression(
     query: Any,
     reference: Any,
@@ -61,7 +63,7 @@ def predict_expression(
     alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
     temperature: float = 0.1,
     model: Any = None,
-    embed_key: str | None = None,
+    use_rep: str | None = None,
     table_key: str = Key.table,
     device: Any = None,
 ) -> AnnData:
@@ -98,9 +100,10 @@ def predict_expression(
         Model for embeddings not yet in ``obsm``. Default: the model that computed the stored embeddings (recorded by
         :func:`~stalign.tl.embed` in ``uns``), else ``"stalign-base"``. A model other than the one that computed the
         stored embeddings is refused: two models' spaces cannot be mixed.
-    embed_key
-        ``key_added`` of the :func:`~stalign.tl.embed` call whose embeddings to use, when a table holds several;
-        default the only one present.
+    use_rep
+        The :func:`~stalign.tl.embed` embedding to use, named by its ``key_added`` (its fused ``obsm`` key, e.g.
+        ``"X_stalign"``; its image and gene embeddings come with it), when a table holds several; default the only
+        one present.
     table_key
         Table of SpatialData inputs.
     device
@@ -149,7 +152,7 @@ def predict_expression(
     out_genes = select_genes(ref_tables, genes, n_top_genes)
 
     ref_use = "image" if (method == "ridge" or match == "image") else "gene"
-    records = [embedding_record(qtable, embed_key)] + [embedding_record(t, embed_key) for t in ref_tables]
+    records = [embedding_record(qtable, use_rep)] + [embedding_record(t, use_rep) for t in ref_tables]
     stored = [embedding_keys(r).get(u) in t.obsm
               for r, t, u in zip(records, [qtable, *ref_tables], ["image"] + [ref_use] * len(refs), strict=True)]  # fmt: skip
     m = model_of(records, model, device=device, need_model=not all(stored))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .._utils import resolve_device
+from .._validators import renamed_arguments
 from ._config import FIELDS, TrainConfig, make_config
 from ._distributed import cleanup, init_distributed
 from ._engine import fit
@@ -127,7 +128,8 @@ def _build_config(config: Any, sections: list[Any]):
     return STAlignConfig.preset(config, genes, **overrides)
 
 
-def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0) -> list[np.ndarray]:
+@renamed_arguments(seed="random_state")
+def section_clusters(sections: list[Any], *, n_clusters: int = 8, random_state: int = 0) -> list[np.ndarray]:
     """Per-section k-means clusters of expression (PCA of log-normalised counts) for hard negatives.
 
     Sections without expression get ``-1`` everywhere (no hard negatives).
@@ -138,7 +140,7 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
         SpatialData / AnnData objects.
     n_clusters
         Number of k-means clusters per section.
-    seed
+    random_state
         Seed of the PCA and k-means.
 
     Returns
@@ -176,8 +178,8 @@ def section_clusters(sections: list[Any], *, n_clusters: int = 8, seed: int = 0)
         if dense.shape[1] < 2:
             out.append(np.full(n, -1, dtype=np.int64))
             continue
-        pcs = PCA(n_components=min(20, dense.shape[1] - 1), random_state=seed).fit_transform(dense)
-        lab = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit_predict(pcs).astype(np.int64)
+        pcs = PCA(n_components=min(20, dense.shape[1] - 1), random_state=random_state).fit_transform(dense)
+        lab = KMeans(n_clusters=n_clusters, n_init=3, random_state=random_state).fit_predict(pcs).astype(np.int64)
         lab[tot <= 0] = -1
         out.append(lab)
     return out
@@ -208,19 +210,13 @@ def _train_sections(model_factory, sections: Any, *, output_dir: Any, train: Tra
         model = model_factory(sections)
         config = model.config
         clusters = (
-            section_clusters(sections, n_clusters=train.n_clusters, seed=train.seed)
+            section_clusters(sections, n_clusters=train.n_clusters, random_state=train.seed)
             if train.hard_negatives > 0
             else None
         )
         kwargs = {
-            "genes": config.genes,
-            "spot_um": config.spot_um,
-            "niche_um": config.niche_um,
-            "niche_radius_um": config.niche_radius_um,
             "layout": "random",
             "cache_crops": True,
-            "spot_px": config.spot_size,
-            "niche_px": config.niche_size,
             "batch_size": train.batch_size // info.world_size,
             "shuffle": True,
             "seed": train.seed,
@@ -229,7 +225,7 @@ def _train_sections(model_factory, sections: Any, *, output_dir: Any, train: Tra
             "clusters": clusters,
         }
         kwargs.update(dataset_kwargs)
-        dataset = SpotDataset(sections, **kwargs)
+        dataset = SpotDataset.from_config(sections, config, **kwargs)
         lr = train.peak_lr()
         run_info = {"mode": mode, "lr": lr, "world_size": info.world_size}
         if info.is_main:

@@ -30,6 +30,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .._docs import inject
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "stalign-checkpoint"
@@ -46,13 +48,13 @@ def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
     return Path(directory) / f"step-{step:08d}.safetensors"
 
 
+@inject
 def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     """Checkpoints in ``directory``, oldest first.
 
     Parameters
     ----------
-    directory
-        Folder of ``step-XXXXXXXX.safetensors`` checkpoints.
+    {checkpoint_dir}
 
     Returns
     -------
@@ -60,11 +62,7 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
 
     Examples
     --------
-    >>> import stalign as sta
-    >>> sdata = sta.datasets.stutility_mob("MOB1")
-    >>> model = sta.train.pretrain(
-    ...     [sdata], output_dir="run", epochs=1, max_steps=4, checkpoint_every=2, batch_size=32, show_progress_bar=False
-    ... )
+    {tiny_run}
     >>> [p.name for p in sta.train.list_checkpoints("run/checkpoints")]
     ['step-00000002.safetensors', 'step-00000004.safetensors']
     """
@@ -75,13 +73,13 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+@inject
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     """The most recent checkpoint in ``directory`` (``None`` when there is none).
 
     Parameters
     ----------
-    directory
-        Folder of ``step-XXXXXXXX.safetensors`` checkpoints.
+    {checkpoint_dir}
 
     Returns
     -------
@@ -89,11 +87,7 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
 
     Examples
     --------
-    >>> import stalign as sta
-    >>> sdata = sta.datasets.stutility_mob("MOB1")
-    >>> model = sta.train.pretrain(
-    ...     [sdata], output_dir="run", epochs=1, max_steps=4, checkpoint_every=2, batch_size=32, show_progress_bar=False
-    ... )
+    {tiny_run}
     >>> sta.train.latest_checkpoint("run/checkpoints").name
     'step-00000004.safetensors'
     """
@@ -217,7 +211,7 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     Parameters
     ----------
     directory
-        Folder of ``step-XXXXXXXX.safetensors`` checkpoints.
+        Folder of the checkpoints.
 
     Returns
     -------
@@ -265,6 +259,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], s
     return path
 
 
+@inject
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a checkpoint written by :func:`save_checkpoint` (never unpickles).
 
@@ -279,14 +274,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
     Examples
     --------
-    >>> import stalign as sta
-    >>> sdata = sta.datasets.stutility_mob("MOB1")
-    >>> model = sta.train.pretrain(
-    ...     [sdata], output_dir="run", epochs=1, max_steps=2, batch_size=32, show_progress_bar=False
-    ... )
+    {tiny_run}
     >>> tensors, state = sta.train.load_checkpoint(sta.train.latest_checkpoint("run/checkpoints"))
     >>> state["step"]
-    2
+    4
     """
     path = Path(path)
     if not path.is_file():
