@@ -363,6 +363,11 @@ class SpotDataset(torch.utils.data.Dataset):
         return sum(p.n for p in self._sections)
 
     @property
+    def section_sizes(self) -> list[int]:
+        """Spots of each section, in the order given (the ``rows`` that :meth:`make_batch` takes are below these)."""
+        return [p.n for p in self._sections]
+
+    @property
     def n_empty_spots(self) -> int:
         """Spots of sections with expression that have no count on the vocabulary (all-zero or unmapped genes)."""
         return sum(int((~p.has_expr).sum()) for p in self._sections if p.spot_expr is not None)

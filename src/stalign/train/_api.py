@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from .._validators import renamed_arguments
 from ._config import FIELDS, TrainConfig, make_config
 from ._distributed import cleanup, init_distributed
 from ._engine import fit
+from ._features import cache_frozen_features, cached_levels, compose
 
 logger = logging.getLogger(__name__)
 
@@ -116,15 +118,22 @@ def _build_config(config: Any, sections: list[Any]):
     if isinstance(config, STAlignConfig):
         return config
     overrides: dict[str, Any] = {}
+    backbone = None
     if isinstance(config, dict):
         overrides = dict(config)
         config = overrides.pop("preset", "base")
+        backbone = overrides.pop("backbone", None)
     if not isinstance(config, str):
         msg = f"`config` must be an STAlignConfig, a preset name ('base', 'large') or a dict, not {type(config).__name__}."
         raise TypeError(msg)
     genes = overrides.pop("genes", None) or build_vocabulary(sections)
     if not genes:
         logger.warning("The training sections measure no gene: the gene encoders will not train.")
+    if backbone is not None:  # {"backbone": name, "weights": ..., "freeze": ...}: STAlignConfig.from_backbone
+        if config != "base":
+            msg = f"A `backbone` config builds on the 'base' preset; drop preset={config!r}."
+            raise ValueError(msg)
+        return STAlignConfig.from_backbone(backbone, genes, **overrides)
     return STAlignConfig.preset(config, genes, **overrides)
 
 
@@ -224,8 +233,17 @@ def _train_sections(model_factory, sections: Any, *, output_dir: Any, train: Tra
             "world_size": info.world_size,
             "clusters": clusters,
         }
+        cached = cached_levels(model, train.cache_features)
+        if len(cached) == 2:  # the frozen trunks' features replace the crops: none is read in training
+            kwargs.update(use_image=False, cache_crops=False)
         kwargs.update(dataset_kwargs)
         dataset = SpotDataset.from_config(sections, config, **kwargs)
+        if cached:
+            add_features, augment = cache_frozen_features(
+                model.to(device), sections, train.augment, dataset_kwargs=dataset_kwargs
+            )
+            dataset.transform = compose(dataset.transform, add_features)
+            train = dataclasses.replace(train, augment=augment)
         lr = train.peak_lr()
         run_info = {"mode": mode, "lr": lr, "world_size": info.world_size}
         if info.is_main:
@@ -285,8 +303,9 @@ def pretrain(
         ``"dlpfc:151673"`` (see :func:`resolve_sections`). They are not modified.
     config
         An :class:`~stalign.models.STAlignConfig`, a preset name (``"base"``, ``"large"``) or a dict
-        ``{"preset": "base", **overrides}``. With a preset, the gene vocabulary is built from ``sections``
-        (:func:`stalign.pp.build_vocabulary`).
+        ``{"preset": "base", **overrides}``, or ``{"backbone": name, "weights": ..., **overrides}`` for a
+        pretrained image backbone (:meth:`STAlignConfig.from_backbone <stalign.models.STAlignConfig.from_backbone>`).
+        With a preset or a backbone, the gene vocabulary is built from ``sections`` (:func:`stalign.pp.build_vocabulary`).
     output_dir
         Folder for ``metrics.jsonl`` (one JSON row per step: step, epoch, lr, weight_decay, loss, each loss term,
         grad_norm, pairs_per_s), ``checkpoints/``, ``run.json`` (the model config, the
