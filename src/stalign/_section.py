@@ -1,5 +1,8 @@
 """One view of a section, whatever container it came in.
 
+One module (~490 lines, over the ~450 guideline): the view, its image levels and the µm geometry are one convention,
+read everywhere through :func:`get_section`.
+
 Every reader returns a :class:`~spatialdata.SpatialData` that follows these conventions, and every function in
 :mod:`stalign.pp` / :mod:`stalign.tl` reads its input through :func:`get_section`, so both SpatialData and AnnData in
 the scanpy/squidpy Visium convention are accepted everywhere.

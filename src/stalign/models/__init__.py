@@ -13,10 +13,10 @@ from ._registry import available_models
 if TYPE_CHECKING:  # pragma: no cover
     from ._backbones import BACKBONES, Backbone, backbone_config, efficientnet_lite0_state_dict
     from ._io import clear_cache, load, save, weights_fingerprint
-    from ._io import model_record as model_record  # shared with tl and the cohort, not public API
-    from ._io import resolve_model as resolve_model
     from ._losses import LossOutput, contrastive_loss, gather_negatives, sample_negatives
     from ._model import STAlign
+    from ._resolve import model_record as model_record  # shared with tl and the cohort, not public API
+    from ._resolve import resolve_model as resolve_model
 
 __getattr__, __dir__ = lazy_exports(
     globals(),
@@ -31,8 +31,8 @@ __getattr__, __dir__ = lazy_exports(
         "efficientnet_lite0_state_dict": "._backbones",
         "gather_negatives": "._losses",
         "load": "._io",
-        "model_record": "._io",
-        "resolve_model": "._io",
+        "model_record": "._resolve",
+        "resolve_model": "._resolve",
         "sample_negatives": "._losses",
         "save": "._io",
         "weights_fingerprint": "._io",

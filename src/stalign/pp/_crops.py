@@ -1,5 +1,8 @@
 """Spot and niche crops defined in micrometres, read lazily and resampled in batches.
 
+One module (~540 lines, over the ~450 guideline): the crop boxes, the choice of a pyramid level and the resampling
+share the coordinate conventions below; reading image blocks lives in :mod:`stalign.pp._blocks`.
+
 Geometry
 --------
 A crop of side ``size_um`` centred on a spot covers ``size_um / microns_per_pixel`` full-resolution pixels. To
