@@ -27,6 +27,8 @@ sys.path.insert(0, str(HERE))
 # ``matplotlib.use(os.environ.get("MPLBACKEND", "agg"))``, so MPLBACKEND (``agg`` in CI) must name the inline backend
 # here, or the figures would only be saved to disk.
 os.environ.setdefault("STALIGN_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+# a relative folder means the one seen from where the build started; the kernels run elsewhere, so pass it absolute
+os.environ["STALIGN_DATA_DIR"] = str(Path(os.environ["STALIGN_DATA_DIR"]).expanduser().resolve())
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 # The tutorials also save their figures to $STALIGN_TUTORIAL_OUT (default "."): keep those files out of the tree.

@@ -12,10 +12,17 @@ A catalogue file reads::
     case = CASES.case
 
 
-    @case("pp-zero-crop-pixels", ValueError, r"out_px=0", r"positive integer number of pixels")
+    @case(
+        "pp-zero-crop-pixels",
+        ValueError,
+        r"out_px=0",
+        r"positive integer number of pixels",
+    )
     def _(ctx):
         a = ctx.ad.copy()
-        return [a], lambda: sta.pp.crop_boxes(a, size_um=50, out_px=0)  # (inputs to snapshot, the failing call)
+        return [a], lambda: sta.pp.crop_boxes(
+            a, size_um=50, out_px=0
+        )  # (inputs to snapshot, the failing call)
 
 
     @pytest.mark.parametrize("name", list(CASES))

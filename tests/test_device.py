@@ -147,6 +147,19 @@ def test_finetune(spy, toy_section, model, tmp_path):
     assert len(spy) == 2
 
 
+def test_finetune_frozen_trunk_cached_features(spy, toy_section, tmp_path):
+    """The frozen trunk's feature pass runs on the device; the cached features reach it with every batch."""
+    from ._synthetic import GENES, toy_config
+
+    torch.manual_seed(0)
+    model = STAlign(toy_config(GENES, freeze_spot_encoder=True, share_image_encoder=True))
+    with VirtualDevice() as vd:
+        sta.train.finetune(model, [toy_section()], output_dir=tmp_path, epochs=1, max_steps=2, batch_size=16,
+                           show_progress_bar=False, device=VIRTUAL)  # fmt: skip
+    _check_on_device(vd, spy)
+    assert len(spy) == 2 and all("spot_features" in c["inputs"] for c in spy)
+
+
 def test_evaluation_runner(spy, toy_adata, model):
     from stalign import evaluation
 

@@ -29,7 +29,10 @@ out_dir = os.environ.get("STALIGN_TUTORIAL_OUT", ".")
 # %%
 sdata = sta.datasets.dlpfc("151674")
 table = sdata.tables["table"]
-markers = {"WM": ["MBP", "PLP1", "MOBP", "MAG"], "GM": ["SNAP25", "SYT1", "NRGN", "CALM1"]}
+markers = {
+    "WM": ["MBP", "PLP1", "MOBP", "MAG"],
+    "GM": ["SNAP25", "SYT1", "NRGN", "CALM1"],
+}
 sta.tl.embed(sdata, show_progress_bar=False)
 sta.tl.annotate(sdata, markers=markers)
 truth = table.obs["annotation"].astype(str).map(lambda s: "WM" if s == "WM" else "GM")

@@ -38,10 +38,17 @@ sc.pp.log1p(truth)
 genes = [g for g in pred.var_names if g in truth.var_names]
 t = np.asarray(truth[pred.obs_names, genes].X.todense())
 p = np.asarray(pred[:, genes].X)
-r = [np.corrcoef(p[:, j], t[:, j])[0, 1] for j in range(len(genes)) if t[:, j].std() > 0 and p[:, j].std() > 0]
-print(f"mean Pearson r over {len(r)} genes: {np.mean(r):.3f}; MSE {np.mean((p - t) ** 2):.3f}")
+r = [
+    np.corrcoef(p[:, j], t[:, j])[0, 1]
+    for j in range(len(genes))
+    if t[:, j].std() > 0 and p[:, j].std() > 0
+]
+mse = np.mean((p - t) ** 2)
+print(f"mean Pearson r over {len(r)} genes: {np.mean(r):.3f}; MSE {mse:.3f}")
 
 # %%
-best = genes[int(np.nanargmax([np.corrcoef(p[:, j], t[:, j])[0, 1] for j in range(len(genes))]))]
+best = genes[
+    int(np.nanargmax([np.corrcoef(p[:, j], t[:, j])[0, 1] for j in range(len(genes))]))
+]
 ax = sta.pl.spatial(query, color=best, values=pred, title=f"{best}, predicted from H&E")
 ax.figure.savefig(os.path.join(out_dir, "03_predicted_gene.png"), dpi=80)

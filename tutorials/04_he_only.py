@@ -31,14 +31,20 @@ data_dir = os.environ.get("STALIGN_DATA_DIR", "../shared/data")
 # JPEG-compressed, tiled OME-TIFF with three sub-resolutions and `PhysicalSizeX`, the way a scanner stores a slide.
 
 # %%
-c5_grid = sta.datasets.her2st("C5", load_image=False)  # positions and counts only, for the scale
+c5_grid = sta.datasets.her2st(
+    "C5", load_image=False
+)  # positions and counts only, for the scale
 mpp = c5_grid.tables["table"].uns["spatial"]["C5"]["scalefactors"]["microns_per_pixel"]
-jpg = next(p for p in os.scandir(os.path.join(data_dir, "her2st", "data", "ST-imgs", "C", "C5")))
+jpg = next(
+    p for p in os.scandir(os.path.join(data_dir, "her2st", "data", "ST-imgs", "C", "C5"))
+)
 img = read_image_array(jpg.path)
 slide = os.path.join(out_dir, "C5.ome.tif")
 with tifffile.TiffWriter(slide, bigtiff=True) as tw:
     opts = {"photometric": "rgb", "tile": (512, 512), "compression": "jpeg"}
-    tw.write(img, subifds=3, metadata={"PhysicalSizeX": mpp, "PhysicalSizeY": mpp}, **opts)
+    tw.write(
+        img, subifds=3, metadata={"PhysicalSizeX": mpp, "PhysicalSizeY": mpp}, **opts
+    )
     for _ in range(3):
         img = img[::2, ::2]
         tw.write(img, subfiletype=1, **opts)
@@ -55,7 +61,10 @@ print(f"{slide}: {os.path.getsize(slide) / 1e6:.0f} MB, {mpp:.4f} µm/px")
 
 # %%
 sdata = sta.io.read_image(slide)
-print(sdata.attrs["stalign"]["microns_per_pixel"], sdata.attrs["stalign"]["microns_per_pixel_source"])
+print(
+    sdata.attrs["stalign"]["microns_per_pixel"],
+    sdata.attrs["stalign"]["microns_per_pixel_source"],
+)
 sta.pp.tile_tissue(sdata, spacing_um=100)
 print(sdata)
 
@@ -100,8 +109,22 @@ sc.pp.normalize_total(measured, target_sum=1e4)
 sc.pp.log1p(measured)
 fig, axes = plt.subplots(2, 2, figsize=(10, 10))
 for gene, row in zip(["ERBB2", "COL1A1"], axes, strict=True):
-    sta.pl.spatial(sdata, color=gene, values=pred, cmap="magma", ax=row[0], title=f"{gene}, predicted on tiles")
-    sta.pl.spatial(c5, color=gene, values=measured, cmap="magma", ax=row[1], title=f"{gene}, measured at spots")
+    sta.pl.spatial(
+        sdata,
+        color=gene,
+        values=pred,
+        cmap="magma",
+        ax=row[0],
+        title=f"{gene}, predicted on tiles",
+    )
+    sta.pl.spatial(
+        c5,
+        color=gene,
+        values=measured,
+        cmap="magma",
+        ax=row[1],
+        title=f"{gene}, measured at spots",
+    )
 fig.tight_layout()
 fig.savefig(os.path.join(out_dir, "04_predicted_genes.png"), dpi=70)
 
@@ -114,9 +137,22 @@ fig.savefig(os.path.join(out_dir, "04_predicted_genes.png"), dpi=70)
 # %%
 sta.pp.tile_tissue(sdata, spacing_um=50, table_key="tiles50")
 sta.tl.embed(sdata, table_key="tiles50", show_progress_bar=False)
-fine = sta.tl.predict_expression(sdata.tables["tiles50"], reference, genes=genes)  # a table is a query too
-print(sdata.tables["table"].n_obs, "tiles at 100 µm;", sdata.tables["tiles50"].n_obs, "tiles at 50 µm")
+fine = sta.tl.predict_expression(
+    sdata.tables["tiles50"], reference, genes=genes
+)  # a table is a query too
+print(
+    sdata.tables["table"].n_obs,
+    "tiles at 100 µm;",
+    sdata.tables["tiles50"].n_obs,
+    "tiles at 50 µm",
+)
 ax = sta.pl.spatial(
-    sdata, color="ERBB2", values=fine, table_key="tiles50", cmap="magma", spot_scale=0.5, title="ERBB2 on 50 µm tiles"
+    sdata,
+    color="ERBB2",
+    values=fine,
+    table_key="tiles50",
+    cmap="magma",
+    spot_scale=0.5,
+    title="ERBB2 on 50 µm tiles",
 )
 ax.figure.savefig(os.path.join(out_dir, "04_erbb2_50um.png"), dpi=80)

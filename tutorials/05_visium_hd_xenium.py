@@ -36,7 +36,13 @@ data_dir = os.environ.get("STALIGN_DATA_DIR", "../shared/data")
 
 # %%
 ileum = sta.io.read_xenium(
-    os.path.join(data_dir, "xenium_insitupy_ileum", "tests", "data", "Xenium_Prime_Mouse_Ileum_tiny_outs")
+    os.path.join(
+        data_dir,
+        "xenium_insitupy_ileum",
+        "tests",
+        "data",
+        "Xenium_Prime_Mouse_Ileum_tiny_outs",
+    )
 )
 print(ileum)
 sta.tl.embed(ileum, show_progress_bar=False)
@@ -57,7 +63,10 @@ cells.X = sparse.csr_matrix(cells.X.astype(np.float32))
 cells.obsm["spatial"] = cells.obs[["y_pixel", "x_pixel"]].to_numpy()  # (column, row)
 he = np.asarray(Image.open(os.path.join(root, "image", "NCBI858.jpg")).convert("RGB"))
 cells.uns["spatial"] = {
-    "NCBI858": {"images": {"hires": he}, "scalefactors": {"tissue_hires_scalef": 1.0, "microns_per_pixel": 2.125}}
+    "NCBI858": {
+        "images": {"hires": he},
+        "scalefactors": {"tissue_hires_scalef": 1.0, "microns_per_pixel": 2.125},
+    }
 }
 print(cells)
 
@@ -70,7 +79,13 @@ print(cells)
 sta.tl.embed(cells, show_progress_bar=False)
 sta.tl.domains(cells, n_domains=4, smooth_um=100)
 print(cells.obs["stalign_domain"].value_counts())
-print(cells.to_df().groupby(cells.obs["stalign_domain"].to_numpy())[["SFTPC", "COL1A1", "PTGDS", "HLA-DRA"]].mean())
+print(
+    cells.to_df()
+    .groupby(cells.obs["stalign_domain"].to_numpy())[
+        ["SFTPC", "COL1A1", "PTGDS", "HLA-DRA"]
+    ]
+    .mean()
+)
 ax = sta.pl.domains(cells, title="NCBI858: domains of 200 cells")
 ax.figure.savefig(os.path.join(out_dir, "05_ncbi858_domains.png"), dpi=80)
 
@@ -118,10 +133,16 @@ sta.tl.embed(hd, table_key="pseudospots", show_progress_bar=False)
 ps = hd.tables["pseudospots"]
 sta.tl.domains(ps, n_domains=7)
 bins = hd.tables["table"]
-bins.obs["stalign_domain"] = ps.obs["stalign_domain"].reindex(bins.obs["pseudospots"].astype(str)).to_numpy()
-summed = np.asarray(bins.obsm["pseudospots"].sum(1)).ravel() > 0
-print(
-    f"{ps.n_obs} pseudo-spots sum {summed.mean():.0%} of the bins; {bins.obs['stalign_domain'].notna().mean():.0%} get a domain"
+bins.obs["stalign_domain"] = (
+    ps.obs["stalign_domain"].reindex(bins.obs["pseudospots"].astype(str)).to_numpy()
 )
-ax = sta.pl.domains(hd, table_key="pseudospots", title="DLPFC 151673 as Visium HD: 100 µm pseudo-spots")
+summed = np.asarray(bins.obsm["pseudospots"].sum(1)).ravel() > 0
+with_domain = bins.obs["stalign_domain"].notna().mean()
+print(
+    f"{ps.n_obs} pseudo-spots sum {summed.mean():.0%} of the bins; "
+    f"{with_domain:.0%} get a domain"
+)
+ax = sta.pl.domains(
+    hd, table_key="pseudospots", title="DLPFC 151673 as Visium HD: 100 µm pseudo-spots"
+)
 ax.figure.savefig(os.path.join(out_dir, "05_hd_pseudospot_domains.png"), dpi=80)

@@ -30,11 +30,22 @@ class BatchKey:
     cluster = "cluster"
     #: int64 ``(B,)`` row of the spot in its section's table
     index = "index"
+    #: optional float32 ``(B, F)`` precomputed features of a frozen spot trunk (training's feature cache)
+    spot_features = "spot_features"
+    #: optional float32 ``(B, F)`` precomputed features of a frozen niche trunk
+    niche_features = "niche_features"
 
 
 #: The model inputs of a batch: what inference moves to the model's device. The masks and ids stay on the host,
 #: where the model reads them without waiting for the device.
-INPUT_KEYS = (BatchKey.spot_image, BatchKey.niche_image, BatchKey.spot_expr, BatchKey.niche_expr)
+INPUT_KEYS = (
+    BatchKey.spot_image,
+    BatchKey.niche_image,
+    BatchKey.spot_expr,
+    BatchKey.niche_expr,
+    BatchKey.spot_features,
+    BatchKey.niche_features,
+)
 
 
 def inputs_to(batch: dict, device) -> dict:

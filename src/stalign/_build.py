@@ -12,7 +12,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from ._constants import Key
-from ._section import _to_uint8_rgb
+from ._section import _to_uint8_rgb, get_section, write_library_entry
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +207,34 @@ def spot_elements(
 ):
     """The spot circles and the table annotating them, in the package's conventions.
 
-    Parameters are those of :func:`build_sdata`, plus ``region`` (the circles' element name, default
-    :func:`shapes_key`) and extra ``scalefactors`` recorded next to ``microns_per_pixel``.
+    Parameters
+    ----------
+    sample
+        Section name; becomes ``obs["sample"]`` and the library id.
+    coords_fullres
+        ``(n, 2)`` spot centres ``(x, y)`` in full-resolution pixels.
+    obs_names
+        Spot ids, unique.
+    microns_per_pixel
+        µm per full-resolution pixel.
+    spot_diameter_fullres
+        Spot diameter in full-resolution pixels.
+    counts
+        ``(n, g)`` raw counts; ``None`` for a table with 0 genes (image + positions only).
+    var_names
+        Gene symbols (``g``).
+    var
+        Extra per-gene columns (e.g. ``gene_ids``), indexed like ``var_names``.
+    obs
+        Extra per-spot columns (labels, array coordinates), indexed by ``obs_names``.
+    technology
+        ``"visium"`` or ``"st"``; recorded in ``uns``.
+    region
+        The circles' element name (default :func:`shapes_key`).
+    scalefactors
+        Extra scale factors recorded next to ``microns_per_pixel``.
+    what
+        Name of the section in messages.
 
     Returns
     -------
@@ -259,7 +285,7 @@ def spot_elements(
         Key.spot_diameter_fullres: float(spot_diameter_fullres),
         **(scalefactors or {}),
     }
-    adata.uns[Key.spatial] = {sample: {"scalefactors": sf, "metadata": {"technology": technology}}}
+    adata.uns[Key.spatial] = {sample: {"scalefactors": sf, "images": {}, "metadata": {"technology": technology}}}
     circles = ShapesModel.parse(
         coords,
         geometry=0,
@@ -274,18 +300,10 @@ def spot_elements(
 def build_sdata(
     *,
     sample: str,
-    coords_fullres: np.ndarray,
-    obs_names: Sequence[str],
-    microns_per_pixel: float,
-    spot_diameter_fullres: float,
-    counts: Any = None,
-    var_names: Sequence[str] | None = None,
-    var: pd.DataFrame | None = None,
-    obs: pd.DataFrame | None = None,
     image: np.ndarray | None = None,
     image_scalef: float = 1.0,
-    technology: str = "visium",
     what: str | None = None,
+    **spot: Any,
 ):
     """Build a :class:`~spatialdata.SpatialData` with one table, one multiscale image and spot circles.
 
@@ -293,28 +311,15 @@ def build_sdata(
     ----------
     sample
         Section name; becomes ``obs["sample"]``, the library id and the element-name prefix.
-    coords_fullres
-        ``(n, 2)`` spot centres ``(x, y)`` in full-resolution pixels.
-    obs_names
-        Spot ids, unique.
-    microns_per_pixel
-        µm per full-resolution pixel.
-    spot_diameter_fullres
-        Spot diameter in full-resolution pixels.
-    counts
-        ``(n, g)`` raw counts; ``None`` for a table with 0 genes (image + positions only).
-    var_names
-        Gene symbols (``g``).
-    var
-        Extra per-gene columns (e.g. ``gene_ids``), indexed like ``var_names``.
-    obs
-        Extra per-spot columns (labels, array coordinates), indexed by ``obs_names``.
     image
         ``(h, w[, c])`` H&E image; converted to uint8 RGB.
     image_scalef
         Image pixels per full-resolution pixel (1 for a full-resolution image, Space Ranger's ``tissue_*_scalef``).
-    technology
-        ``"visium"`` or ``"st"``; recorded in ``uns``.
+    what
+        Name of the section in messages.
+    **spot
+        The spots and their table, as :func:`spot_elements` takes them (``coords_fullres``, ``obs_names``,
+        ``microns_per_pixel``, ``spot_diameter_fullres``, ``counts``, ...).
     """
     from spatialdata import SpatialData
 
@@ -324,17 +329,9 @@ def build_sdata(
         raise ValueError(msg)
     region, circles, table = spot_elements(
         sample=sample,
-        coords_fullres=coords_fullres,
-        obs_names=obs_names,
-        microns_per_pixel=microns_per_pixel,
-        spot_diameter_fullres=spot_diameter_fullres,
-        counts=counts,
-        var_names=var_names,
-        var=var,
-        obs=obs,
-        technology=technology,
         scalefactors=None if image is None else {"image_scalef": float(image_scalef)},
         what=what,
+        **spot,
     )
     images = {}
     if image is not None:
@@ -350,4 +347,7 @@ def build_sdata(
             )
             raise ValueError(msg)
         images[image_key(sample)] = build_image(arr, image_scalef=image_scalef, what=f"{what}: image")
-    return SpatialData(images=images, shapes={region: circles}, tables={Key.table: table})
+    sdata = SpatialData(images=images, shapes={region: circles}, tables={Key.table: table})
+    if images:
+        write_library_entry(table, get_section(sdata))
+    return sdata

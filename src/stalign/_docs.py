@@ -49,9 +49,15 @@ SNIPPETS["plot_params"] = "figsize\n    Figure size when ``ax`` is None.\n" + SN
 #: Examples that need a finished training run (its folder ``run``): 4 steps on one small section.
 SNIPPETS["tiny_run"] = """\
 >>> import stalign as sta
->>> model = sta.train.pretrain(  # 4 steps on one small section, a checkpoint every 2
-...     [sta.datasets.stutility_mob("MOB1")], output_dir="run", epochs=1, max_steps=4, checkpoint_every=2,
-...     batch_size=32, show_progress_bar=False,
+>>> # 4 steps on one small section, a checkpoint every 2
+>>> model = sta.train.pretrain(
+...     [sta.datasets.stutility_mob("MOB1")],
+...     output_dir="run",
+...     epochs=1,
+...     max_steps=4,
+...     checkpoint_every=2,
+...     batch_size=32,
+...     show_progress_bar=False,
 ... )"""
 #: Examples on an embedded DLPFC section (``sdata``, embedded by the bundled model).
 SNIPPETS["dlpfc_embedded"] = """\

@@ -137,11 +137,19 @@ def ensembl_to_symbol(ids: Sequence[str]) -> np.ndarray:
     array(['MBP', 'SNAP25', 'MBP'], dtype=object)
     """
     _check_names(ids, arg="ids", func="ensembl_to_symbol")
+    out, n_miss, n_ids = _map_ensembl(ids)
+    if n_miss:
+        logger.info("%d of %d Ensembl ids have no symbol in the reference; kept as ids.", n_miss, n_ids)
+    return out
+
+
+def _map_ensembl(ids: Sequence[str]) -> tuple[np.ndarray, int, int]:
+    """:func:`ensembl_to_symbol`'s mapping, silent: ``(symbols, ids without a symbol, Ensembl ids)``."""
     ids = np.asarray([str(i) for i in ids], dtype=object)
     out = ids.copy()
     mask = is_ensembl(ids)
     if not mask.any():
-        return out
+        return out, 0, 0
     bare = strip_version(ids[mask])
     species = np.asarray([_species_of(i) for i in bare])
     mapped = np.empty(len(bare), dtype=object)
@@ -151,10 +159,7 @@ def ensembl_to_symbol(ids: Sequence[str]) -> np.ndarray:
     keep = pd.isna(mapped)
     mapped[keep] = ids[mask][keep]
     out[mask] = mapped
-    n_miss = int(keep.sum())
-    if n_miss:
-        logger.info("%d of %d Ensembl ids have no symbol in the reference; kept as ids.", n_miss, len(bare))
-    return out
+    return out, int(keep.sum()), len(bare)
 
 
 def to_vocabulary_symbols(var_names: Sequence[str]) -> np.ndarray:
@@ -176,8 +181,8 @@ def to_vocabulary_symbols(var_names: Sequence[str]) -> np.ndarray:
     array(['MBP', 'SNAP25'], dtype=object)
     """
     names = [str(v) for v in var_names]
-    if is_ensembl(names).any():
-        names = list(ensembl_to_symbol(names))
+    if is_ensembl(names).any():  # ids a reader kept (it said so once): mapped again in silence
+        names = list(_map_ensembl(names)[0])
     return normalize_symbol(names)
 
 
@@ -201,7 +206,10 @@ def var_symbols(table: Any) -> np.ndarray:
     --------
     >>> import anndata as ad, numpy as np, pandas as pd
     >>> from stalign._genes import var_symbols
-    >>> t = ad.AnnData(np.zeros((1, 2)), var=pd.DataFrame({"gene_symbols": ["Mbp", "SNAP25"]}, index=["a", "b"]))
+    >>> t = ad.AnnData(
+    ...     np.zeros((1, 2)),
+    ...     var=pd.DataFrame({"gene_symbols": ["Mbp", "SNAP25"]}, index=["a", "b"]),
+    ... )
     >>> var_symbols(t)
     array(['MBP', 'SNAP25'], dtype=object)
     """
@@ -242,7 +250,9 @@ def gene_index(var_names: Sequence[str] | Any, vocabulary: Sequence[str]) -> np.
     Examples
     --------
     >>> import stalign as sta
-    >>> sta.pp.gene_index(["Mbp", "ENSG00000132639", "not-a-gene"], ["MBP", "PLP1", "SNAP25"])
+    >>> sta.pp.gene_index(
+    ...     ["Mbp", "ENSG00000132639", "not-a-gene"], ["MBP", "PLP1", "SNAP25"]
+    ... )
     array([ 0,  2, -1])
     """
     _check_names(vocabulary, arg="vocabulary", func="gene_index")
@@ -301,7 +311,9 @@ def gene_coverage(var_names: Sequence[str] | Any, vocabulary: Sequence[str], *, 
     >>> import stalign as sta
     >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.models.load("stalign-base")
-    >>> coverage = sta.pp.gene_coverage(sdata.tables["table"].var_names, model.genes, name="MOB1")
+    >>> coverage = sta.pp.gene_coverage(
+    ...     sdata.tables["table"].var_names, model.genes, name="MOB1"
+    ... )
     >>> coverage
     1.0
     """
@@ -333,14 +345,17 @@ def build_vocabulary(tables: Iterable[Any], *, min_sections: int = 1) -> list[st
 
     Returns
     -------
-    Sorted list of unique upper-case symbols. Genes the reference names by their Ensembl id (novel genes in
-    GRCh38-2024) and ids absent from the reference keep the id as their token.
+    list of str
+        Sorted list of unique upper-case symbols. Genes the reference names by their Ensembl id (novel genes in
+        GRCh38-2024) and ids absent from the reference keep the id as their token.
 
     Examples
     --------
     >>> import stalign as sta
     >>> sections = [sta.datasets.stutility_mob("MOB1"), sta.datasets.her2st("C2")]
-    >>> genes = sta.pp.build_vocabulary(sections)  # mouse symbols upper-cased, union of both panels
+    >>> genes = sta.pp.build_vocabulary(
+    ...     sections
+    ... )  # mouse symbols upper-cased, union of both panels
     >>> len(genes)
     15821
     >>> "MBP" in genes and "ERBB2" in genes

@@ -1,5 +1,8 @@
 """One view of a section, whatever container it came in.
 
+One module (~490 lines, over the ~450 guideline): the view, its image levels and the µm geometry are one convention,
+read everywhere through :func:`get_section`.
+
 Every reader returns a :class:`~spatialdata.SpatialData` that follows these conventions, and every function in
 :mod:`stalign.pp` / :mod:`stalign.tl` reads its input through :func:`get_section`, so both SpatialData and AnnData in
 the scanpy/squidpy Visium convention are accepted everywhere.
@@ -168,6 +171,99 @@ def fine_enough(fullres_per_px: float, target_fullres_per_px: float) -> bool:
     return fullres_per_px <= target_fullres_per_px * (1 + 1e-6)
 
 
+#: Longest side (pixels) of the images :func:`library_entry` stores, Space Ranger's sizes: ``"lowres"`` (600) and
+#: ``"hires"`` (2000).
+LOWRES_MAX_SIDE = 600
+HIRES_MAX_SIDE = 2000
+
+
+def _downsample(arr: Any, max_side: int) -> tuple[np.ndarray, int]:
+    """(c, y, x) → (c, y', x') by an integer block mean so the longer side is at most ``max_side``."""
+    h, w = arr.shape[-2:]
+    f = max(1, int(np.ceil(max(h, w) / max_side)))
+    if f == 1:
+        return np.asarray(arr), 1
+    hh, ww = (h // f) * f, (w // f) * f
+    a = np.asarray(arr[:, :hh, :ww], dtype=np.float32)
+    a = a.reshape(a.shape[0], hh // f, f, ww // f, f).mean(axis=(2, 4))
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8), f
+
+
+def _small_image(sec: Section, max_side: int) -> tuple[np.ndarray, float]:
+    """``(y, x, 3)`` uint8 image of at most ``max_side`` pixels a side, and its pixels per full-resolution pixel.
+
+    The finest pyramid level that small, read as it is; when none is, the coarsest level block-averaged down (never
+    a whole large level: the readers' pyramids reach 512 pixels).
+    """
+    small = [lv for lv in sec.images if max(lv.shape) <= max_side]
+    if small:
+        lv = min(small, key=lambda v: v.fullres_per_px)
+        arr, f = np.asarray(lv.data), 1
+    else:
+        lv = sec.images[-1]
+        arr, f = _downsample(lv.data, max_side)
+    return np.ascontiguousarray(np.moveaxis(np.asarray(arr), 0, -1)), 1.0 / (lv.fullres_per_px * f)
+
+
+def library_entry(sec: Section, *, images: bool = True, max_side: int = HIRES_MAX_SIDE) -> dict:
+    """``uns["spatial"][library_id]`` of a section in the scanpy/squidpy Visium convention (the one writer of it).
+
+    Its ``scalefactors`` (``microns_per_pixel`` and ``spot_diameter_fullres`` included) and its ``images``:
+    ``"lowres"`` (at most :data:`LOWRES_MAX_SIDE` pixels a side) and ``"hires"`` (at most ``max_side``), small levels
+    of the section's pyramid (never a large one), each with a matching ``scalefactors["tissue_<res>_scalef"]`` (image
+    pixels per full-resolution pixel). A section whose image is no larger than a lowres one gets that image under
+    both keys, as scanpy and squidpy look for ``"hires"`` first. ``images`` is ``{}`` for a section with no image or
+    with ``images=False``, so ``sc.pl.spatial`` and ``sq.pl.spatial_scatter`` draw the spots alone.
+
+    Parameters
+    ----------
+    sec
+        The section (:func:`get_section`).
+    images
+        Store the images; ``False`` keeps the scalefactors only.
+    max_side
+        Longest side (pixels) of the ``"hires"`` image.
+
+    Returns
+    -------
+    The entry: the section's own one (``metadata`` etc.) with ``scalefactors`` and ``images`` set.
+    """
+    from collections.abc import Mapping
+
+    spatial = sec.table.uns.get(Key.spatial, {})
+    own = spatial.get(sec.library_id, {}) if isinstance(spatial, Mapping) else {}
+    entry = dict(own) if isinstance(own, Mapping) else {}
+    sf = dict(entry.get("scalefactors", {}) or {})
+    sf[Key.microns_per_pixel] = sec.microns_per_pixel
+    sf[Key.spot_diameter_fullres] = sec.spot_diameter_fullres
+    imgs = {}
+    if images and sec.images:
+        for res, side in (("hires", max(max_side, LOWRES_MAX_SIDE)), ("lowres", LOWRES_MAX_SIDE)):
+            imgs[res], sf[f"tissue_{res}_scalef"] = _small_image(sec, side)
+    entry["scalefactors"] = sf
+    entry["images"] = imgs
+    return entry
+
+
+def write_library_entry(table: AnnData, sec: Section) -> None:
+    """Give ``table.uns["spatial"][sec.library_id]`` its :func:`library_entry` unless it already holds images.
+
+    What every writer of a table calls (readers, :func:`stalign.pp.tile_tissue`, :func:`stalign.tl.embed`), so that a
+    table stalign hands back plots as it is in ``sc.pl.spatial`` and ``sq.pl.spatial_scatter``.
+    """
+    from collections.abc import Mapping
+
+    spatial = table.uns.get(Key.spatial)
+    own = spatial.get(sec.library_id) if isinstance(spatial, Mapping) else None
+    imgs = own.get("images") if isinstance(own, Mapping) else None
+    if isinstance(imgs, Mapping) and (imgs or not sec.has_image):
+        return
+    entry = library_entry(sec)
+    if not isinstance(spatial, Mapping):
+        table.uns[Key.spatial] = {}
+    table.uns[Key.spatial][sec.library_id] = entry
+
+
 def _scalefactors(table: AnnData, library_id: str | None) -> tuple[str | None, dict]:
     from collections.abc import Mapping
 
@@ -278,10 +374,40 @@ def _microns_per_pixel(sf: dict, library_id: Any, table: AnnData | None = None) 
     return float(mpp), float(diam)
 
 
-def _coords(table: AnnData) -> np.ndarray:
+def _no_coords_error(table: AnnData, sdata: Any = None, table_key: str = Key.table) -> KeyError:
+    """The error of a table without spot positions: ``obsm["spatial"]`` for an AnnData, the shapes element for SpatialData."""
+    if sdata is None:
+        msg = (
+            "The AnnData has no spot coordinates: `obsm['spatial']` is missing (spot centres (x, y) in full-resolution "
+            "pixels). Set it, or read the section with stalign.io."
+        )
+        return KeyError(msg)
+    region = (table.uns.get("spatialdata_attrs") or {}).get("region")
+    names = [region] if isinstance(region, str) else list(region) if region is not None else []
+    present = [n for n in names if n in sdata.shapes]
+    if present:
+        msg = (
+            f"sdata.tables[{table_key!r}] has no spot coordinates in `obsm['spatial']`; its spots are the shapes "
+            f"element sdata.shapes[{present[0]!r}]: set `obsm['spatial']` to their centres in full-resolution pixels "
+            "(or read the section with stalign.io)."
+        )
+    else:
+        which = (
+            f"the shapes element {names[0]!r} it annotates is missing from sdata.shapes"
+            if names
+            else ("it annotates no shapes element (no `region` in its spatialdata_attrs)")
+        )
+        msg = (
+            f"sdata.tables[{table_key!r}] has no spot coordinates: `obsm['spatial']` is missing and {which} "
+            f"(shapes present: {', '.join(sdata.shapes.keys()) or 'none'}). Add the spots as a shapes element the "
+            "table annotates, with their centres in `obsm['spatial']`, or read the section with stalign.io."
+        )
+    return KeyError(msg)
+
+
+def _coords(table: AnnData, sdata: Any = None, table_key: str = Key.table) -> np.ndarray:
     if Key.spatial not in table.obsm:
-        msg = "The table has no `obsm['spatial']` (spot centres in full-resolution pixels); read it with stalign.io."
-        raise KeyError(msg)
+        raise _no_coords_error(table, sdata, table_key)
     try:
         coords = np.asarray(table.obsm[Key.spatial], dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -465,6 +591,7 @@ def get_section(
     if table.n_obs == 0:
         msg = "The table has no spots (0 observations); select at least one spot before calling stalign."
         raise ValueError(msg)
+    coords = _coords(table, data if table is not data else None, table_key)
     lib, sf = _scalefactors(table, library_id)
     if levels is None:
         levels = _levels_from_anndata(table, lib)
@@ -481,7 +608,7 @@ def get_section(
     return Section(
         table=table,
         library_id=str(lib),
-        coords=_coords(table),
+        coords=coords,
         microns_per_pixel=mpp,
         spot_diameter_fullres=diam,
         images=levels,

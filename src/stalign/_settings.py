@@ -15,6 +15,8 @@ class _Settings:
     ----------
     device
         Default torch device of :func:`stalign.tl.embed` and training (``None``: CUDA when present, else CPU).
+    verbosity
+        How much stalign logs (0–4 or ``"error"`` … ``"debug"``), as scanpy's ``settings.verbosity``.
     data_dir
         Folder that holds the shared datasets read by the :mod:`stalign.datasets` loaders (``stalign.datasets.dlpfc`` etc.);
         ``None``: ``$STALIGN_DATA_DIR``. Nothing is read relative to the working directory.
@@ -22,6 +24,22 @@ class _Settings:
 
     device: str | None = None
     data_dir: str | os.PathLike | None = None
+
+    @property
+    def verbosity(self) -> int:
+        """How much stalign logs, as ``scanpy.settings.verbosity``: 0 errors, 1 warnings (default), 2 info, 3 hints, 4 debug.
+
+        Set it to a number or a name (``"info"``); see :func:`stalign.set_verbosity`.
+        """
+        from ._logging import verbosity
+
+        return verbosity()
+
+    @verbosity.setter
+    def verbosity(self, level: int | str) -> None:
+        from ._logging import set_verbosity
+
+        set_verbosity(level)
 
     def resolved_data_dir(self) -> Path | None:
         """``data_dir``, else ``$STALIGN_DATA_DIR``, else ``None``."""

@@ -55,11 +55,24 @@ def resolve_device(device: Any = None):
     return dev
 
 
-def track(iterable: Iterable, *, desc: str, total: int | None = None, disable: bool = False, **kwargs):
-    """Wrap an iterable in a ``tqdm.auto`` progress bar."""
-    from tqdm.auto import tqdm
+def progress_bar(*args: Any, **kwargs: Any):
+    """A ``tqdm`` bar: ``tqdm.auto`` (a widget in Jupyter) when ipywidgets is installed, else the text bar.
 
-    return tqdm(iterable, desc=desc, total=total, disable=disable, **kwargs)
+    ``tqdm.auto`` without ipywidgets warns in Jupyter ("IProgress not found") and falls back to the text bar anyway;
+    choosing the text bar upfront gives the same bar without the warning.
+    """
+    from importlib.util import find_spec
+
+    if find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(*args, **kwargs)
+
+
+def track(iterable: Iterable, *, desc: str, total: int | None = None, disable: bool = False, **kwargs):
+    """Wrap an iterable in a :func:`progress_bar`."""
+    return progress_bar(iterable, desc=desc, total=total, disable=disable, **kwargs)
 
 
 def l2_normalize(X: Any):
@@ -130,6 +143,30 @@ def save_data(adata, *, attr: str, key: str, data: Any) -> None:
     """Write ``data`` to ``adata.<attr>[key]`` and log it (squidpy's ``_save_data``)."""
     getattr(adata, attr)[key] = data
     logger.info("Adding `adata.%s[%r]`", attr, key)
+
+
+def category_colors(n: int) -> list[str]:
+    """Scanpy's default colours for ``n`` categories (what ``sc.pl`` stores in ``uns["<key>_colors"]``).
+
+    Matplotlib's colour cycle when it has enough colours, else scanpy's ``default_20``, ``default_28`` or
+    ``default_102`` palette, else grey: the rule of scanpy's plotting functions, so stalign, scanpy and squidpy colour
+    the same categories alike.
+    """
+    from matplotlib import colors, rcParams
+    from scanpy.plotting import palettes
+
+    cycle = rcParams["axes.prop_cycle"].by_key().get("color", [])
+    for palette in (cycle, palettes.default_20, palettes.default_28, palettes.default_102):
+        if len(palette) >= n:
+            return [colors.to_hex(c) for c in palette[:n]]
+    return ["#808080"] * n
+
+
+def set_category_colors(table, key: str) -> None:
+    """Write scanpy's default palette for the categories of ``obs[key]`` into ``uns[f"{key}_colors"]``."""
+    n = len(table.obs[key].cat.categories)
+    table.uns[f"{key}_colors"] = category_colors(n)
+    logger.info("Adding `adata.uns[%r]`", f"{key}_colors")
 
 
 def get_table(data: Any, *, table_key: str = "table"):
@@ -297,4 +334,19 @@ def write_data(data: Any, path: Path) -> None:
             msg = f"{str(path)!r}: an AnnData can only be written as .h5ad; use an .h5ad path."
             raise ValueError(msg)
         else:
-            data.write(tmp)
+            with _unsharded_tables():
+                data.write(tmp)
+
+
+def _unsharded_tables() -> contextlib.AbstractContextManager:
+    """Anndata's zarr v3 tables unsharded (what spatialdata reads everywhere), unless the user chose otherwise.
+
+    anndata asks every array it writes to choose (``anndata.settings.auto_shard_zarr_v3``) and warns while it is
+    unset; a SpatialData table then gave one warning per array. A value the user set is kept.
+    """
+    import anndata
+
+    settings = getattr(anndata, "settings", None)
+    if settings is None or getattr(settings, "auto_shard_zarr_v3", False) is not None:
+        return contextlib.nullcontext()
+    return settings.override(auto_shard_zarr_v3=False)

@@ -69,10 +69,8 @@ def check_number(
 
     Parameters
     ----------
-    value
-        The argument.
-    name
-        Its name, as the user wrote it.
+    value, name
+        The argument, and its name as the user wrote it.
     minimum
         Lower bound.
     strict

@@ -160,9 +160,9 @@ def _load_input(spec: str, args):
 
     tile_um = getattr(args, "tile_um", None)
     mpp = getattr(args, "microns_per_pixel", None)
-    for flag, val in (("--tile-um", tile_um), ("--microns-per-pixel", mpp)):
+    for flag, val, example in (("--tile-um", tile_um, 100), ("--microns-per-pixel", mpp, 0.5)):
         if val is not None and not (val > 0 and val < float("inf")):
-            msg = f"{flag} {val}: it must be a positive number of micrometres (e.g. {flag} 100)."
+            msg = f"{flag} {val}: it must be a positive number of micrometres (e.g. {flag} {example})."
             raise ValueError(msg)
     if not is_image_path(spec):
         if tile_um is not None or mpp is not None:
@@ -309,6 +309,33 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _set_command(parser: argparse.ArgumentParser, func) -> None:
+    """Bind a sub-command's function, and its flags by the Python names they stand for (for :func:`cli_wording`)."""
+    flags = {
+        a.dest: max(a.option_strings, key=len)
+        for a in parser._actions
+        if any(o.startswith("--") for o in a.option_strings) and a.dest != "help"
+    }
+    parser.set_defaults(func=func, flags=flags)
+
+
+def cli_wording(message: str, flags: dict[str, str]) -> str:
+    """An error of the Python API in the words of the command line: ``microns_per_pixel=`` → ``--microns-per-pixel``.
+
+    Each argument of the Python API that the command exposes as a flag (``flags``: ``{"data_dir": "--data-dir"}``) is
+    renamed where the message asks for it (```data_dir=```, ``data_dir=<value>``, ``data_dir=``); other mentions
+    (``stalign.settings.data_dir``) stay as they are.
+    """
+    import re
+
+    for dest, flag in flags.items():
+        name = re.escape(dest)
+        message = re.sub(rf"`{name}=`", f"`{flag}`", message)
+        message = re.sub(rf"(?<![\w.]){name}=(?=[^\s,;.)])", f"{flag} ", message)
+        message = re.sub(rf"(?<![\w.]){name}=", flag, message)
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``stalign`` argument parser."""
     p = argparse.ArgumentParser(prog="stalign", description=__doc__)
@@ -322,7 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
         "outs folder, a .zarr, an .h5ad or an H&E image file (tiled every 100 µm)",
     )
     info.add_argument("--data-dir", default=None, help="shared data folder (default $STALIGN_DATA_DIR)")
-    info.set_defaults(func=_cmd_info)
+    info.add_argument(
+        "--tile-um", type=float, default=None, help="H&E image input: pseudo-spot spacing in µm (default 100)"
+    )
+    info.add_argument(
+        "--microns-per-pixel", type=float, default=None, help="H&E image input: µm per pixel, if the file lacks it"
+    )
+    _set_command(info, _cmd_info)
 
     emb = sub.add_parser(
         "embed",
@@ -366,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-going", action="store_true", help="finish the other sections when one fails; list it in manifest.json"
     )
     emb.add_argument("--quiet", action="store_true", help="no progress bar / per-section lines")
-    emb.set_defaults(func=_cmd_embed)
+    _set_command(emb, _cmd_embed)
 
     pre = sub.add_parser("pretrain", help="pretrain a model from a TOML/JSON config")
     pre.add_argument("--config", required=True, help="TOML or JSON file with [data], [model], [train]")
@@ -374,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--epochs", type=int, default=None)
     pre.add_argument("--seed", type=int, default=None, help="training seed (overrides the config's)")
     pre.add_argument("--device", default=None)
-    pre.set_defaults(func=_cmd_pretrain)
+    _set_command(pre, _cmd_pretrain)
 
     ev = sub.add_parser("evaluate", help="evaluate a model against the baselines; write JSON + markdown")
     ev.add_argument(
@@ -407,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="results .json (a .md table is written next to it)")
     ev.add_argument("--device", default=None)
     ev.add_argument("--data-dir", default=None)
-    ev.set_defaults(func=_cmd_evaluate)
+    _set_command(ev, _cmd_evaluate)
     return p
 
 
@@ -422,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, TypeError, OSError) as e:  # OSError: missing/existing/unwritable paths
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        sys.stderr.write(f"stalign {args.command}: error: {msg}\n")
+        sys.stderr.write(f"stalign {args.command}: error: {cli_wording(str(msg), args.flags)}\n")
         return 2
 
 

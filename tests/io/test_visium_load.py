@@ -125,14 +125,19 @@ def test_load_specs_and_paths(tmp_path, data_dir, dlpfc_sdata):
 
 
 def test_to_anndata_squidpy_convention(dlpfc_sdata):
+    own = dlpfc_sdata.tables["table"].uns["spatial"][SAMPLE]
+    before = {k: dict(v) for k, v in own.items()}
     ad = io.to_anndata(dlpfc_sdata)
     lib = ad.uns["spatial"][SAMPLE]
-    img = lib["images"]["hires"]
-    assert img.shape == (600, 600, 3) and img.dtype == np.uint8
-    assert lib["scalefactors"]["tissue_hires_scalef"] == pytest.approx(0.045004502)
+    # the section is a 600 px lowres PNG: it is both images (squidpy looks for "hires" first)
+    for res in ("hires", "lowres"):
+        img = lib["images"][res]
+        assert img.shape == (600, 600, 3) and img.dtype == np.uint8
+        assert lib["scalefactors"][f"tissue_{res}_scalef"] == pytest.approx(0.045004502)
     sec = get_section(ad)
     assert sec.microns_per_pixel == pytest.approx(get_section(dlpfc_sdata).microns_per_pixel)
-    assert dlpfc_sdata.tables["table"].uns["spatial"][SAMPLE].get("images") is None  # the input is untouched
+    assert {k: dict(v) for k, v in own.items()}.keys() == before.keys()  # the input is untouched
+    assert own["images"]["hires"] is before["images"]["hires"] and lib is not own
 
 
 def test_to_anndata_downsamples_large_images():
@@ -141,9 +146,10 @@ def test_to_anndata_downsamples_large_images():
     img = np.random.default_rng(0).integers(0, 255, size=(4500, 700, 3), dtype=np.uint8)
     ad = io.to_anndata(io.read_st(counts, spots, img, sample="big"))
     lib = ad.uns["spatial"]["big"]
-    assert max(lib["images"]["hires"].shape[:2]) <= 2000
-    h = lib["images"]["hires"].shape[0]
-    assert lib["scalefactors"]["tissue_hires_scalef"] == pytest.approx(h / 4500, rel=0.01)
+    for res, side in (("hires", 2000), ("lowres", 600)):
+        assert max(lib["images"][res].shape[:2]) <= side
+        h = lib["images"][res].shape[0]
+        assert lib["scalefactors"][f"tissue_{res}_scalef"] == pytest.approx(h / 4500, rel=0.01)
 
 
 # ---------------------------------------------------------------- calibration: µm per pixel from the array grid

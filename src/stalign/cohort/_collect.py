@@ -24,7 +24,7 @@ def collect(plan: list[dict], statuses: list[dict], out: Path, *, fmt: str, n_do
     if done:
         # read back one section at a time, keeping obs, embeddings and spatial metadata only
         sections = (load(out / e["file"]) for e in done)
-        cohort = concat(sections, keys=[e["sample"] for e in done], counts=False, join="outer")
+        cohort = concat(sections, keys=[e["sample"] for e in done], counts=False, join="outer", images=True)
         if n_domains is not None:
             domains(cohort, n_domains=n_domains, library_key=Key.sample)
         with atomic_path(out / COHORT_FILE) as tmp:

@@ -112,14 +112,19 @@ def embed(
 
     Returns
     -------
-    On rank 0 (or in one process), the cohort AnnData written to ``cohort.h5ad``: ``obs["sample"]``, ``obsm``
-    embeddings and ``"spatial"``, ``uns["spatial"][<sample>]`` and the embedding record, and with ``n_domains``
-    ``obs["stalign_domain"]`` (with ``return_manifest``, ``(cohort, manifest)``); ``None`` on the other ranks.
+    AnnData | tuple[AnnData, dict] | None
+        On rank 0 (or in one process), the cohort AnnData written to ``cohort.h5ad``: ``obs["sample"]``, ``obsm``
+        embeddings and ``"spatial"``, ``uns["spatial"][<sample>]`` (scalefactors and small ``"lowres"``/``"hires"``
+        images: ``sq.pl.spatial_scatter(cohort, library_key="sample", ...)`` plots it as it is) and the embedding
+        record, and with ``n_domains`` ``obs["stalign_domain"]`` and its colours (with ``return_manifest``,
+        ``(cohort, manifest)``); ``None`` on the other ranks.
 
     Examples
     --------
     >>> import stalign as sta
-    >>> cohort = sta.cohort.embed(["stutility_mob:MOB1", "stutility_mob:MOB2"], "mob_cohort", n_domains=5)
+    >>> cohort = sta.cohort.embed(
+    ...     ["stutility_mob:MOB1", "stutility_mob:MOB2"], "mob_cohort", n_domains=5
+    ... )
     >>> cohort.obs["sample"].value_counts().sort_index().to_dict()
     {'MOB1': 379, 'MOB2': 407}
     >>> import os

@@ -19,16 +19,25 @@ def resolve_root(data_dir: str | os.PathLike | None) -> Path:
     if path is None:
         msg = (
             "No datasets folder given: pass `data_dir=`, set `stalign.settings.data_dir`, or set the environment "
-            f"variable {DATA_DIR_ENV} to the folder that holds the datasets (e.g. export {DATA_DIR_ENV}=../shared/data)."
+            f"variable {DATA_DIR_ENV} to the absolute path of the folder that holds the datasets (e.g. in the project "
+            f'folder: export {DATA_DIR_ENV}="$PWD/../shared/data").'
         )
         raise ValueError(msg)
     if not path.is_dir():
-        msg = (
-            f"Datasets folder {str(path)!r} does not exist; pass an existing `data_dir=` or fix "
-            f"stalign.settings.data_dir / ${DATA_DIR_ENV}."
-        )
+        if data_dir is not None:
+            where = "`data_dir=`"
+        else:
+            where = "stalign.settings.data_dir" if settings.data_dir is not None else f"${DATA_DIR_ENV}"
+        if path.is_absolute():
+            fix = f"Point {where} at an existing folder."
+        else:
+            fix = (
+                f"It is a relative path, read from the current folder {os.getcwd()!r}: set an absolute one (e.g. in "
+                f'the project folder: export {DATA_DIR_ENV}="$PWD/../shared/data").'
+            )
+        msg = f"Datasets folder {str(path)!r} (from {where}) does not exist. {fix}"
         raise FileNotFoundError(msg)
-    return path
+    return path.resolve()
 
 
 def unknown_sample(kind: str, sample: Any, available: Sequence[str], root: Path) -> ValueError:

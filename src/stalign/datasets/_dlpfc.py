@@ -93,8 +93,9 @@ def dlpfc(sample: str | int, *, data_dir: str | os.PathLike | None = None):
 
     Returns
     -------
-    SpatialData with table ``"table"``, image ``"<sample>_image"`` and circles ``"<sample>_spots"``;
-    µm per full-resolution pixel from the 100 µm array pitch (0.726 on these sections).
+    SpatialData
+        SpatialData with table ``"table"``, image ``"<sample>_image"`` and circles ``"<sample>_spots"``;
+        µm per full-resolution pixel from the 100 µm array pitch (0.726 on these sections).
 
     Examples
     --------

@@ -54,11 +54,15 @@ def load(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
     Examples
     --------
     >>> import stalign as sta
-    >>> sdata = sta.datasets.load("stutility_mob:MOB1")  # "<dataset>:<section>", as on the command line
+    >>> sdata = sta.datasets.load(
+    ...     "stutility_mob:MOB1"
+    ... )  # "<dataset>:<section>", as on the command line
     >>> sdata.tables["table"].n_obs
     379
     >>> sta.io.to_anndata(sdata).write_h5ad("MOB1.h5ad")
-    >>> sta.datasets.load("MOB1.h5ad")  # a path: .h5ad, .zarr or a Space Ranger outs folder
+    >>> sta.datasets.load(
+    ...     "MOB1.h5ad"
+    ... )  # a path: .h5ad, .zarr or a Space Ranger outs folder
     AnnData object with n_obs × n_vars = 379 × 1000...
     """
     from .. import io
@@ -95,7 +99,10 @@ def sample_name(spec: str | os.PathLike) -> str:
     Examples
     --------
     >>> import stalign as sta
-    >>> [sta.datasets.sample_name(s) for s in ("her2st:C2", "stahl_mob:1", "runs/patient7/outs")]
+    >>> [
+    ...     sta.datasets.sample_name(s)
+    ...     for s in ("her2st:C2", "stahl_mob:1", "runs/patient7/outs")
+    ... ]
     ['C2', '01', 'patient7']
     """
     from .. import io

@@ -94,7 +94,9 @@ def her2st(section: str, *, data_dir: str | os.PathLike | None = None, load_imag
     >>> table = sdata.tables["table"]
     >>> table.n_obs, list(sdata.images)
     (187, ['C2_image'])
-    >>> len(sta.datasets.her2st("A2").images)  # an expression-only section: no image element
+    >>> len(
+    ...     sta.datasets.her2st("A2").images
+    ... )  # an expression-only section: no image element
     0
     """
     root = resolve_root(data_dir)

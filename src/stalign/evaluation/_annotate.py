@@ -105,7 +105,9 @@ def score_genes_labels(
     >>> pred = evaluation.score_genes_labels(sdata, evaluation.DLPFC_LAYER_MARKERS)
     >>> sorted(set(pred))
     ['L1', 'L2', 'L3', 'L4', 'L5', 'L6', 'WM']
-    >>> 0.3 < evaluation.classification_scores(sdata.tables["table"].obs["annotation"], pred)["accuracy"] < 0.9
+    >>> 0.3 < evaluation.classification_scores(
+    ...     sdata.tables["table"].obs["annotation"], pred
+    ... )["accuracy"] < 0.9
     True
     """
     import scanpy as sc

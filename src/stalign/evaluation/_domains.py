@@ -118,11 +118,16 @@ def eval_domains(
     Examples
     --------
     >>> from stalign import evaluation
-    >>> res = evaluation.eval_domains(["stahl_mob:11"], model="stalign-base", baselines=False, seeds=2)
+    >>> res = evaluation.eval_domains(
+    ...     ["stahl_mob:11"], model="stalign-base", baselines=False, seeds=2
+    ... )
     >>> sec = res["sections"]["stahl_mob:11"]
     >>> sec["n_domains"], sorted(sec["methods"]), sec["methods"]["stalign"]["use_rep"]
     (5, ['stalign', 'stalign_gene', 'stalign_image', 'stalign_niche'], 'X_stalign')
-    >>> len(sec["methods"]["stalign"]["values"]["ari"]), 0 < res["pooled"]["stalign"]["ari"] <= 1
+    >>> (
+    ...     len(sec["methods"]["stalign"]["values"]["ari"]),
+    ...     0 < res["pooled"]["stalign"]["ari"] <= 1,
+    ... )
     (2, True)
     """
     from ..tl import domains

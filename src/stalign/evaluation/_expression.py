@@ -113,7 +113,9 @@ def eval_genes(
     Examples
     --------
     >>> from stalign import evaluation
-    >>> res = evaluation.eval_genes("her2st:C6", ["her2st:C2"], model="stalign-base", baselines=False)
+    >>> res = evaluation.eval_genes(
+    ...     "her2st:C6", ["her2st:C2"], model="stalign-base", baselines=False
+    ... )
     >>> sec = res["sections"]["her2st:C6"]
     >>> len(sec["genes"]), sorted(sec["methods"])
     (50, ['stalign', 'stalign_retrieval', 'stalign_ridge'])

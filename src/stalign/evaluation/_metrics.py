@@ -45,7 +45,8 @@ def clustering_scores(labels_true: Sequence, labels_pred: Sequence) -> dict[str,
     Examples
     --------
     >>> from stalign import evaluation
-    >>> evaluation.clustering_scores(["L1", "L1", "L2", None], [0, 0, 1, 1])  # the unlabelled spot is not scored
+    >>> # the unlabelled spot is not scored
+    >>> evaluation.clustering_scores(["L1", "L1", "L2", None], [0, 0, 1, 1])
     {'ari': 1.0, 'nmi': 1.0, 'n': 3}
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -81,7 +82,8 @@ def pearson_per_gene(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     --------
     >>> import numpy as np
     >>> from stalign import evaluation
-    >>> true = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])  # 3 spots x 2 genes; the second gene is constant
+    >>> # 3 spots x 2 genes; the second gene is constant
+    >>> true = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
     >>> evaluation.pearson_per_gene(2 * true + 1, true)
     array([ 1., nan])
     """
@@ -134,9 +136,12 @@ def recall_at_k(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5
     >>> from stalign import evaluation
     >>> rng = np.random.default_rng(0)
     >>> image = rng.normal(size=(100, 16))
-    >>> evaluation.recall_at_k(image, image + 0.01 * rng.normal(size=image.shape), ks=(1, 5))
+    >>> evaluation.recall_at_k(
+    ...     image, image + 0.01 * rng.normal(size=image.shape), ks=(1, 5)
+    ... )
     {'R@1': 1.0, 'R@5': 1.0}
-    >>> evaluation.recall_at_k(image, rng.normal(size=image.shape))["R@10"] < 0.3  # unrelated keys: about k / n
+    >>> # unrelated keys: about k / n
+    >>> evaluation.recall_at_k(image, rng.normal(size=image.shape))["R@10"] < 0.3
     True
     """
     q = np.asarray(queries, dtype=np.float32)
@@ -185,9 +190,12 @@ def spot_infonce(
     >>> from stalign import evaluation
     >>> rng = np.random.default_rng(0)
     >>> image = rng.normal(size=(512, 16))
-    >>> evaluation.spot_infonce(image, image, logit_scale=10.0) < 0.5  # perfectly aligned pairs
+    >>> # perfectly aligned pairs
+    >>> evaluation.spot_infonce(image, image, logit_scale=10.0) < 0.5
     True
-    >>> round(evaluation.spot_infonce(image, rng.normal(size=(512, 16)), logit_scale=1.0), 1)  # ln(128) = 4.85
+    >>> round(
+    ...     evaluation.spot_infonce(image, rng.normal(size=(512, 16)), logit_scale=1.0), 1
+    ... )  # ln(128) = 4.85
     4.9
     """
     from scipy.special import logsumexp

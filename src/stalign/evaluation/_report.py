@@ -84,13 +84,16 @@ def format_markdown(results: Mapping) -> str:
 
     Returns
     -------
-    Markdown text: a header with the run's metadata, then one table per task and metric (``mean ± sd`` over runs),
-    and the ``"done_when"`` checks of the results, if any, as a final table.
+    str
+        Markdown text: a header with the run's metadata, then one table per task and metric (``mean ± sd`` over runs),
+        and the ``"done_when"`` checks of the results, if any, as a final table.
 
     Examples
     --------
     >>> from stalign import evaluation
-    >>> res = evaluation.evaluate("retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False)
+    >>> res = evaluation.evaluate(
+    ...     "retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False
+    ... )
     >>> print(evaluation.format_markdown(res))  # doctest: +ELLIPSIS
     Run ... · stalign ... · device cpu
     - model `stalign`: stalign-base (4,702,392 parameters; sha256 ..., fingerprint ...)

@@ -68,11 +68,16 @@ def eval_retrieval(
     Examples
     --------
     >>> from stalign import evaluation
-    >>> res = evaluation.eval_retrieval(["stahl_mob:11"], model="stalign-base", baselines=False, seeds=2)
+    >>> res = evaluation.eval_retrieval(
+    ...     ["stahl_mob:11"], model="stalign-base", baselines=False, seeds=2
+    ... )
     >>> sorted(k for k in res["pooled"]["stalign"] if "@" in k or k.startswith("l_"))
     ['g2i_R@1', 'g2i_R@10', 'g2i_R@5', 'i2g_R@1', 'i2g_R@10', 'i2g_R@5', 'l_spot']
     >>> sec = res["sections"]["stahl_mob:11"]
-    >>> round(sec["l_spot_chance"], 3), sec["methods"]["stalign"]["l_spot"] < sec["l_spot_chance"] + 1
+    >>> (
+    ...     round(sec["l_spot_chance"], 3),
+    ...     sec["methods"]["stalign"]["l_spot"] < sec["l_spot_chance"] + 1,
+    ... )
     (4.852, True)
     """
     run = Run.of_task(model, ablations=ablations, baselines=baselines, seeds=seeds, data_dir=data_dir, device=device)

@@ -127,13 +127,17 @@ def evaluate(
     The dev-evaluation table of the docs (all four tasks with every baseline, several minutes on a CPU):
 
     >>> import stalign as sta
-    >>> res = sta.evaluation.evaluate("domains", model="stalign-base", sections=["dlpfc:151674"])  # doctest: +SKIP
+    >>> res = sta.evaluation.evaluate(
+    ...     "domains", model="stalign-base", sections=["dlpfc:151674"]
+    ... )  # doctest: +SKIP
     >>> print(sta.evaluation.format_markdown(res))  # doctest: +SKIP
 
     One task on one small held-out section, without the baselines:
 
     >>> from stalign import evaluation
-    >>> res = evaluation.evaluate("retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False)
+    >>> res = evaluation.evaluate(
+    ...     "retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False
+    ... )
     >>> list(res), res["meta"]["models"]["stalign"]["spec"]
     (['meta', 'retrieval'], 'stalign-base')
     """
@@ -200,7 +204,9 @@ def write_results(results: Mapping, out: str | os.PathLike) -> tuple[Path, Path]
     Examples
     --------
     >>> from stalign import evaluation
-    >>> res = evaluation.evaluate("retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False)
+    >>> res = evaluation.evaluate(
+    ...     "retrieval", model="stalign-base", sections=["stahl_mob:11"], baselines=False
+    ... )
     >>> evaluation.write_results(res, "retrieval.json")
     (PosixPath('retrieval.json'), PosixPath('retrieval.md'))
     """

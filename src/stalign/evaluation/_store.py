@@ -52,7 +52,11 @@ def patient_of(name: str) -> str | None:
     Examples
     --------
     >>> from stalign import evaluation
-    >>> evaluation.patient_of("her2st:C6"), evaluation.patient_of("dlpfc:151674"), evaluation.patient_of("stahl_mob:11")
+    >>> (
+    ...     evaluation.patient_of("her2st:C6"),
+    ...     evaluation.patient_of("dlpfc:151674"),
+    ...     evaluation.patient_of("stahl_mob:11"),
+    ... )
     ('her2st:C', 'dlpfc:donor3', None)
     """
     ds, _, sec = name.partition(":")

@@ -229,17 +229,21 @@ def read_image(path: str | os.PathLike, *, microns_per_pixel: float | None = Non
 
     Returns
     -------
-    SpatialData with the image ``"<name>_image"`` (levels ``(c, y, x)`` uint8 RGB, finest first; ``"global"`` is
-    the full-resolution level's pixel frame) and ``attrs["stalign"]`` holding ``microns_per_pixel``, its source,
-    ``name``, ``image_key``, the file path and format.
+    SpatialData
+        SpatialData with the image ``"<name>_image"`` (levels ``(c, y, x)`` uint8 RGB, finest first; ``"global"`` is
+        the full-resolution level's pixel frame) and ``attrs["stalign"]`` holding ``microns_per_pixel``, its source,
+        ``name``, ``image_key``, the file path and format.
 
     Examples
     --------
     >>> import os
     >>> import stalign as sta
-    >>> splotch = os.path.join(os.environ["STALIGN_DATA_DIR"], "stahl_mob_splotch", "splotch", "tutorials")
+    >>> splotch = os.path.join(
+    ...     os.environ["STALIGN_DATA_DIR"], "stahl_mob_splotch", "splotch", "tutorials"
+    ... )
     >>> jpg = os.path.join(splotch, "olfactory_bulb_st", "images", "01.jpg")
-    >>> sdata = sta.io.read_image(jpg, microns_per_pixel=6200 / 2318)  # the JPG records no scale: pass it
+    >>> # the JPG records no scale: pass it
+    >>> sdata = sta.io.read_image(jpg, microns_per_pixel=6200 / 2318)
     >>> list(sdata.images), round(sdata.attrs["stalign"]["microns_per_pixel"], 3)
     (['01_image'], 2.675)
     """

@@ -11,12 +11,10 @@ from typing import Any
 import numpy as np
 
 from .._constants import Key
+from .._section import HIRES_MAX_SIDE, library_entry
 from .._utils import read_table_elem, unique_names
 
 logger = logging.getLogger(__name__)
-
-#: Longest side of the downsampled image stored as ``"hires"`` by :func:`to_anndata`.
-HIRES_MAX_SIDE = 2000
 
 
 def _dataset_spec(text: str) -> bool:
@@ -63,7 +61,9 @@ def load(path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
     --------
     >>> import stalign as sta
     >>> sta.io.to_anndata(sta.datasets.stutility_mob("MOB1")).write_h5ad("MOB1.h5ad")
-    >>> sta.io.load("MOB1.h5ad")  # a path: .h5ad, .zarr, a Space Ranger outs folder or an image file
+    >>> sta.io.load(
+    ...     "MOB1.h5ad"
+    ... )  # a path: .h5ad, .zarr, a Space Ranger outs folder or an image file
     AnnData object with n_obs × n_vars = 379 × 1000...
     """
     text = _check_spec(path, "path")
@@ -90,9 +90,7 @@ def load(path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
 
         return ad.read_h5ad(path)
     if path.suffix == ".zarr" or (path / "zmetadata").exists() or (path / "zarr.json").exists():
-        import spatialdata as sd
-
-        return sd.read_zarr(path)
+        return read_zarr(path)
     if path.is_dir():
         from ._visium import read_visium
         from ._visium_hd import is_visium_hd
@@ -112,24 +110,37 @@ def load(path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None):
     raise ValueError(msg)
 
 
-def _downsample(arr: np.ndarray, max_side: int) -> tuple[np.ndarray, int]:
-    """(c, y, x) → (c, y', x') by an integer block mean so the longer side is at most ``max_side``."""
-    h, w = arr.shape[-2:]
-    f = max(1, int(np.ceil(max(h, w) / max_side)))
-    if f == 1:
-        return np.asarray(arr), 1
-    hh, ww = (h // f) * f, (w // f) * f
-    a = np.asarray(arr[:, :hh, :ww], dtype=np.float32)
-    a = a.reshape(a.shape[0], hh // f, f, ww // f, f).mean(axis=(2, 4))
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8), f
+class _LabelsWithoutSource(logging.Filter):
+    """Drops ome-zarr's "no parent found" record of a labels element that names no source image.
+
+    The NGFF spec makes the source optional and spatialdata never writes one (a tissue mask, a segmentation), so the
+    record says nothing about the data; spatialdata means to silence it (scverse/spatialdata#400). Any other record
+    of ome-zarr passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and str(record.msg).startswith("no parent found for"))
+
+
+def read_zarr(path: str | os.PathLike):
+    """:func:`spatialdata.read_zarr`, without ome-zarr's note on each labels element that names no source image."""
+    import spatialdata as sd
+
+    reader_log, drop = logging.getLogger("ome_zarr.reader"), _LabelsWithoutSource()
+    reader_log.addFilter(drop)
+    try:
+        return sd.read_zarr(path)
+    finally:
+        reader_log.removeFilter(drop)
 
 
 def to_anndata(sdata: Any, *, table_key: str = Key.table, max_side: int = HIRES_MAX_SIDE):
     """SpatialData (as the readers return) → AnnData in the scanpy/squidpy Visium convention.
 
-    The table is copied; ``uns["spatial"][library]["images"]["hires"]`` holds the finest pyramid level whose longer
-    side is at most ``max_side`` pixels (block-averaged from the next finer level when none is that small), with a
-    matching ``scalefactors["tissue_hires_scalef"]`` (image pixels per full-resolution pixel).
+    The table is copied; ``uns["spatial"][library]["images"]`` holds ``"lowres"`` and ``"hires"``: the finest pyramid
+    levels whose longer side is at most 600 and ``max_side`` pixels (block-averaged from a coarser level when none is
+    that small), with matching ``scalefactors["tissue_lowres_scalef"]``/``["tissue_hires_scalef"]`` (image pixels per
+    full-resolution pixel), so ``sc.pl.spatial`` and ``sq.pl.spatial_scatter`` plot it as any Visium AnnData.
 
     Parameters
     ----------
@@ -138,7 +149,7 @@ def to_anndata(sdata: Any, *, table_key: str = Key.table, max_side: int = HIRES_
     table_key
         Table to convert.
     max_side
-        Longest side (pixels) of the stored image.
+        Longest side (pixels) of the ``"hires"`` image.
 
     Returns
     -------
@@ -154,7 +165,8 @@ def to_anndata(sdata: Any, *, table_key: str = Key.table, max_side: int = HIRES_
     >>> list(adata.uns["spatial"])
     ['151673']
     >>> import scanpy as sc
-    >>> ax = sc.pl.spatial(adata, color="annotation", show=False)  # scanpy and squidpy read it as any Visium AnnData
+    >>> # scanpy and squidpy read it as any Visium AnnData
+    >>> ax = sc.pl.spatial(adata, color="annotation", show=False)
     """
     from .._section import get_section
 
@@ -162,7 +174,7 @@ def to_anndata(sdata: Any, *, table_key: str = Key.table, max_side: int = HIRES_
     sec = get_section(sdata, table_key=table_key)
     adata = sec.table.copy()
     spatial = adata.uns.setdefault(Key.spatial, {})
-    spatial[sec.library_id] = _library_entry(sec, images=True, max_side=max_side)
+    spatial[sec.library_id] = library_entry(sec, max_side=max_side)
     adata.uns.pop("spatialdata_attrs", None)
     return adata
 
@@ -171,32 +183,6 @@ def _check_max_side(max_side: Any) -> None:
     if isinstance(max_side, bool) or not isinstance(max_side, int | np.integer) or max_side < 1:
         msg = f"max_side={max_side!r}; it must be a positive integer number of pixels (e.g. {HIRES_MAX_SIDE})."
         raise ValueError(msg)
-
-
-def _library_entry(sec: Any, *, images: bool, max_side: int = HIRES_MAX_SIDE) -> dict:
-    """``uns["spatial"][library]`` of a section: its scalefactors (µm/px included) and, if asked, a ``"hires"`` image.
-
-    The image is the finest pyramid level whose longer side is at most ``max_side`` pixels (block-averaged from the
-    next finer level when none is that small), with a matching ``scalefactors["tissue_hires_scalef"]``.
-    """
-    entry = dict(sec.table.uns.get(Key.spatial, {}).get(sec.library_id, {}))
-    sf = dict(entry.get("scalefactors", {}))
-    sf[Key.microns_per_pixel] = sec.microns_per_pixel
-    sf[Key.spot_diameter_fullres] = sec.spot_diameter_fullres
-    imgs = {}
-    if images and sec.images:
-        small = [lv for lv in sec.images if max(lv.shape) <= max_side]
-        if small:
-            lv = min(small, key=lambda v: v.fullres_per_px)
-            arr, f = np.asarray(lv.data), 1
-        else:
-            lv = sec.images[-1]
-            arr, f = _downsample(np.asarray(lv.data), max_side)
-        imgs["hires"] = np.moveaxis(np.asarray(arr), 0, -1)
-        sf["tissue_hires_scalef"] = 1.0 / (lv.fullres_per_px * f)
-    entry["scalefactors"] = sf
-    entry["images"] = imgs
-    return entry
 
 
 def _stored_sample(path: Path) -> str | None:
@@ -287,26 +273,37 @@ def concat(
         Keep the count matrices; ``False`` gives a table of 0 genes with ``obs``, ``obsm`` (embeddings, positions)
         and the spatial metadata only, small enough for a whole cohort.
     images
-        Keep a downsampled image per section in ``uns["spatial"][name]["images"]["hires"]`` (as
-        :func:`to_anndata`); ``False`` keeps the scalefactors only.
+        Keep small images of each section in ``uns["spatial"][name]["images"]`` (``"lowres"`` and ``"hires"``, as
+        :func:`to_anndata`); ``False`` keeps the scalefactors only (``images`` is then ``{}``: plots draw the spots
+        alone).
     table_key
         Table of SpatialData sections.
 
     Returns
     -------
-    AnnData with ``obs[label]`` (categorical, in section order), obs names made unique as ``<obs name>-<name>``,
-    the ``obsm`` entries every section holds with the same width, ``uns["spatial"]`` and the embedding record.
+    AnnData
+        AnnData with ``obs[label]`` (categorical, in section order), obs names made unique as ``<obs name>-<name>``,
+        the ``obsm`` entries every section holds with the same width, ``uns["spatial"]`` and the embedding record.
 
     Examples
     --------
     >>> import stalign as sta
-    >>> mob1, mob2 = sta.datasets.stutility_mob("MOB1"), sta.datasets.stutility_mob("MOB2")
+    >>> mob1, mob2 = (
+    ...     sta.datasets.stutility_mob("MOB1"),
+    ...     sta.datasets.stutility_mob("MOB2"),
+    ... )
     >>> adata = sta.io.concat([mob1, mob2])
-    >>> adata.obs["sample"].value_counts().sort_index().to_dict(), sorted(adata.uns["spatial"])
+    >>> (
+    ...     adata.obs["sample"].value_counts().sort_index().to_dict(),
+    ...     sorted(adata.uns["spatial"]),
+    ... )
     ({'MOB1': 379, 'MOB2': 407}, ['MOB1', 'MOB2'])
-    >>> adata.uns["spatial"]["MOB2"]["scalefactors"]["microns_per_pixel"]  # doctest: +ELLIPSIS
+    >>> scalefactors = adata.uns["spatial"]["MOB2"]["scalefactors"]
+    >>> scalefactors["microns_per_pixel"]  # doctest: +ELLIPSIS
     4.3...
-    >>> smooth = sta.pp.spatial_smooth(adata, adata.X, radius_um=250, library_key="sample")  # never across sections
+    >>> smooth = sta.pp.spatial_smooth(
+    ...     adata, adata.X, radius_um=250, library_key="sample"
+    ... )  # never across sections
     """
     from collections.abc import Mapping
 
@@ -343,7 +340,7 @@ def concat(
             piece.obs = piece.obs.drop(columns=label)
         else:
             own = sec.library_id
-        entries.append(_library_entry(sec, images=images))
+        entries.append(library_entry(sec, images=images))
         names.append(own)
         pieces.append(piece)
         del sec, t, data

@@ -164,8 +164,9 @@ def read_st(
 
     Returns
     -------
-    SpatialData with table ``"table"`` (spots with both counts and a position), image ``"<sample>_image"`` and
-    circles ``"<sample>_spots"``.
+    SpatialData
+        SpatialData with table ``"table"`` (spots with both counts and a position), image ``"<sample>_image"`` and
+        circles ``"<sample>_spots"``.
 
     Examples
     --------
@@ -174,7 +175,9 @@ def read_st(
     >>> base = os.path.join(os.environ["STALIGN_DATA_DIR"], "her2st", "data")
     >>> sdata = sta.io.read_st(
     ...     os.path.join(base, "ST-cnts", "C2.tsv.gz"),  # spots x genes counts
-    ...     os.path.join(base, "ST-spotfiles", "C2_selection.tsv"),  # pixel positions of the spots
+    ...     os.path.join(
+    ...         base, "ST-spotfiles", "C2_selection.tsv"
+    ...     ),  # pixel positions of the spots
     ...     sample="C2",
     ... )
     >>> sdata.tables["table"].n_obs

@@ -289,9 +289,10 @@ def read_visium(
 
     Returns
     -------
-    SpatialData with table ``"table"`` (raw counts, symbols as ``var_names``, ``var["gene_ids"]``), image
-    ``"<dataset_id>_image"`` and circles ``"<dataset_id>_spots"``; µm per full-resolution pixel from the 100 µm
-    array pitch (55 µm / ``spot_diameter_fullres`` only when the positions hold no usable grid).
+    SpatialData
+        SpatialData with table ``"table"`` (raw counts, symbols as ``var_names``, ``var["gene_ids"]``), image
+        ``"<dataset_id>_image"`` and circles ``"<dataset_id>_spots"``; µm per full-resolution pixel from the 100 µm
+        array pitch (55 µm / ``spot_diameter_fullres`` only when the positions hold no usable grid).
 
     Examples
     --------
@@ -302,7 +303,9 @@ def read_visium(
     they read the same way, with a table of 0 genes:
 
     >>> import os
-    >>> folder = os.path.join(os.environ["STALIGN_DATA_DIR"], "dlpfc_humanpilot", "10X", "151673")
+    >>> folder = os.path.join(
+    ...     os.environ["STALIGN_DATA_DIR"], "dlpfc_humanpilot", "10X", "151673"
+    ... )
     >>> sdata = sta.io.read_visium(folder)
     >>> sdata.tables["table"].shape
     (3639, 0)

@@ -168,18 +168,28 @@ def read_visium_hd(
 
     Returns
     -------
-    SpatialData with table ``"table"`` (raw counts, gene symbols, ``obs["sample"]``), the H&E and the bins as
-    shapes, in ``"global"`` = full-resolution pixels; ``uns["spatial"][sample]["scalefactors"]`` holds
-    ``microns_per_pixel`` (Space Ranger's), ``bin_size_um`` and ``spot_diameter_fullres`` (one bin).
+    SpatialData
+        SpatialData with table ``"table"`` (raw counts, gene symbols, ``obs["sample"]``), the H&E and the bins as
+        shapes, in ``"global"`` = full-resolution pixels; ``uns["spatial"][sample]["scalefactors"]`` holds
+        ``microns_per_pixel`` (Space Ranger's), ``bin_size_um`` and ``spot_diameter_fullres`` (one bin).
 
     Examples
     --------
     >>> import os
     >>> import stalign as sta
-    >>> root = os.path.join(os.environ["STALIGN_DATA_DIR"], "visium_hd_visiumio", "inst", "extdata")
-    >>> sdata = sta.io.read_visium_hd(os.path.join(root, "binned_outputs", "square_002um"), bin_size_um=2)
+    >>> root = os.path.join(
+    ...     os.environ["STALIGN_DATA_DIR"], "visium_hd_visiumio", "inst", "extdata"
+    ... )
+    >>> sdata = sta.io.read_visium_hd(
+    ...     os.path.join(root, "binned_outputs", "square_002um"), bin_size_um=2
+    ... )
     >>> table = sdata.tables["table"]
-    >>> table.shape, round(table.uns["spatial"]["extdata"]["scalefactors"]["microns_per_pixel"], 5)
+    >>> (
+    ...     table.shape,
+    ...     round(
+    ...         table.uns["spatial"]["extdata"]["scalefactors"]["microns_per_pixel"], 5
+    ...     ),
+    ... )
     ((10, 10), 0.27382)
     """
     from ._visium import default_dataset_id, read_visium

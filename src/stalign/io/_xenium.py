@@ -90,8 +90,9 @@ def read_xenium(
 
     Returns
     -------
-    SpatialData with table ``"table"`` (raw counts of the gene-expression features, ``obs["sample"]``), the
-    morphology image, the H&E as ``"<dataset_id>_he_image"`` when given, and the cells as polygons and circles.
+    SpatialData
+        SpatialData with table ``"table"`` (raw counts of the gene-expression features, ``obs["sample"]``), the
+        morphology image, the H&E as ``"<dataset_id>_he_image"`` when given, and the cells as polygons and circles.
 
     Examples
     --------
@@ -106,7 +107,12 @@ def read_xenium(
     ... )
     >>> sdata = sta.io.read_xenium(path)
     >>> table = sdata.tables["table"]
-    >>> table.n_obs, table.uns["spatial"]["Xenium_Prime_Mouse_Ileum_tiny_outs"]["scalefactors"]["microns_per_pixel"]
+    >>> (
+    ...     table.n_obs,
+    ...     table.uns["spatial"]["Xenium_Prime_Mouse_Ileum_tiny_outs"]["scalefactors"][
+    ...         "microns_per_pixel"
+    ...     ],
+    ... )
     (23, 0.2125)
     """
     from spatialdata.transformations import Affine, Sequence, get_transformation, set_transformation

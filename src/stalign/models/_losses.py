@@ -51,7 +51,9 @@ class LossOutput:
     >>> import stalign as sta
     >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> model = sta.models.load("stalign-base")
-    >>> batch = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)[0]
+    >>> batch = sta.pp.SpotDataset(
+    ...     [sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32
+    ... )[0]
     >>> out = model.loss(batch)
     >>> out.loss.shape, sorted(out.components)  # the weighted total and each term
     (torch.Size([]), ['gene_ns', 'image_ns', 'niche', 'ns', 'spot'])
@@ -96,10 +98,16 @@ def gather_negatives(
     >>> import torch
     >>> model = sta.models.load("stalign-base")
     >>> ds = sta.pp.SpotDataset(
-    ...     [sta.datasets.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=8
+    ...     [sta.datasets.stutility_mob("MOB1")],
+    ...     genes=model.genes,
+    ...     spot_px=32,
+    ...     niche_px=32,
+    ...     batch_size=8,
     ... )
     >>> emb = model.embed(ds[0])
-    >>> index = torch.tensor([[1, 2], [0, -1], [3, 0], [2, 1], [5, 6], [4, 7], [7, 4], [6, -1]])  # -1: no negative
+    >>> index = torch.tensor(
+    ...     [[1, 2], [0, -1], [3, 0], [2, 1], [5, 6], [4, 7], [7, 4], [6, -1]]
+    ... )  # -1: no negative
     >>> neg = sta.models.gather_negatives(emb, index, exclude_self=True)
     >>> neg["image"].shape, neg["has_image"].shape
     (torch.Size([8, 2, 128]), torch.Size([8, 2]))
@@ -147,8 +155,9 @@ def sample_negatives(
 
     Returns
     -------
-    ``(B, k)`` indices into the batch, ``-1`` where fewer than ``k`` candidates exist; pass it as
-    ``negatives=`` to :meth:`STAlign.loss`.
+    torch.Tensor
+        ``(B, k)`` indices into the batch, ``-1`` where fewer than ``k`` candidates exist; pass it as
+        ``negatives=`` to :meth:`STAlign.loss`.
 
     Examples
     --------
@@ -156,7 +165,9 @@ def sample_negatives(
     >>> import torch
     >>> section = torch.tensor([0, 0, 0, 0, 1, 1])
     >>> cluster = torch.tensor([0, 0, 1, 1, 0, 1])
-    >>> idx = sta.models.sample_negatives(section, cluster, 1, generator=torch.Generator().manual_seed(0))
+    >>> idx = sta.models.sample_negatives(
+    ...     section, cluster, 1, generator=torch.Generator().manual_seed(0)
+    ... )
     >>> idx.shape
     torch.Size([6, 1])
     """
@@ -254,11 +265,18 @@ def contrastive_loss(
     >>> import stalign as sta
     >>> model = sta.models.load("stalign-base")
     >>> ds = sta.pp.SpotDataset(
-    ...     [sta.datasets.stutility_mob("MOB1")], genes=model.genes, spot_px=32, niche_px=32, batch_size=32
+    ...     [sta.datasets.stutility_mob("MOB1")],
+    ...     genes=model.genes,
+    ...     spot_px=32,
+    ...     niche_px=32,
+    ...     batch_size=32,
     ... )
-    >>> emb = model.embed(ds[0])  # L2-normalised embeddings and has_image / has_expr masks
+    >>> # L2-normalised embeddings and has_image / has_expr masks
+    >>> emb = model.embed(ds[0])
     >>> out = sta.models.contrastive_loss(
-    ...     emb, weights={"spot": 0.3, "niche": 0.3, "ns": 0.4}, logit_scale=model.logit_scale
+    ...     emb,
+    ...     weights={"spot": 0.3, "niche": 0.3, "ns": 0.4},
+    ...     logit_scale=model.logit_scale,
     ... )
     >>> sorted(out.components), out.loss.ndim
     (['niche', 'ns', 'spot'], 0)

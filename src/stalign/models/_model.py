@@ -14,9 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._batch import BatchKey
+from ._backbones import build_trunk
 from ._config import STAlignConfig
-from ._losses import EMBEDDING_KEYS, PREDICTION_KEYS, VIEW_KEYS, LossOutput, contrastive_loss, gather_negatives, predictive_loss
-from .nn import ABFN, GeneEncoder, ImageEncoder, PredictionHead, ProjectionHead, create_trunk, load_trunk_weights
+from ._losses import (
+    EMBEDDING_KEYS,
+    PREDICTION_KEYS,
+    VIEW_KEYS,
+    LossOutput,
+    contrastive_loss,
+    gather_negatives,
+    predictive_loss,
+)
+from .nn import ABFN, GeneEncoder, ImageEncoder, PredictionHead, ProjectionHead
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +62,12 @@ class STAlign(nn.Module):
     >>> import stalign as sta
     >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> genes = sta.pp.build_vocabulary([sdata])
-    >>> model = sta.models.STAlign(sta.models.STAlignConfig.base(genes, spot_size=32, niche_size=32))
-    >>> ds = sta.pp.SpotDataset([sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32)
+    >>> model = sta.models.STAlign(
+    ...     sta.models.STAlignConfig.base(genes, spot_size=32, niche_size=32)
+    ... )
+    >>> ds = sta.pp.SpotDataset(
+    ...     [sdata], genes=model.genes, spot_px=32, niche_px=32, batch_size=32
+    ... )
     >>> batch = ds[0]
     >>> emb = model.embed(batch)
     >>> emb["joint"].shape
@@ -71,20 +84,22 @@ class STAlign(nn.Module):
         self.config = cfg = config
         T, W = cfg.n_tokens, cfg.token_dim
 
-        spot_trunk = create_trunk(cfg.spot_encoder, img_size=cfg.spot_size, **cfg.spot_encoder_kwargs).to(
-            memory_format=torch.channels_last
-        )
-        if load_encoder_weights and cfg.spot_encoder_weights:
-            load_trunk_weights(spot_trunk, cfg.spot_encoder_weights, allow_torch_load=cfg.allow_torch_load)
+        def trunk(which: str) -> nn.Module:
+            return build_trunk(
+                getattr(cfg, f"{which}_encoder"),
+                img_size=getattr(cfg, f"{which}_size"),
+                kwargs=getattr(cfg, f"{which}_encoder_kwargs"),
+                weights=getattr(cfg, f"{which}_encoder_weights") or None,
+                load_weights=load_encoder_weights,
+                allow_torch_load=cfg.allow_torch_load,
+                which=which,
+            ).to(memory_format=torch.channels_last)
+
+        spot_trunk = trunk("spot")
         if cfg.share_image_encoder:
             niche_trunk, niche_freeze = spot_trunk, cfg.freeze_spot_encoder
         else:
-            niche_trunk = create_trunk(cfg.niche_encoder, img_size=cfg.niche_size, **cfg.niche_encoder_kwargs).to(
-                memory_format=torch.channels_last
-            )
-            if load_encoder_weights and cfg.niche_encoder_weights:
-                load_trunk_weights(niche_trunk, cfg.niche_encoder_weights, allow_torch_load=cfg.allow_torch_load)
-            niche_freeze = cfg.freeze_niche_encoder
+            niche_trunk, niche_freeze = trunk("niche"), cfg.freeze_niche_encoder
         self.spot_image_encoder = ImageEncoder(
             spot_trunk, img_size=cfg.spot_size, n_tokens=T, token_dim=W, freeze=cfg.freeze_spot_encoder
         )
@@ -189,6 +204,7 @@ class STAlign(nn.Module):
         *,
         mask: torch.Tensor | None = None,
         return_tokens: bool = False,
+        features: Mapping[str, torch.Tensor | None] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Embed spot and/or niche crops (H&E only; no expression needed).
 
@@ -202,6 +218,9 @@ class STAlign(nn.Module):
             Bool ``(B,)``: rows that hold an image; other rows are not encoded and are zero in the output.
         return_tokens
             Also return the ``(B, T, W)`` tokens as ``"image_tokens"`` / ``"niche_image_tokens"``.
+        features
+            Precomputed ``(B, F)`` outputs of a frozen trunk, keyed ``"image"`` / ``"niche_image"`` (what
+            :meth:`trunk_features` returns; the training loop caches them): those crops skip the trunk.
 
         Returns
         -------
@@ -209,17 +228,34 @@ class STAlign(nn.Module):
         (``config.predict_genes``) also ``"image_pred"`` / ``"niche_image_pred"``, ``(B, P)`` predicted expression of
         the predicted genes, standardised within a section.
         """
+        features = features or {}
 
-        def prep(x, size, name):
-            return None if x is None else self._prep_image(x, size, name)
+        def prep(key, x, size, name, enc):
+            feat = features.get(key)
+            if feat is not None:  # a frozen trunk's cached features: only the trainable part runs
+                return key, feat.to(self.image_mean.device, non_blocking=True).float(), enc.from_features
+            return key, None if x is None else self._prep_image(x, size, name), enc
 
         inputs = (
-            ("image", prep(spot_image, self.config.spot_size, "spot_image"), self.spot_image_encoder),
-            ("niche_image", prep(niche_image, self.config.niche_size, "niche_image"), self.niche_image_encoder),
+            prep("image", spot_image, self.config.spot_size, "spot_image", self.spot_image_encoder),
+            prep("niche_image", niche_image, self.config.niche_size, "niche_image", self.niche_image_encoder),
         )
         return self._encode(
             inputs, mask=mask, return_tokens=return_tokens, need="encode_image needs `spot_image` and/or `niche_image`."
         )
+
+    @torch.no_grad()
+    def trunk_features(self, images: torch.Tensor, *, level: Literal["spot", "niche"] = "spot") -> torch.Tensor:
+        """``(B, F)`` features of a crop batch from the spot or niche trunk, prepared as :meth:`encode_image` does.
+
+        For a frozen trunk these do not change in training; the training loop computes them once per crop.
+        """
+        enc, size = (
+            (self.spot_image_encoder, self.config.spot_size)
+            if level == "spot"
+            else (self.niche_image_encoder, self.config.niche_size)
+        )
+        return enc.trunk(self._prep_image(images, size, f"{level}_image")).float()
 
     def encode_gene(
         self,
@@ -321,8 +357,15 @@ class STAlign(nn.Module):
         has_expr = self._mask(batch.get(K.has_expr), n) if has_expr_input else no
         out: dict[str, torch.Tensor] = {}
         if bool(has_image.any()):
+            feats = {"image": batch.get(K.spot_features), "niche_image": batch.get(K.niche_features)}
             out.update(
-                self.encode_image(batch.get(K.spot_image), batch.get(K.niche_image), mask=has_image, return_tokens=True)
+                self.encode_image(
+                    batch.get(K.spot_image),
+                    batch.get(K.niche_image),
+                    mask=has_image,
+                    return_tokens=True,
+                    features=feats,
+                )
             )
         if bool(has_expr.any()):
             out.update(
@@ -331,8 +374,8 @@ class STAlign(nn.Module):
         view = batch.get(K.spot_image_view)
         if view is not None and bool(has_image.any()):  # the self-supervised term's second view of the spot crop
             x = self._prep_image(view, self.config.spot_size, "spot_image_view")
-            tok = _apply_rows(self.spot_image_encoder, has_image, x)
-            out["image_view"] = _apply_rows(self.heads["image"], has_image, tok)
+            enc = self._encode((("image", x, self.spot_image_encoder),), mask=has_image, return_tokens=False, need="")
+            out["image_view"] = enc["image"]
         both = has_image & has_expr.to(has_image.device)
         if bool(both.any()):
             for key, ti, tg, level in (

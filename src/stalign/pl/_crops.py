@@ -82,7 +82,9 @@ def crops(
     --------
     >>> import stalign as sta
     >>> sdata = sta.datasets.dlpfc("151673")
-    >>> fig = sta.pl.crops(sdata, n=8, which="both")  # spot crop next to its niche crop, spot box outlined
+    >>> fig = sta.pl.crops(
+    ...     sdata, n=8, which="both"
+    ... )  # spot crop next to its niche crop, spot box outlined
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle

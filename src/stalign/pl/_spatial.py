@@ -11,7 +11,7 @@ import pandas as pd
 from .._constants import Key
 from .._docs import inject
 from .._section import get_section
-from .._utils import get_table
+from .._utils import category_colors, get_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -64,6 +64,17 @@ def _values(data, table, color: str, *, layer: str | None, values: Any):
     raise KeyError(msg)
 
 
+def _category_colors(table, key: str, cats: list) -> dict:
+    """``{category: colour}``: ``uns[f"{key}_colors"]`` when it has one per category, else scanpy's default palette.
+
+    The table is left as it is (scanpy's plots write the palette they choose; stalign's ``tl`` functions write it).
+    """
+    stored = table.uns.get(f"{key}_colors")
+    if stored is not None and len(stored) == len(cats):
+        return dict(zip(cats, stored, strict=True))
+    return dict(zip(cats, category_colors(len(cats)), strict=True))
+
+
 @inject
 def spatial(
     data: AnnData | SpatialData,
@@ -104,7 +115,8 @@ def spatial(
     cmap
         Colormap for continuous values.
     palette
-        ``{category: colour}``; default ``uns[f"{color}_colors"]``, else tab20.
+        ``{category: colour}``; default ``uns[f"{color}_colors"]`` (written by :func:`stalign.tl.domains` and
+        :func:`stalign.tl.annotate`, and by scanpy's and squidpy's plots), else scanpy's default palette.
     alpha
         Spot opacity.
     img
@@ -154,12 +166,7 @@ def spatial(
         vals, categorical = _values(data, table, color, layer=layer, values=values)
         if categorical:
             cats = list(pd.Categorical(vals).categories)
-            colors = palette
-            if colors is None and f"{color}_colors" in table.uns and len(table.uns[f"{color}_colors"]) == len(cats):
-                colors = dict(zip(cats, table.uns[f"{color}_colors"], strict=True))
-            if colors is None:
-                cm = plt.get_cmap("tab20")
-                colors = {c: cm(i % 20) for i, c in enumerate(cats)}
+            colors = palette if palette is not None else _category_colors(table, color, cats)
             arr = np.asarray(vals, dtype=object)
             for c in cats:
                 sel = arr == c
@@ -223,7 +230,9 @@ def labels(data: AnnData | SpatialData, *, key: str = Key.label, **kwargs):
     --------
     >>> import stalign as sta
     >>> sdata = sta.datasets.dlpfc("151673")
-    >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1"], "GM": ["SNAP25", "NRGN"]})  # embeds on the way
+    >>> sta.tl.annotate(
+    ...     sdata, markers={"WM": ["MBP", "PLP1"], "GM": ["SNAP25", "NRGN"]}
+    ... )  # embeds on the way
     >>> ax = sta.pl.labels(sdata)
     """
     return spatial(data, color=key, **kwargs)
@@ -284,10 +293,10 @@ def embedding(
         col = table.obs[color]
         if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object:
             cat = pd.Categorical(col)
-            cm = plt.get_cmap("tab20")
-            for i, c in enumerate(cat.categories):
+            colors = _category_colors(table, color, list(cat.categories))
+            for c in cat.categories:
                 sel = np.asarray(cat == c)
-                ax.scatter(Y[sel, 0], Y[sel, 1], s=4, color=cm(i % 20), label=str(c))
+                ax.scatter(Y[sel, 0], Y[sel, 1], s=4, color=colors[c], label=str(c))
             ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=3)
         else:
             sc_ = ax.scatter(Y[:, 0], Y[:, 1], s=4, c=np.asarray(col, dtype=float))

@@ -53,9 +53,14 @@ def tissue_mask(
     >>> import os
     >>> import stalign as sta
     >>> png = os.path.join(
-    ...     os.environ["STALIGN_DATA_DIR"], "dlpfc_humanpilot", "10X", "151673", "tissue_lowres_image.png"
+    ...     os.environ["STALIGN_DATA_DIR"],
+    ...     "dlpfc_humanpilot",
+    ...     "10X",
+    ...     "151673",
+    ...     "tissue_lowres_image.png",
     ... )
-    >>> sdata = sta.io.read_image(png, microns_per_pixel=16.09, name="151673")  # Visium lowres: ~16 µm/px
+    >>> # Visium lowres: ~16 µm/px
+    >>> sdata = sta.io.read_image(png, microns_per_pixel=16.09, name="151673")
     >>> sta.pp.tile_tissue(sdata, spacing_um=100)
     >>> ax = sta.pl.tissue_mask(sdata)
     """

@@ -90,15 +90,18 @@ def bin(
 
     Returns
     -------
-    ``None``; adds ``tables[key_added]`` (one row per coarse bin with at least one fine bin: summed raw counts,
-    ``obs["array_row"/"array_col"]`` on the coarse grid, ``obs["n_bins"]``, ``obsm["spatial"]`` the mean centre of its
-    bins in full-resolution pixels, ``bin_size_um`` in its scale factors) and its circles ``shapes["<sample>_<key>"]``.
+    None
+        Adds ``tables[key_added]`` (one row per coarse bin with at least one fine bin: summed raw counts,
+        ``obs["array_row"/"array_col"]`` on the coarse grid, ``obs["n_bins"]``, ``obsm["spatial"]`` the mean centre of its
+        bins in full-resolution pixels, ``bin_size_um`` in its scale factors) and its circles ``shapes["<sample>_<key>"]``.
 
     Examples
     --------
     >>> import os
     >>> import stalign as sta
-    >>> outs = os.path.join(os.environ["STALIGN_DATA_DIR"], "visium_hd_visiumio", "inst", "extdata")
+    >>> outs = os.path.join(
+    ...     os.environ["STALIGN_DATA_DIR"], "visium_hd_visiumio", "inst", "extdata"
+    ... )
     >>> sdata = sta.io.read_visium_hd(outs, bin_size_um=2)  # 10 bins of 2 µm
     >>> sta.pp.bin(sdata, bin_um=8)
     >>> sdata.tables["square_008um"].obs["n_bins"].sum()
@@ -185,16 +188,17 @@ def pseudospots(
 
     Returns
     -------
-    ``None``; adds
+    None
+        Adds
 
-    - ``tables[key_added]``: one row per pseudo-spot, summed raw counts, ``obsm["spatial"]`` (centres in
-      full-resolution pixels), ``obs["n_points"]`` (bins/cells summed), ``obs["grid_row"/"grid_col"]`` (grid) or
-      ``obs["center_index"]`` (``centers``), ``spot_diameter_fullres`` = ``spot_um``;
-    - ``shapes["<sample>_<key_added>"]``: its circles;
-    - in the source table, ``obsm[key_added]``: a sparse ``(n_points, n_pseudospots)`` 0/1 matrix, the pseudo-spots
-      of each bin/cell (their counts are summed), and ``obs[key_added]``: its nearest pseudo-spot, within the
-      grid's hexagonal cell (``spacing_um / √3``) or the spot's disc, whichever is larger (NaN beyond: e.g. a bin
-      whose pseudo-spots were dropped), so that results map back to every bin/cell.
+        - ``tables[key_added]``: one row per pseudo-spot, summed raw counts, ``obsm["spatial"]`` (centres in
+          full-resolution pixels), ``obs["n_points"]`` (bins/cells summed), ``obs["grid_row"/"grid_col"]`` (grid) or
+          ``obs["center_index"]`` (``centers``), ``spot_diameter_fullres`` = ``spot_um``;
+        - ``shapes["<sample>_<key_added>"]``: its circles;
+        - in the source table, ``obsm[key_added]``: a sparse ``(n_points, n_pseudospots)`` 0/1 matrix, the pseudo-spots
+          of each bin/cell (their counts are summed), and ``obs[key_added]``: its nearest pseudo-spot, within the
+          grid's hexagonal cell (``spacing_um / √3``) or the spot's disc, whichever is larger (NaN beyond: e.g. a bin
+          whose pseudo-spots were dropped), so that results map back to every bin/cell.
 
     Examples
     --------
@@ -208,11 +212,15 @@ def pseudospots(
     ...     "Xenium_Prime_Mouse_Ileum_tiny_outs",
     ... )
     >>> sdata = sta.io.read_xenium(path)  # 23 cells
-    >>> sta.pp.pseudospots(sdata, spacing_um=30)  # overlapping 55 µm discs: every cell is in one or more
+    >>> sta.pp.pseudospots(
+    ...     sdata, spacing_um=30
+    ... )  # overlapping 55 µm discs: every cell is in one or more
     >>> cells = sdata.tables["table"]
     >>> cells.obsm["pseudospots"].shape[0], bool(cells.obs["pseudospots"].notna().all())
     (23, True)
-    >>> sta.tl.embed(sdata, table_key="pseudospots", show_progress_bar=False)  # doctest: +SKIP
+    >>> sta.tl.embed(
+    ...     sdata, table_key="pseudospots", show_progress_bar=False
+    ... )  # doctest: +SKIP
     """
     from scipy.spatial import cKDTree
 

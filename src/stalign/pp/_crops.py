@@ -1,5 +1,8 @@
 """Spot and niche crops defined in micrometres, read lazily and resampled in batches.
 
+One module (~540 lines, over the ~450 guideline): the crop boxes, the choice of a pyramid level and the resampling
+share the coordinate conventions below; reading image blocks lives in :mod:`stalign.pp._blocks`.
+
 Geometry
 --------
 A crop of side ``size_um`` centred on a spot covers ``size_um / microns_per_pixel`` full-resolution pixels. To
@@ -285,8 +288,9 @@ def read_crops(
 
     Returns
     -------
-    uint8 array ``(B, 3, out_px, out_px)``; parts outside the image are white. With ``return_inside=True``, also
-    a float32 ``(B,)`` array of inside fractions.
+    numpy.ndarray | tuple[numpy.ndarray, numpy.ndarray]
+        uint8 array ``(B, 3, out_px, out_px)``; parts outside the image are white. With ``return_inside=True``, also
+        a float32 ``(B,)`` array of inside fractions.
 
     Examples
     --------
@@ -478,10 +482,11 @@ def spot_crops(
 
     Returns
     -------
-    ``None``, or a copy of ``data`` if ``copy=True``. Writes
+    AnnData | SpatialData | None
+        ``None``, or a copy of ``data`` if ``copy=True``. Writes
 
-    - ``obsm[key_added]``: float ``(n_obs, 4)`` boxes ``(x0, y0, x1, y1)`` in the finest image level's pixels;
-    - ``uns[key_added]["params"]``: ``size_um``, the level's name and scale, and how many boxes cross the border.
+        - ``obsm[key_added]``: float ``(n_obs, 4)`` boxes ``(x0, y0, x1, y1)`` in the finest image level's pixels;
+        - ``uns[key_added]["params"]``: ``size_um``, the level's name and scale, and how many boxes cross the border.
 
     Examples
     --------
@@ -524,8 +529,9 @@ def niche_crops(
 
     Returns
     -------
-    ``None``, or a copy of ``data`` if ``copy=True``. Writes ``obsm[key_added]`` (``(n_obs, 4)`` level-0 pixel
-    boxes) and ``uns[key_added]["params"]``.
+    AnnData | SpatialData | None
+        ``None``, or a copy of ``data`` if ``copy=True``. Writes ``obsm[key_added]`` (``(n_obs, 4)`` level-0 pixel
+        boxes) and ``uns[key_added]["params"]``.
 
     Examples
     --------

@@ -145,11 +145,12 @@ def niche_expression(
 
     Returns
     -------
-    ``None``, or a copy of ``data`` if ``copy=True``. Writes
+    AnnData | SpatialData | None
+        ``None``, or a copy of ``data`` if ``copy=True``. Writes
 
-    - ``obsm[key_added]``: CSR float32 ``(n_obs, n_vars)`` mean raw counts of the niche, columns as ``var_names``;
-    - ``uns[key_added]["params"]``: ``radius_um``, ``radius_px`` (full resolution), ``include_self``,
-      ``aggregation`` and the mean number of spots per niche.
+        - ``obsm[key_added]``: CSR float32 ``(n_obs, n_vars)`` mean raw counts of the niche, columns as ``var_names``;
+        - ``uns[key_added]["params"]``: ``radius_um``, ``radius_px`` (full resolution), ``include_self``,
+          ``aggregation`` and the mean number of spots per niche.
 
     Examples
     --------

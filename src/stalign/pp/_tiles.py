@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import SPOT_UM, Key
-from .._section import ImageLevel, _levels_from_sdata, get_section
+from .._section import ImageLevel, _levels_from_sdata, get_section, write_library_entry
 from .._utils import shallow_copy
 from .._validators import check_key, check_number
 
@@ -241,24 +241,29 @@ def tile_tissue(
 
     Returns
     -------
-    ``None`` (or the new SpatialData with ``inplace=False``); adds
+    SpatialData | None
+        ``None`` (or the new SpatialData with ``inplace=False``); adds
 
-    - ``tables[table_key]``: one row per tile, no genes (``X`` with 0 columns), ``obsm["spatial"]`` (centres in
-      full-resolution pixels), ``obs["sample"]``, ``obs["tile_row"]``, ``obs["tile_col"]``,
-      ``obs["tissue_fraction"]``, ``uns["spatial"][name]["scalefactors"]`` (``microns_per_pixel``,
-      ``spot_diameter_fullres``) and ``uns["stalign_tiles"]["params"]``;
-    - ``shapes["<name>_tiles"]`` (``"<name>_<table_key>"`` for another table key): circles of diameter ``spot_um``;
-    - ``labels["<shapes key>_tissue"]``: the tissue mask (1 = tissue) on its coarse level.
+        - ``tables[table_key]``: one row per tile, no genes (``X`` with 0 columns), ``obsm["spatial"]`` (centres in
+          full-resolution pixels), ``obs["sample"]``, ``obs["tile_row"]``, ``obs["tile_col"]``,
+          ``obs["tissue_fraction"]``, ``uns["spatial"][name]`` (``scalefactors`` with ``microns_per_pixel`` and
+          ``spot_diameter_fullres``, and small ``"lowres"``/``"hires"`` ``images``: scanpy and squidpy plot the tiles as
+          they are) and ``uns["stalign_tiles"]["params"]``;
+        - ``shapes["<name>_tiles"]`` (``"<name>_<table_key>"`` for another table key): circles of diameter ``spot_um``;
+        - ``labels["<shapes key>_tissue"]``: the tissue mask (1 = tissue) on its coarse level.
 
     Examples
     --------
     >>> import os
     >>> import stalign as sta
-    >>> folder = "stahl_mob_splotch/splotch/tutorials/olfactory_bulb_st/images"  # an H&E JPG, 6.2 mm wide
+    >>> # an H&E JPG, 6.2 mm wide
+    >>> folder = "stahl_mob_splotch/splotch/tutorials/olfactory_bulb_st/images"
     >>> sdata = sta.io.read_image(
-    ...     os.path.join(os.environ["STALIGN_DATA_DIR"], folder, "01.jpg"), microns_per_pixel=6200 / 2318
+    ...     os.path.join(os.environ["STALIGN_DATA_DIR"], folder, "01.jpg"),
+    ...     microns_per_pixel=6200 / 2318,
     ... )
-    >>> sta.pp.tile_tissue(sdata, spacing_um=200)  # every 200 µm here; 100 µm (the default) for a full map
+    >>> # every 200 µm here; 100 µm (the default) for a full map
+    >>> sta.pp.tile_tissue(sdata, spacing_um=200)
     >>> tiles = sdata.tables["table"]
     >>> tiles.n_vars, tiles.n_obs > 200, sorted(sdata.shapes), sorted(sdata.labels)
     (0, True, ['01_tiles'], ['01_tiles_tissue'])
@@ -367,5 +372,6 @@ def tile_tissue(
     target.labels[labels_key] = mask_el
     target.shapes[region] = circles
     target.tables[table_key] = table
+    write_library_entry(table, get_section(target, table_key=table_key, image_key=key))
     logger.info("tile_tissue: %d tiles at %g µm over %.1f %% of %r", len(ids), spacing_um, 100 * mask.mean(), key)
     return None if inplace else target

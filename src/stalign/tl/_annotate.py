@@ -28,7 +28,7 @@ import pandas as pd
 from .._constants import Key
 from .._docs import inject
 from .._genes import to_vocabulary_symbols, var_symbols
-from .._utils import copy_data, embedding_keys, embedding_record, get_table, save_data
+from .._utils import copy_data, embedding_keys, embedding_record, get_table, save_data, set_category_colors
 from .._validators import check_int, check_key, check_number, renamed_arguments
 from ..pp import log_normalize, spatial_smooth
 from ._common import knn_average, l2n, model_of, prompt_embeddings
@@ -151,6 +151,7 @@ def _write_labels(target, table_key, key_added, labels, scores: pd.DataFrame, pa
     table = get_table(target, table_key=table_key)
     cats = list(scores.columns)
     save_data(table, attr="obs", key=key_added, data=pd.Categorical(np.asarray(labels), categories=cats))
+    set_category_colors(table, key_added)
     save_data(table, attr="obs", key=f"{key_added}_score", data=scores.max(axis=1).to_numpy(dtype=np.float32))
     save_data(table, attr="obsm", key=f"{key_added}_scores", data=scores)
     table.uns[key_added] = {"params": params}
@@ -237,16 +238,24 @@ def annotate(
 
     Returns
     -------
-    ``None`` or a copy; sets ``obs[key_added]`` (categorical), ``obs[key_added + "_score"]`` (the probability of the
-    chosen label), ``obsm[key_added + "_scores"]`` (DataFrame of per-label probabilities) and
-    ``uns[key_added]["params"]`` (the method, the markers used and those not found).
+    AnnData | SpatialData | None
+        ``None`` or a copy; sets ``obs[key_added]`` (categorical) with its colours in
+        ``uns[f"{key_added}_colors"]`` (scanpy's default palette), ``obs[key_added + "_score"]`` (the probability
+        of the chosen label), ``obsm[key_added + "_scores"]`` (DataFrame of per-label probabilities) and
+        ``uns[key_added]["params"]`` (the method, the markers used and those not found).
 
     Examples
     --------
     {dlpfc_embedded}
-    >>> sta.tl.annotate(sdata, markers={"WM": ["MBP", "PLP1", "MOBP"], "GM": ["SNAP25", "SYT1", "NRGN"]})
+    >>> sta.tl.annotate(
+    ...     sdata,
+    ...     markers={"WM": ["MBP", "PLP1", "MOBP"], "GM": ["SNAP25", "SYT1", "NRGN"]},
+    ... )
     >>> table = sdata.tables["table"]
-    >>> sorted(table.obs["stalign_label"].cat.categories), table.obsm["stalign_label_scores"].shape
+    >>> (
+    ...     sorted(table.obs["stalign_label"].cat.categories),
+    ...     table.obsm["stalign_label_scores"].shape,
+    ... )
     (['GM', 'WM'], (3639, 2))
     """
     if (markers is None) == (reference is None):

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .._constants import Key
 from .._docs import inject
-from .._utils import copy_data, default_rep, get_table, save_data
+from .._utils import copy_data, default_rep, get_table, save_data, set_category_colors
 from .._validators import check_int, check_key, check_number, renamed_arguments
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -127,17 +127,24 @@ def domains(
 
     Returns
     -------
-    ``None`` or a copy; sets ``obs[key_added]`` (natsorted categorical) and ``uns[key_added]["params"]`` (the method,
-    representation, ``smooth_um`` and the other settings used).
+    AnnData | SpatialData | None
+        ``None`` or a copy; sets ``obs[key_added]`` (natsorted categorical), ``uns[f"{key_added}_colors"]`` (scanpy's
+        default palette, shared by :func:`stalign.pl.domains`, ``sc.pl.spatial`` and ``sq.pl.spatial_scatter``) and
+        ``uns[key_added]["params"]`` (the method, representation, ``smooth_um`` and the other settings used).
 
     Examples
     --------
     {dlpfc_embedded}
     >>> sta.tl.domains(sdata, n_domains=7)
     >>> table = sdata.tables["table"]
-    >>> table.obs["stalign_domain"].cat.categories.size, table.uns["stalign_domain"]["params"]["smooth_um"]
+    >>> (
+    ...     table.obs["stalign_domain"].cat.categories.size,
+    ...     table.uns["stalign_domain"]["params"]["smooth_um"],
+    ... )
     (7, 150.0)
-    >>> sta.tl.domains(sdata, n_domains=7, use_rep="X_stalign_image", key_added="image_domain")  # H&E only
+    >>> sta.tl.domains(
+    ...     sdata, n_domains=7, use_rep="X_stalign_image", key_added="image_domain"
+    ... )  # H&E only
     """
     from ..pp import spatial_smooth
 
@@ -186,6 +193,7 @@ def domains(
     target = copy_data(data, table_key=table_key) if copy else data
     table = get_table(target, table_key=table_key)
     save_data(table, attr="obs", key=key_added, data=_natsorted_categorical(labels))
+    set_category_colors(table, key_added)
     table.uns[key_added] = {
         "params": {
             "n_domains": n_domains,

@@ -14,7 +14,7 @@ from .._batch import BatchKey, inputs_to
 from .._constants import Key
 from .._docs import inject
 from .._genes import check_vocabulary
-from .._section import get_section
+from .._section import get_section, write_library_entry
 from .._utils import copy_data, embedding_keys, get_table, package_version, resolve_device, save_data, track, uns_key
 from .._validators import check_int, check_key
 from ..models import DEFAULT_MODEL, model_record, resolve_model
@@ -74,10 +74,12 @@ def embed_arrays(
     library_id: str | None = None,
     show_progress_bar: bool = True,
     outputs: Sequence[str] | None = _OUTPUTS,
+    key_added: str = Key.X,
 ) -> dict[str, np.ndarray]:
     """Run ``model`` over every spot of one section; return ``{"image", "gene", "fused", "niche"}`` arrays (n_obs, d).
 
     ``outputs=None`` returns every per-spot output of ``model.embed`` (``"joint"``, ``"niche_gene"``, ...) as well.
+    A section without an H&E gets one warning, naming the embeddings not computed by their keys (``key_added``'s).
     ``device=None`` runs on the model's device; otherwise the model is moved to ``device`` first.
     ``batch_size=None`` picks :func:`default_batch_size` of the device.
 
@@ -96,21 +98,14 @@ def embed_arrays(
 
     sec = get_section(data, table_key=table_key, image_key=image_key, library_id=library_id)
     has_image, has_expr = sec.has_image, sec.has_expression
-    if not has_image and sec.other_images:
-        warnings.warn(
-            f"Image(s) {', '.join(map(repr, sec.other_images))} of section {sec.library_id!r} are not RGB H&E "
-            "(fluorescence such as Xenium's DAPI) and are never read by the model's H&E encoder: the spots are "
-            "embedded from their genes alone. Add an H&E (e.g. stalign.io.read_xenium(path, he_image=...)) to embed "
-            "the image too.",
-            UserWarning,
-            stacklevel=3,
-        )
     if not has_image and not has_expr:
         msg = (
             f"Section {sec.library_id!r} has neither an image nor expression; embedding needs at least one. "
             "Load the H&E image with the stalign.io readers or add raw counts to the table."
         )
         raise ValueError(msg)
+    if not has_image:
+        _warn_no_image(data, sec, key_added)
     cfg = model.config
     if has_expr:
         # logs the overlap, warns below _genes.MIN_VOCABULARY_OVERLAP, raises when no gene is known
@@ -157,6 +152,30 @@ def embed_arrays(
         )
         raise FloatingPointError(msg)
     return out
+
+
+def _warn_no_image(data: Any, sec: Any, key_added: str) -> None:
+    """The one warning of a section embedded without an H&E: the element missing, the embeddings not computed."""
+    from anndata import AnnData
+
+    lib = sec.library_id
+    if sec.other_images:
+        where = (
+            f"image(s) {', '.join(map(repr, sec.other_images))} are not RGB H&E (fluorescence such as Xenium's DAPI) "
+            "and are never read by the model's H&E encoder; add an H&E, e.g. stalign.io.read_xenium(path, "
+            "he_image=...)"
+        )
+    elif isinstance(data, AnnData):
+        where = f"`uns['spatial'][{lib!r}]['images']` is missing"
+    else:
+        where = "an image element in `sdata.images` is missing"
+    warnings.warn(
+        f"Section {lib!r} has no H&E image ({where}): the spots are embedded from their genes alone. "
+        f"obsm[{key_added + '_image'!r}] and obsm[{key_added + '_niche'!r}] (image and joint niche embeddings) are "
+        f"not computed, and obsm[{key_added!r}] is the expression-only fused embedding.",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def get_embedding(
@@ -261,19 +280,25 @@ def embed(
 
     Returns
     -------
-    ``None``, or a copy of ``data`` when ``copy=True``; sets in the table:
+    AnnData | SpatialData | None
+        ``None``, or a copy of ``data`` when ``copy=True``; sets in the table:
 
-    - ``obsm[key_added]``: the fused spot + niche embedding (each spot's own embedding and its neighbourhood's,
-      averaged: from expression when the section has it, else from the H&E; see :func:`fuse`), the default of
-      :func:`~stalign.tl.domains` and :func:`~stalign.tl.annotate`;
-    - ``obsm[key_added + "_image"]``: the spot's H&E embedding, whenever there is an image;
-    - ``obsm[key_added + "_gene"]``: the spot's expression embedding, whenever there is expression;
-    - ``obsm[key_added + "_niche"]``: the joint image + expression (ABFN) niche embedding, when both exist;
-    - ``obsm[key_added + "_pred"]``: for models with a prediction head (``config.predict_genes``, whose order its
-      columns follow), each spot's expression of those genes predicted from the H&E alone, standardised within the
-      section (what :func:`~stalign.tl.predict_expression` builds on), whenever there is an image;
-    - ``uns[...]``: ``params``, the model name, its weights sha256 and fingerprint, the stalign version and the
-      ``keys`` written.
+        - ``obsm[key_added]``: the fused spot + niche embedding (each spot's own embedding and its neighbourhood's,
+          averaged: from expression when the section has it, else from the H&E; see :func:`fuse`), the default of
+          :func:`~stalign.tl.domains` and :func:`~stalign.tl.annotate`;
+        - ``obsm[key_added + "_image"]``: the spot's H&E embedding, whenever there is an image;
+        - ``obsm[key_added + "_gene"]``: the spot's expression embedding, whenever there is expression;
+        - ``obsm[key_added + "_niche"]``: the joint image + expression (ABFN) niche embedding, when both exist;
+        - ``uns[...]``: ``params``, the model name, its weights sha256 and fingerprint, the stalign version and the
+          ``keys`` written;
+        - ``obsm[key_added + "_pred"]``: for models with a prediction head (``config.predict_genes``, whose order its
+          columns follow), each spot's expression of those genes predicted from the H&E alone, standardised within
+          the section (:func:`~stalign.tl.predict_expression` ``method="head"``), whenever there is an image;
+        - ``uns["spatial"][library_id]``, when it holds no image yet: ``scalefactors`` and small ``"lowres"``/``"hires"``
+          ``images`` (:func:`stalign.io.to_anndata`'s), so the table plots as it is in ``sc.pl.spatial`` and
+          ``sq.pl.spatial_scatter``.
+
+        A section with no image is embedded from its expression alone, with a warning naming the embeddings skipped.
 
     Examples
     --------
@@ -303,10 +328,13 @@ def embed(
         image_key=image_key,
         library_id=library_id,
         show_progress_bar=show_progress_bar,
+        key_added=key_added,
     )
     record = model_record(m)
     target = copy_data(data, table_key=table_key) if copy else data
     table = get_table(target, table_key=table_key)
+    sec = get_section(target, table_key=table_key, image_key=image_key, library_id=library_id)
+    write_library_entry(table, sec)  # uns["spatial"] with small images: sc.pl.spatial / sq.pl.spatial_scatter as is
     slots = embedding_keys(key_added=key_added)
     for name, key in slots.items():
         if name in arrays:

@@ -121,8 +121,9 @@ def predict_expression(
 
     Returns
     -------
-    AnnData with the query's ``obs_names``, the genes as ``var_names`` and predicted values on the
-    ``log1p(normalize_total(1e4))`` scale in ``X``; parameters in ``uns["stalign_pred"]``.
+    AnnData
+        AnnData with the query's ``obs_names``, the genes as ``var_names`` and predicted values on the
+        ``log1p(normalize_total(1e4))`` scale in ``X``; parameters in ``uns["stalign_pred"]``.
 
     Examples
     --------

@@ -237,8 +237,12 @@ def augment_batch(
     >>> import torch
     >>> sdata = sta.datasets.stutility_mob("MOB1")
     >>> genes = sta.pp.build_vocabulary([sdata])
-    >>> batch = sta.pp.SpotDataset([sdata], genes=genes, spot_px=32, niche_px=32, batch_size=16)[0]
-    >>> aug = sta.train.augment_batch(batch, sta.train.AugmentConfig(), generator=torch.Generator().manual_seed(0))
+    >>> batch = sta.pp.SpotDataset(
+    ...     [sdata], genes=genes, spot_px=32, niche_px=32, batch_size=16
+    ... )[0]
+    >>> aug = sta.train.augment_batch(
+    ...     batch, sta.train.AugmentConfig(), generator=torch.Generator().manual_seed(0)
+    ... )
     >>> aug["spot_image"].shape == batch["spot_image"].shape
     True
     """

@@ -275,7 +275,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     Examples
     --------
     {tiny_run}
-    >>> tensors, state = sta.train.load_checkpoint(sta.train.latest_checkpoint("run/checkpoints"))
+    >>> tensors, state = sta.train.load_checkpoint(
+    ...     sta.train.latest_checkpoint("run/checkpoints")
+    ... )
     >>> state["step"]
     4
     """

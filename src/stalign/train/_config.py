@@ -69,6 +69,11 @@ class TrainConfig:
     gene_dropout
         Largest fraction of the measured genes zeroed per spot (augmentation); replaces ``augment``'s
         ``gene_dropout``. ``None``: keep that of ``augment`` (0.25 by default).
+    cache_features
+        Compute the features of frozen image trunks (``freeze_spot_encoder`` / ``freeze_niche_encoder``) once per
+        crop before the first step and train on them, so that a heavy pretrained backbone costs one pass over the
+        crops. Image augmentations would change those features: with both image trunks frozen they are switched off
+        (gene dropout is kept). ``False``: every step runs the frozen trunks on the (augmented) crops.
     hard_negatives
         ``K`` hard negatives per anchor from other expression clusters of the same section (k-means on PCA,
         ``n_clusters`` per section), on top of the in-batch negatives. ``0``: in-batch negatives only.
@@ -104,7 +109,8 @@ class TrainConfig:
     Traceback (most recent call last):
     ...
     ValueError: epochs=0; it must be a positive integer.
-    >>> sta.train.TrainConfig(**cfg.to_dict()) == cfg  # the JSON form of run.json builds the same config
+    >>> # the JSON form of run.json builds the same config
+    >>> sta.train.TrainConfig(**cfg.to_dict()) == cfg
     True
     """
 
@@ -123,6 +129,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     augment: bool | dict | AugmentConfig | None = True
     gene_dropout: float | None = None
+    cache_features: bool = True
     hard_negatives: int = 0
     n_clusters: int = 8
     amp: str | bool | None = "auto"
@@ -166,6 +173,7 @@ class TrainConfig:
             gd = {} if self.gene_dropout is None else {"gene_dropout": self.gene_dropout}
             aug = dataclasses.replace(aug, **gd)
         self.augment = aug
+        self.cache_features = _check_bool(self.cache_features, "cache_features")
         self.hard_negatives = check_int(self.hard_negatives, "hard_negatives", minimum=0)
         self.n_clusters = check_int(self.n_clusters, "n_clusters")
         if not (self.amp is None or isinstance(self.amp, bool) or self.amp in AMP_MODES):

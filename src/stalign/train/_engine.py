@@ -371,9 +371,9 @@ def fit(
             torch.distributed.barrier()
         last_saved = step
 
-    from tqdm.auto import tqdm
+    from .._utils import progress_bar
 
-    bar = tqdm(
+    bar = progress_bar(
         total=stop_at,
         initial=min(start_step, stop_at),
         desc=run_info.get("mode", "train"),

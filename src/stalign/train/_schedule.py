@@ -17,7 +17,12 @@ class CosineSchedule:
     --------
     >>> import stalign as sta
     >>> sched = sta.train.CosineSchedule(
-    ...     lr=1e-3, min_lr=1e-6, total_steps=100, warmup_steps=10, wd_start=0.04, wd_end=0.4
+    ...     lr=1e-3,
+    ...     min_lr=1e-6,
+    ...     total_steps=100,
+    ...     warmup_steps=10,
+    ...     wd_start=0.04,
+    ...     wd_end=0.4,
     ... )
     """
 

@@ -152,5 +152,12 @@ class ImageEncoder(nn.Module):
                 feat = self.trunk(x)
         else:
             feat = self.trunk(x)
-        tok = self.to_tokens(feat).view(x.shape[0], self.n_tokens, self.token_dim)
+        return self.from_features(feat)
+
+    def from_features(self, feat: torch.Tensor) -> torch.Tensor:
+        """Trunk features ``(B, F)`` → tokens ``(B, n_tokens, token_dim)`` (the trainable part of the encoder)."""
+        if feat.ndim != 2 or feat.shape[1] != self.feat_dim:
+            msg = f"Trunk features must have shape (B, {self.feat_dim}), got {tuple(feat.shape)}."
+            raise ValueError(msg)
+        tok = self.to_tokens(feat).view(feat.shape[0], self.n_tokens, self.token_dim)
         return self.norm(tok)
