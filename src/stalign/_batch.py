@@ -12,6 +12,8 @@ class BatchKey:
 
     #: uint8 ``(B, 3, S, S)`` spot crop (zeros where ``has_image`` is False)
     spot_image = "spot_image"
+    #: uint8 ``(B, 3, S, S)`` a second augmented view of the spot crop (training with ``w_image_ssl > 0`` only)
+    spot_image_view = "spot_image_view"
     #: uint8 ``(B, 3, N, N)`` niche crop centred on the spot
     niche_image = "niche_image"
     #: float32 ``(B, V)`` spot expression, ``log1p(normalize_total(1e4))`` on the model vocabulary (0 if unmeasured)

@@ -12,6 +12,8 @@ class Key:
     X_image = "X_stalign_image"
     X_gene = "X_stalign_gene"
     X_niche = "X_stalign_niche"
+    #: the prediction head's expression of the model's ``predict_genes`` from the H&E (standardised within a section)
+    X_pred = "X_stalign_pred"
     niche_expr = "stalign_niche"  # obsm: niche-aggregated expression (sparse, same columns as X)
     spot_bbox = "stalign_spot_bbox"
     niche_bbox = "stalign_niche_bbox"

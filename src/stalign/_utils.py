@@ -258,11 +258,11 @@ def embedding_record(table, use_rep: str | None = None) -> dict | None:
 
 
 #: Embedding kinds and the suffix of their ``obsm`` key (``tl.embed``'s ``key_added`` + suffix).
-EMBEDDING_SUFFIXES = {"fused": "", "image": "_image", "gene": "_gene", "niche": "_niche"}
+EMBEDDING_SUFFIXES = {"fused": "", "image": "_image", "gene": "_gene", "niche": "_niche", "pred": "_pred"}
 
 
 def embedding_keys(record: dict | None = None, *, key_added: str = Key.X) -> dict[str, str]:
-    """``{"fused" | "image" | "gene" | "niche": obsm key}`` of an embedding record, else those of ``key_added``.
+    """``{"fused" | "image" | "gene" | "niche" | "pred": obsm key}`` of an embedding record, else those of ``key_added``.
 
     Without a record (embeddings written by hand) the keys are ``tl.embed``'s: ``key_added`` + each kind's suffix.
     """

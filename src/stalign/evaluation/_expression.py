@@ -72,8 +72,8 @@ def eval_genes(
     genes :func:`stalign.pp.reference_hvgs` picks (``n_top_genes`` of the references, measured in the query too),
     which is what :func:`stalign.tl.predict_expression` predicts by default. ``stalign`` is
     ``tl.predict_expression(query, references)`` with its defaults after :func:`stalign.tl.embed` (only the genes
-    are passed, so that every method is scored on the same ones); ``stalign_retrieval`` and ``stalign_ridge`` are
-    its two methods named explicitly.
+    are passed, so that every method is scored on the same ones); ``stalign_retrieval``, ``stalign_ridge`` and
+    ``stalign_head`` (models with a prediction head that covers the scored genes) are its methods named explicitly.
 
     Parameters
     ----------
@@ -167,8 +167,16 @@ def eval_genes(
                     f"{group}_retrieval": {"method": "retrieval", "k": k, "match": "gene"},
                     f"{group}_ridge": {"method": "ridge"},
                 }
+                if "pred" in qe.arrays:
+                    variants[f"{group}_head"] = {"method": "head"}
                 for m, kw in variants.items():
-                    pred = predict_expression(qe.view, views, genes=genes, **kw)
+                    try:
+                        pred = predict_expression(qe.view, views, genes=genes, **kw)
+                    except ValueError as e:  # the head predicts only its own genes: scored where it covers them all
+                        if kw.get("method") != "head":
+                            raise
+                        logger.info("%s not scored on %s: %s", m, q, e)
+                        continue
                     runs.setdefault(m, []).append((member, expression_scores(pred.X, truth)))
             for m, r in runs.items():
                 methods[m] = summarise([x[1] for x in r], [(x[0], None) for x in r])

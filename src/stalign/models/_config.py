@@ -24,7 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _TINY_RESNET = {"channels": [16, 32, 64, 128], "stem_width": 16}
 
 #: Names of the five contrastive terms and their default weights.
-LOSS_TERMS = ("spot", "niche", "ns", "image_ns", "gene_ns")
+LOSS_TERMS = ("spot", "niche", "ns", "image_ns", "gene_ns", "image_ssl")
 GENE_POOL_NORMS = ("batch", "layer", "none")
 NORM_STATISTICS = ("running", "section")
 
@@ -116,6 +116,19 @@ class STAlignConfig:
     w_image_ns, w_gene_ns
         Weights of the unimodal spot ↔ niche terms (image ↔ image, gene ↔ gene) that let image-only and
         expression-only sections train.
+    w_image_ssl
+        Weight of the self-supervised image term (SimCLR, Chen et al. 2020): two augmentations of each spot crop
+        (independent flips, 90° turns, stain / colour jitter and resolution jitter) are matched against the other
+        spots of the batch. It needs no expression, so every image-only section teaches the spot tower too.
+    predict_genes
+        Genes (a subset of ``genes``) that the image towers learn to predict: a head on the spot image tokens predicts
+        each spot's expression of these genes, and one on the niche image tokens its niche's (the predictive objective
+        of :meth:`~stalign.models.STAlign.predictive_loss`). Empty (default): no head.
+    predict_hidden
+        Hidden width of the two prediction heads.
+    w_predict
+        Weight of the predictive term (mean squared error on expression standardised within each batch, which comes
+        from one section) against the contrastive terms.
 
     Examples
     --------
@@ -171,9 +184,14 @@ class STAlignConfig:
     w_ns: float = 0.4
     w_image_ns: float = 0.1
     w_gene_ns: float = 0.1
+    w_image_ssl: float = 0.0
+    predict_genes: list[str] = field(default_factory=list)
+    predict_hidden: int = 256
+    w_predict: float = 0.0
 
     def __post_init__(self) -> None:
         self.genes = _normalize_genes(self.genes)
+        self.predict_genes = _normalize_genes(self.predict_genes) if len(self.predict_genes) else []
         self.image_mean = tuple(float(v) for v in self.image_mean)
         self.image_std = tuple(float(v) for v in self.image_std)
         self.spot_encoder_kwargs = dict(self.spot_encoder_kwargs or {})
@@ -226,6 +244,19 @@ class STAlignConfig:
             if getattr(self, f"w_{t}") < 0:
                 msg = f"`w_{t}` must be >= 0, got {getattr(self, f'w_{t}')!r}."
                 raise ValueError(msg)
+        missing = sorted(set(self.predict_genes) - set(self.genes))
+        if missing:
+            msg = (
+                f"{len(missing)} `predict_genes` are not in the vocabulary `genes` (e.g. {missing[:5]}); the prediction "
+                "heads can only learn genes the model reads."
+            )
+            raise ValueError(msg)
+        if isinstance(self.predict_hidden, bool) or not isinstance(self.predict_hidden, int) or self.predict_hidden < 1:
+            msg = f"`predict_hidden` must be a positive integer, got {self.predict_hidden!r}."
+            raise ValueError(msg)
+        if not (isinstance(self.w_predict, int | float) and self.w_predict >= 0):
+            msg = f"`w_predict` must be >= 0, got {self.w_predict!r}."
+            raise ValueError(msg)
         r = self.niche_radius_um
         if r is not None and (isinstance(r, bool) or not isinstance(r, int | float) or not math.isfinite(r) or r <= 0):
             msg = (

@@ -17,10 +17,18 @@ TERMS: dict[str, tuple[str, str]] = {
     "ns": ("joint", "niche_joint"),  # L_NS: ABFN spot ↔ ABFN niche
     "image_ns": ("image", "niche_image"),  # unimodal spot ↔ niche, images
     "gene_ns": ("gene", "niche_gene"),  # unimodal spot ↔ niche, expression
+    "image_ssl": ("image", "image_view"),  # SimCLR: two augmented views of the spot crop
 }
 #: embedding keys produced by :meth:`STAlign.embed`
 EMBEDDING_KEYS = ("image", "gene", "joint", "niche_image", "niche_gene", "niche_joint")
-_IMAGE_KEYS = {"image", "niche_image"}
+#: prediction-head outputs of :meth:`STAlign.embed` → the expression they predict (batch key)
+PREDICTIONS: dict[str, str] = {"image_pred": "spot_expr", "niche_image_pred": "niche_expr"}
+PREDICTION_KEYS = tuple(PREDICTIONS)
+#: the second view's embedding (training with the self-supervised image term)
+VIEW_KEYS = ("image_view",)
+#: a gene whose standard deviation within a batch is below this is not a target in that batch (unmeasured, or flat)
+MIN_TARGET_STD = 1e-3
+_IMAGE_KEYS = {"image", "niche_image", "image_view"}
 _GENE_KEYS = {"gene", "niche_gene"}
 
 
@@ -317,3 +325,54 @@ def contrastive_loss(
         counts[term] = int(rows.numel())
         total = total + w * value
     return LossOutput(loss=total, components=components, counts=counts)
+
+
+def standardize_targets(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expression ``x`` ``(B, P)`` standardised per gene over the ``rows`` (bool ``(B,)``) of one batch.
+
+    Every batch comes from one section, so this is the expression relative to the section: stain, depth and panel
+    differences between sections drop out. Returns the standardised values and the bool ``(P,)`` genes that vary in the
+    batch (an unmeasured gene is all zero: it is never a target).
+    """
+    xr = x[rows].float()
+    mean = xr.mean(dim=0, keepdim=True)
+    std = xr.std(dim=0, unbiased=False, keepdim=True)
+    valid = std.squeeze(0) > MIN_TARGET_STD
+    return (x.float() - mean) / std.clamp_min(MIN_TARGET_STD), valid
+
+
+def predictive_loss(
+    emb: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], index: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """Mean squared error of the prediction heads against the batch's standardised expression of the predicted genes.
+
+    Parameters
+    ----------
+    emb
+        Output of :meth:`STAlign.embed` with ``"image_pred"`` / ``"niche_image_pred"`` (``(B, P)``).
+    batch
+        The batch (:class:`~stalign._batch.BatchKey`): ``spot_expr`` / ``niche_expr`` ``(B, V)`` are the targets.
+    index
+        ``(P,)`` columns of the vocabulary that the heads predict.
+
+    Returns
+    -------
+    The loss averaged over the two scales (over the rows with an image and expression, and the genes that vary in the
+    batch), and the number of rows that entered it (``0``: no target in this batch, the loss is a zero).
+    """
+    rows = emb["has_image"] & emb["has_expr"]
+    n = int(rows.sum())
+    values = []
+    if n >= 2:
+        for key, target_key in PREDICTIONS.items():
+            if key not in emb or batch.get(target_key) is None:
+                continue
+            target = batch[target_key].to(emb[key].device)[:, index]
+            z, valid = standardize_targets(target, rows)
+            if not bool(valid.any()):
+                continue
+            err = (emb[key].float() - z)[rows][:, valid]
+            values.append(err.pow(2).mean())
+    if not values:
+        return emb["has_image"].new_zeros((), dtype=torch.float32), 0
+    return torch.stack(values).mean(), n

@@ -16,8 +16,16 @@ from torch import nn
 from .._batch import BatchKey
 from ._backbones import build_trunk
 from ._config import STAlignConfig
-from ._losses import EMBEDDING_KEYS, LossOutput, contrastive_loss, gather_negatives
-from .nn import ABFN, GeneEncoder, ImageEncoder, ProjectionHead
+from ._losses import (
+    EMBEDDING_KEYS,
+    PREDICTION_KEYS,
+    VIEW_KEYS,
+    LossOutput,
+    contrastive_loss,
+    gather_negatives,
+    predictive_loss,
+)
+from .nn import ABFN, GeneEncoder, ImageEncoder, PredictionHead, ProjectionHead
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +130,18 @@ class STAlign(nn.Module):
             }
         )
 
+        if cfg.predict_genes:
+            # the predictive objective: each image tower also predicts the expression its crop covers
+            P = len(cfg.predict_genes)
+            self.predict_heads = nn.ModuleDict(
+                {k: PredictionHead(T * W, cfg.predict_hidden, P) for k in ("image", "niche_image")}
+            )
+            pos = {g: i for i, g in enumerate(cfg.genes)}
+            index = torch.tensor([pos[g] for g in cfg.predict_genes], dtype=torch.long)
+            self.register_buffer("predict_index", index, persistent=False)
+        else:
+            self.predict_heads = None
+
         log_scale = torch.tensor(math.log(1.0 / cfg.temperature))
         if cfg.learn_temperature:
             self.log_logit_scale = nn.Parameter(log_scale)
@@ -204,7 +224,9 @@ class STAlign(nn.Module):
 
         Returns
         -------
-        ``{"image": (B, D), "niche_image": (B, D)}`` (L2-normalised) for the inputs given.
+        ``{"image": (B, D), "niche_image": (B, D)}`` (L2-normalised) for the inputs given; with prediction heads
+        (``config.predict_genes``) also ``"image_pred"`` / ``"niche_image_pred"``, ``(B, P)`` predicted expression of
+        the predicted genes, standardised within a section.
         """
         features = features or {}
 
@@ -282,6 +304,8 @@ class STAlign(nn.Module):
             m = self._mask(mask, x.shape[0])
             tok = _apply_rows(enc, m, x)
             out[key] = _apply_rows(self.heads[key], m, tok)
+            if self.predict_heads is not None and key in self.predict_heads:
+                out[f"{key}_pred"] = _apply_rows(self.predict_heads[key], m, tok)
             if return_tokens:
                 out[f"{key}_tokens"] = tok
         if not out:
@@ -310,6 +334,7 @@ class STAlign(nn.Module):
         L2-normalised ``(B, D)`` tensors for what the inputs allow: ``"image"``, ``"niche_image"`` (from
         crops), ``"gene"``, ``"niche_gene"`` (from expression), ``"joint"``, ``"niche_joint"`` (the ABFN outputs
         ``f_spot`` and ``f_niche``, where both modalities exist),
+        ``"image_pred"`` / ``"niche_image_pred"`` with prediction heads (see :meth:`encode_image`),
         plus the bool ``(B,)`` masks ``"has_image"`` and ``"has_expr"`` (on the model's device). Rows lacking a
         modality are zero in the tensors that need it (use the masks); the joint ones need both.
 
@@ -346,6 +371,11 @@ class STAlign(nn.Module):
             out.update(
                 self.encode_gene(batch.get(K.spot_expr), batch.get(K.niche_expr), mask=has_expr, return_tokens=True)
             )
+        view = batch.get(K.spot_image_view)
+        if view is not None and bool(has_image.any()):  # the self-supervised term's second view of the spot crop
+            x = self._prep_image(view, self.config.spot_size, "spot_image_view")
+            enc = self._encode((("image", x, self.spot_image_encoder),), mask=has_image, return_tokens=False, need="")
+            out["image_view"] = enc["image"]
         both = has_image & has_expr.to(has_image.device)
         if bool(both.any()):
             for key, ti, tg, level in (
@@ -356,7 +386,7 @@ class STAlign(nn.Module):
                     out[key] = _apply_rows(
                         lambda a, g, level=level: self.fuse(a, g, level=level), both, out[ti], out[tg]
                     )
-        emb = {k: out[k] for k in EMBEDDING_KEYS if k in out}
+        emb = {k: out[k] for k in (*EMBEDDING_KEYS, *PREDICTION_KEYS, *VIEW_KEYS) if k in out}
         dev = self.image_mean.device
         emb["has_image"] = has_image.to(dev, non_blocking=True)
         emb["has_expr"] = has_expr.to(dev, non_blocking=True)
@@ -461,7 +491,7 @@ class STAlign(nn.Module):
         elif negative_batch is not None:
             msg = "`negative_batch` was given without `negatives` (the (B, K) indices into it)."
             raise ValueError(msg)
-        return self.loss_from_embeddings(emb, negatives=neg)
+        return self.loss_from_embeddings(emb, negatives=neg, batch=batch)
 
     def loss_from_embeddings(
         self,
@@ -470,6 +500,7 @@ class STAlign(nn.Module):
         *,
         offset: int = 0,
         negatives: Mapping[str, torch.Tensor] | None = None,
+        batch: Mapping[str, torch.Tensor] | None = None,
     ) -> LossOutput:
         """Loss from precomputed embeddings (for DDP: candidates gathered across ranks).
 
@@ -484,8 +515,11 @@ class STAlign(nn.Module):
             Index of the first local row in ``gathered``.
         negatives
             Hard negatives from :func:`~stalign.models.gather_negatives` (``(B, K, D)`` + ``(B, K)`` masks).
+        batch
+            The local batch, whose expression is the target of the predictive term (``config.w_predict > 0``);
+            ``None`` leaves that term out.
         """
-        return contrastive_loss(
+        out = contrastive_loss(
             dict(emb),
             None if gathered is None else dict(gathered),
             weights=self.config.loss_weights,
@@ -494,6 +528,14 @@ class STAlign(nn.Module):
             negatives=None if negatives is None else dict(negatives),
             soft_targets=self.config.soft_targets,
         )
+        w = float(self.config.w_predict)
+        if w > 0 and batch is not None and self.predict_heads is not None:
+            value, n = predictive_loss(emb, batch, self.predict_index)
+            if n:
+                out.components["predict"] = value
+                out.counts["predict"] = n
+                out.loss = out.loss + w * value
+        return out
 
     # ------------------------------------------------------------------ save
     def save(self, path: str | os.PathLike) -> os.PathLike:

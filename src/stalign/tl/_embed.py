@@ -25,9 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: What tl.embed keeps: the spot image and spot gene embeddings, the fused (spot + niche) embedding, and the joint
-#: (ABFN) niche embedding.
-_OUTPUTS = ("image", "gene", "fused", "niche")
+#: What tl.embed keeps: the spot image and spot gene embeddings, the fused (spot + niche) embedding, the joint
+#: (ABFN) niche embedding, and the spot prediction head's expression (models with ``predict_genes``).
+_OUTPUTS = ("image", "gene", "fused", "niche", "pred")
 
 
 def fuse(emb: dict) -> dict:
@@ -37,11 +37,14 @@ def fuse(emb: dict) -> dict:
     and re-normalised, from expression when the section has it (the spot's profile and its neighbourhood's), from
     the H&E otherwise. The image and the joint (ABFN) embeddings are not averaged in: on sections the model has not
     seen, its image ↔ expression alignment is weak, and mixing them in lowers domain quality (ablation in
-    ``MODEL_CARD.md``). ``"niche"`` is the joint ABFN niche embedding ``f_niche``.
+    ``MODEL_CARD.md``). ``"niche"`` is the joint ABFN niche embedding ``f_niche``; ``"pred"`` the spot prediction
+    head's output (the expression of ``config.predict_genes`` from the H&E, standardised within a section).
     """
     import torch
 
     out = {k: emb[k] for k in ("image", "gene") if k in emb}
+    if "image_pred" in emb:
+        out["pred"] = emb["image_pred"]
     if "niche_joint" in emb:
         out["niche"] = emb["niche_joint"]
     spot, niche = ("gene", "niche_gene") if "gene" in emb else ("image", "niche_image")
@@ -178,7 +181,7 @@ def _warn_no_image(data: Any, sec: Any, key_added: str) -> None:
 def get_embedding(
     data: Any, *, use: str, model: Any, table_key: str, record: dict | None, device=None, **embed_kwargs
 ) -> np.ndarray:
-    """Embedding ``use`` ∈ {"image", "gene", "fused"}: from ``obsm`` (``record``'s keys), else computed with ``model``.
+    """Embedding ``use`` ∈ {"image", "gene", "fused", "pred"}: from ``obsm`` (``record``'s keys), else computed.
 
     A computed embedding is not stored.
     """
@@ -189,7 +192,10 @@ def get_embedding(
     m, dev = resolve_model(model, device=device)
     arrays = embed_arrays(data, m, device=dev, table_key=table_key, show_progress_bar=False, **embed_kwargs)
     if use not in arrays:
-        need = {"fused": "an image or expression", "image": "an image", "gene": "expression"}[use]
+        need = {
+            "fused": "an image or expression", "image": "an image", "gene": "expression",
+            "pred": "an image and a model with a prediction head",
+        }[use]  # fmt: skip
         msg = f"Cannot compute the {use} embedding: the section needs {need}."
         raise ValueError(msg)
     return arrays[use]
@@ -285,6 +291,9 @@ def embed(
         - ``obsm[key_added + "_niche"]``: the joint image + expression (ABFN) niche embedding, when both exist;
         - ``uns[...]``: ``params``, the model name, its weights sha256 and fingerprint, the stalign version and the
           ``keys`` written;
+        - ``obsm[key_added + "_pred"]``: for models with a prediction head (``config.predict_genes``, whose order its
+          columns follow), each spot's expression of those genes predicted from the H&E alone, standardised within
+          the section (:func:`~stalign.tl.predict_expression` ``method="head"``), whenever there is an image;
         - ``uns["spatial"][library_id]``, when it holds no image yet: ``scalefactors`` and small ``"lowres"``/``"hires"``
           ``images`` (:func:`stalign.io.to_anndata`'s), so the table plots as it is in ``sc.pl.spatial`` and
           ``sq.pl.spatial_scatter``.
@@ -343,5 +352,7 @@ def embed(
         "stalign_version": package_version(),
         "keys": {k: v for k, v in slots.items() if k in arrays},
     }
+    if "pred" in arrays:
+        table.uns[uns_key(key_added)]["pred_genes"] = list(m.config.predict_genes)
     logger.info("Embedded %d spots with %s (%s)", table.n_obs, record["model"], ", ".join(sorted(arrays)))
     return target if copy else None

@@ -133,12 +133,42 @@ def _build_config(config: Any, sections: list[Any]):
     genes = overrides.pop("genes", None) or build_vocabulary(sections)
     if not genes:
         logger.warning("The training sections measure no gene: the gene encoders will not train.")
+    n = overrides.get("predict_genes")
+    if isinstance(n, int) and not isinstance(n, bool):
+        overrides["predict_genes"] = predictive_genes(sections, genes, n_per_section=n)
     if backbone is not None:  # {"backbone": name, "weights": ..., "freeze": ...}: STAlignConfig.from_backbone
         if config != "base":
             msg = f"A `backbone` config builds on the 'base' preset; drop preset={config!r}."
             raise ValueError(msg)
         return STAlignConfig.from_backbone(backbone, genes, **overrides)
     return STAlignConfig.preset(config, genes, **overrides)
+
+
+def predictive_genes(sections: list[Any], genes: list[str], *, n_per_section: int) -> list[str]:
+    """Targets of the predictive objective: the union of each paired section's ``n_per_section`` most variable genes.
+
+    Only sections with an image and expression teach an image tower to predict, so only theirs count; the choice uses
+    counts alone (no label), and every gene is mapped onto the vocabulary ``genes`` (Ensembl ids and mouse symbols
+    included). Genes come in vocabulary order.
+    """
+    from .._genes import gene_index
+    from .._section import get_section
+    from .._validators import check_int
+    from ..pp import reference_hvgs
+
+    check_int(n_per_section, "predict_genes", hint=" (most variable genes per paired section, or a list of genes)")
+    chosen: set[int] = set()
+    for data in sections:
+        sec = get_section(data)
+        if not (sec.has_image and sec.has_expression):
+            continue
+        hv = reference_hvgs([sec.table], n_top_genes=min(n_per_section, sec.table.n_vars))
+        idx = gene_index(list(hv), genes)
+        chosen.update(int(i) for i in idx[idx >= 0])
+    if not chosen:
+        msg = "predict_genes needs sections with an image and expression among the training sections; none has both."
+        raise ValueError(msg)
+    return [genes[i] for i in sorted(chosen)]
 
 
 @renamed_arguments(seed="random_state")

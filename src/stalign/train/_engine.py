@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .._batch import BatchKey
 from ._augment import augment_batch
 from ._checkpoint import (
     _cpu,
@@ -78,7 +79,7 @@ class _LossModule(nn.Module):
 
                 neg = gather_negatives(emb, negatives, exclude_self=True)
             b_local = len(next(iter(emb.values())))
-            out = m.loss_from_embeddings(emb, gathered, offset=self.info.rank * b_local, negatives=neg)
+            out = m.loss_from_embeddings(emb, gathered, offset=self.info.rank * b_local, negatives=neg, batch=batch)
         else:
             kw = dict(self._loss_kwargs)
             if negatives is not None:
@@ -106,8 +107,6 @@ def hard_negative_indices(batch: dict, k: int, generator: torch.Generator) -> to
 
     Uses ``batch["cluster"]`` (``-1`` = unknown, never a negative) and ``batch["section"]``; ``None`` without clusters.
     """
-    from .._batch import BatchKey
-
     cl = batch.get(BatchKey.cluster)
     if cl is None or k <= 0 or not bool((cl >= 0).any()):
         return None
@@ -123,6 +122,20 @@ def hard_negative_indices(batch: dict, k: int, generator: torch.Generator) -> to
     if kk < k:
         idx = torch.cat([idx, torch.full((len(idx), k - kk), -1, dtype=idx.dtype)], dim=1)
     return idx.to(cl.device)
+
+
+def _ssl_view(model: nn.Module, batch: dict, config: TrainConfig, step: int, rows, n_global: int):
+    """A second augmentation of the spot crops for the self-supervised image term (``config.w_image_ssl > 0``).
+
+    Drawn from its own generator, seeded by ``(seed, step)`` like the first view, so a resumed or DDP run replays it.
+    """
+    cfg = getattr(model, "config", None)
+    if float(getattr(cfg, "w_image_ssl", 0.0) or 0.0) <= 0 or batch.get(BatchKey.spot_image) is None:
+        return None
+    gen = torch.Generator().manual_seed(_mix_seed(config.seed + 104729, step))
+    skip = (BatchKey.niche_image, BatchKey.spot_expr, BatchKey.niche_expr)
+    spot_only = {k: v for k, v in batch.items() if k not in skip}
+    return augment_batch(spot_only, config.augment, generator=gen, rows=rows, n_global=n_global)[BatchKey.spot_image]
 
 
 def _loss_kwargs(model: nn.Module, info: DistInfo) -> dict:
@@ -397,7 +410,10 @@ def fit(
                 if config.augment is not None:
                     rows, n_global = _rank_rows(dataset, b_local, info)
                     gen = torch.Generator().manual_seed(_mix_seed(config.seed, step))
+                    view = _ssl_view(model, batch, config, step, rows, n_global)
                     batch = augment_batch(batch, config.augment, generator=gen, rows=rows, n_global=n_global)
+                    if view is not None:
+                        batch[BatchKey.spot_image_view] = view
                 lr_t, wd_t = schedule.apply(optimizer, step)
                 optimizer.zero_grad(set_to_none=True)
                 negatives = None

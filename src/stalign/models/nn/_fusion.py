@@ -61,3 +61,15 @@ class ProjectionHead(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Project tokens into the shared space."""
         return F.normalize(self.net(tokens.mean(dim=1)), dim=-1)
+
+
+class PredictionHead(nn.Module):
+    """Tokens ``(B, T, W)`` → LayerNorm → MLP → ``(B, n_out)`` unnormalised predictions (e.g. expression of genes)."""
+
+    def __init__(self, in_dim: int, hidden: int, n_out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, n_out))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Predict from the flattened tokens (their order carries information, unlike the pooled projection)."""
+        return self.net(tokens.flatten(1))
