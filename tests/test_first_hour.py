@@ -187,7 +187,7 @@ def test_no_coordinates_names_obsm_spatial_or_the_shapes_element(toy_adata, toy_
 
     a = toy_adata.copy()
     del a.obsm["spatial"]
-    with pytest.raises(KeyError, match=r"obsm\['spatial'\]` is missing"):
+    with pytest.raises(KeyError, match=r"The AnnData has no `obsm\['spatial'\]`: no spot coordinates"):
         sta.tl.embed(a, model=toy_model, device="cpu", show_progress_bar=False)
     table = toy_sdata.tables["table"].copy()
     del table.obsm["spatial"]

@@ -378,8 +378,8 @@ def _no_coords_error(table: AnnData, sdata: Any = None, table_key: str = Key.tab
     """The error of a table without spot positions: ``obsm["spatial"]`` for an AnnData, the shapes element for SpatialData."""
     if sdata is None:
         msg = (
-            "The AnnData has no spot coordinates: `obsm['spatial']` is missing (spot centres (x, y) in full-resolution "
-            "pixels). Set it, or read the section with stalign.io."
+            "The AnnData has no `obsm['spatial']`: no spot coordinates (spot centres (x, y) in full-resolution "
+            "pixels). Set it, or read it with stalign.io."
         )
         return KeyError(msg)
     region = (table.uns.get("spatialdata_attrs") or {}).get("region")

@@ -70,6 +70,6 @@ def test_predicted_gene_maps_over_the_he(mob_prediction):
     table.obs[gene] = np.asarray(pred[:, gene].X).ravel()
     ax = sta.pl.spatial(query, color=gene)
     assert len(ax.images) == 1
-    # the prediction AnnData alone carries positions and scale (no image)
+    # the prediction AnnData alone carries positions, scale and the query's small H&E (uns["spatial"])
     ax = sta.pl.spatial(pred, color=gene)
-    assert len(ax.images) == 0
+    assert len(ax.images) == 1
