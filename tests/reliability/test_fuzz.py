@@ -274,7 +274,7 @@ def _targets(f) -> dict[str, tuple[Callable, list, object]]:
         "tl.predict_expression(method)": (
             lambda v: sta.tl.predict_expression(emb, emb, method=v, **cpu),
             [emb],
-            _bad_choice({"retrieval", "ridge"}),
+            _bad_choice({"retrieval", "ridge", "head"}),
         ),
         "models.load(name_or_path)": (
             lambda v: sta.models.load(v, device="cpu"),

@@ -326,7 +326,7 @@ def _(ctx):
     return _predict(ctx, ctx.emb.copy(), ctx.emb[:, :0].copy())
 
 
-@case("predict-unknown-method", ValueError, r"got 'mlp'", r"method must be one of \('retrieval', 'ridge'\)")
+@case("predict-unknown-method", ValueError, r"got 'mlp'", r"method must be one of \('ridge', 'head', 'retrieval'\)")
 def _(ctx):
     return _predict(ctx, ctx.emb.copy(), ctx.emb.copy(), method="mlp")
 
