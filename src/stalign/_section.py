@@ -184,9 +184,16 @@ def _downsample(arr: Any, max_side: int) -> tuple[np.ndarray, int]:
     if f == 1:
         return np.asarray(arr), 1
     hh, ww = (h // f) * f, (w // f) * f
-    a = np.asarray(arr[:, :hh, :ww], dtype=np.float32)
-    a = a.reshape(a.shape[0], hh // f, f, ww // f, f).mean(axis=(2, 4))
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8), f
+    c = arr.shape[0]
+    out = np.empty((c, hh // f, ww // f), dtype=np.uint8)
+    # bands of rows, so a large lazy level is never held whole (nor as float): about 64 MB of float32 at a time
+    rows = max(1, int(64e6 // (f * ww * c * 4)))
+    for r in range(0, hh // f, rows):
+        r1 = min(r + rows, hh // f)
+        a = np.asarray(arr[:, r * f : r1 * f, :ww], dtype=np.float32)
+        a = a.reshape(c, r1 - r, f, ww // f, f).mean(axis=(2, 4))
+        out[:, r:r1] = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    return out, f
 
 
 def _small_image(sec: Section, max_side: int) -> tuple[np.ndarray, float]:
