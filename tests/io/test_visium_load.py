@@ -4,7 +4,6 @@ import gzip
 import json
 import shutil
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,17 +24,9 @@ def dlpfc_sdata(data_dir):
 
 
 def _write_h5(path, X_spots_genes, barcodes, gene_ids, symbols):
-    m = sparse.csc_matrix(sparse.csr_matrix(X_spots_genes).T.astype(np.int32))  # genes × spots, CSC over spots
-    with h5py.File(path, "w") as f:
-        g = f.create_group("matrix")
-        g["barcodes"] = np.array(barcodes, dtype="S")
-        g["data"], g["indices"], g["indptr"] = m.data, m.indices, m.indptr
-        g["shape"] = np.array(m.shape, dtype=np.int32)
-        ft = g.create_group("features")
-        ft["id"], ft["name"] = np.array(gene_ids, dtype="S"), np.array(symbols, dtype="S")
-        ft["feature_type"] = np.array(["Gene Expression"] * len(gene_ids), dtype="S")
-        ft["genome"] = np.array(["GRCh38"] * len(gene_ids), dtype="S")
-        ft["_all_tag_keys"] = np.array(["genome"], dtype="S")
+    from stalign.io._visium_hd import write_10x_h5
+
+    write_10x_h5(path, X_spots_genes, barcodes=barcodes, gene_ids=gene_ids, gene_names=symbols)
 
 
 def _spaceranger(tmp_path, data_dir, t, *, images=("lowres",), positions="v1", counts="h5"):
